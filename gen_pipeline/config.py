@@ -1,0 +1,168 @@
+"""Typed, composed configuration: one small pydantic model per component.
+
+Dicts become models exactly once, here, at the boundary (YAML file + ``--set key=value``
+overrides). Unknown or mistyped fields fail on load with the dotted field path in the message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gen_pipeline.errors import PipelineError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Where the raw table comes from and how it is split."""
+
+    dataset: Literal["adult"] = "adult"
+    # Read at most this many data lines of each raw file (None = all): the tiny test configs.
+    max_rows_per_file: int | None = Field(default=None, gt=0)
+    validation_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
+    test_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    split_salt: str = "gen_pipeline"
+    # Encoded Parquet files per split: at least the number of train workers, so each reads its own.
+    num_files: int = Field(default=4, ge=1)
+
+
+class TransformConfig(_Strict):
+    """How continuous columns are encoded (categoricals are always one-hot)."""
+
+    continuous: Literal["quantile", "standard"] = "quantile"
+    num_quantiles: int = Field(default=200, ge=10, le=2000)
+
+
+class ModelConfig(_Strict):
+    """Which model family and its size."""
+
+    family: Literal["tvae", "gan"] = "tvae"
+    latent_dim: int = Field(default=64, ge=2)
+    hidden_dims: tuple[int, ...] = (128, 128)
+    # GAN only
+    discriminator_dims: tuple[int, ...] = (256, 256)
+    pac: int = Field(default=1, ge=1)
+    gumbel_tau: float = Field(default=0.2, gt=0.0)
+    # TVAE only: weight of the reconstruction term against KL (TVAE's loss_factor).
+    loss_factor: float = Field(default=2.0, gt=0.0)
+
+
+class TrainConfig(_Strict):
+    """The training loop and its distribution over Ray Train workers."""
+
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=500, ge=2)
+    lr: float = Field(default=1e-3, gt=0.0)
+    weight_decay: float = Field(default=1e-5, ge=0.0)
+    seed: int = 0
+    num_workers: int = Field(default=2, ge=1)
+    cpus_per_worker: float = Field(default=0.5, gt=0.0)
+    use_gpu: bool = False
+    loader: Literal["petastorm", "ray_data"] = "ray_data"
+    max_failures: int = Field(default=2, ge=0)
+    checkpoints_to_keep: int = Field(default=2, ge=1)
+
+
+class EvaluateConfig(_Strict):
+    """Held-out evaluation and the promotion gate."""
+
+    num_rows: int | None = Field(default=None, gt=0)  # None = as many rows as the test split
+    seed: int = 1234
+    primary_metric: Literal["quality_score"] = "quality_score"
+    min_quality_score: float = Field(default=0.5, ge=0.0, le=1.0)
+
+
+class GenerateConfig(_Strict):
+    """Defaults for the generate job (the CLI flags override them)."""
+
+    rows: int = Field(default=1_000_000, gt=0, le=10_000_000_000)
+    seed: int = 7
+    rows_per_partition: int = Field(default=250_000, gt=0)
+
+
+class PipelineConfig(_Strict):
+    """A whole named run: data, transforms, model, training, evaluation, generation."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    model_name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    data: DataConfig = DataConfig()
+    transform: TransformConfig = TransformConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    generate: GenerateConfig = GenerateConfig()
+
+    @model_validator(mode="after")
+    def _pac_divides_batch(self) -> "PipelineConfig":
+        if self.model.family == "gan" and self.train.batch_size % self.model.pac:
+            raise ValueError(
+                f"train.batch_size ({self.train.batch_size}) must be a multiple of model.pac ({self.model.pac})"
+            )
+        return self
+
+
+def _set_dotted(tree: dict, dotted: str, value: object) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise PipelineError(f"--set {dotted}: '{key}' is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``["train.epochs=3", "model.family=gan"]`` -> nested dict; values parsed as YAML scalars."""
+    tree: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise PipelineError(f"--set {pair!r}: expected key=value, e.g. --set train.epochs=3")
+        key, raw = pair.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _format_validation(source: str, err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling against configs/adult_tvae.yaml)"
+        parts.append(f"{field}: {msg}")
+    return f"{source}: invalid config: " + "; ".join(parts)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a YAML config, apply ``key=value`` overrides and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: config file not found (named configs live in configs/)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise PipelineError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path}: expected a mapping at the top level")
+    raw = _merge(raw, parse_overrides(overrides or []))
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as e:
+        raise PipelineError(_format_validation(str(path), e)) from None

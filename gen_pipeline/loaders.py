@@ -1,0 +1,64 @@
+"""Batch sources for training over the encoded Parquet, one interface for both loaders.
+
+``open_loader(kind, ...)`` returns ``epoch -> iterable of (B, D) float32 tensors`` for this rank.
+petastorm reads its own shard of the row groups (``cur_shard=rank``); Ray Data takes the shard
+Ray Train hands this worker. Only the numeric ``features`` column ever reaches torch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+FEATURES = "features"
+BatchSource = Callable[[int], Iterable[torch.Tensor]]
+
+
+def petastorm_source(path: str | Path, rank: int, world: int, batch_size: int, seed: int) -> BatchSource:
+    from petastorm import make_batch_reader
+    from petastorm.pytorch import BatchedDataLoader
+
+    url = Path(path).resolve().as_uri()
+
+    def epoch_batches(epoch: int) -> Iterable[torch.Tensor]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with make_batch_reader(url, schema_fields=[FEATURES], cur_shard=rank, shard_count=world,
+                                   num_epochs=1, shuffle_row_groups=True, seed=seed + epoch,
+                                   workers_count=1, reader_pool_type="thread") as reader:
+                loader = BatchedDataLoader(reader, batch_size=batch_size,
+                                           shuffling_queue_capacity=4 * batch_size)
+                for batch in loader:
+                    yield batch[FEATURES].float()
+
+    return epoch_batches
+
+
+def ray_data_source(batch_size: int, seed: int, dataset_name: str = "train") -> BatchSource:
+    import ray.train
+
+    shard = ray.train.get_dataset_shard(dataset_name)
+
+    def epoch_batches(epoch: int) -> Iterable[torch.Tensor]:
+        for batch in shard.iter_torch_batches(batch_size=batch_size, dtypes=torch.float32,
+                                              local_shuffle_buffer_size=4 * batch_size,
+                                              local_shuffle_seed=seed + epoch, drop_last=False):
+            yield batch[FEATURES]
+
+    return epoch_batches
+
+
+def memory_source(data: torch.Tensor, rank: int, world: int, batch_size: int, seed: int) -> BatchSource:
+    """Tensors already in memory (the baseline and unit tests): a strided shard, reshuffled per epoch."""
+    shard = data[rank::world]
+
+    def epoch_batches(epoch: int) -> Iterable[torch.Tensor]:
+        g = torch.Generator().manual_seed(seed + epoch)
+        order = torch.randperm(shard.shape[0], generator=g)
+        for i in range(0, shard.shape[0], batch_size):
+            yield shard[order[i:i + batch_size]]
+
+    return epoch_batches

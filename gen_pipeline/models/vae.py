@@ -1,0 +1,104 @@
+"""TVAE-style VAE for tables (Kingma & Welling 2014; Xu et al. 2019, "Modeling Tabular Data using
+Conditional GAN", section 4): per-column likelihoods -- a Gaussian with a learned scale for each
+continuous value, a categorical cross-entropy for each one-hot span -- plus KL to N(0, I).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from gen_pipeline.models.base import GenerativeModel, mlp, register, sample_spans
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class _VAENet(nn.Module):
+    """Encoder + decoder + learned output scales: one forward, so DDP syncs all of it."""
+
+    def __init__(self, data_dim: int, hidden: list[int], latent: int, n_cont: int):
+        super().__init__()
+        self.encoder = mlp([data_dim, *hidden])
+        self.to_mu = nn.Linear(hidden[-1], latent)
+        self.to_logvar = nn.Linear(hidden[-1], latent)
+        self.decoder = mlp([latent, *reversed(hidden), data_dim], last_act=False)
+        self.log_sigma = nn.Parameter(torch.full((n_cont,), math.log(0.1)))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)
+        return self.to_mu(h), self.to_logvar(h)
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor):
+        mu, logvar = self.encode(x)  # (B, L) each
+        z = mu + torch.exp(0.5 * logvar) * eps  # reparameterisation trick
+        return self.decoder(z), mu, logvar
+
+
+@register("tvae")
+class TabularVAE(GenerativeModel):
+    def __init__(self, cfg, spans, data_dim):
+        super().__init__(cfg, spans, data_dim)
+        self.cont_idx = [s.start for s in spans if s.kind == "continuous"]
+        self.cat_spans = [s for s in spans if s.kind == "categorical"]
+        self.net = _VAENet(data_dim, list(cfg.hidden_dims), cfg.latent_dim, len(self.cont_idx))
+        object.__setattr__(self, "_run", self.net)  # the DDP-wrapped view, not part of state_dict
+
+    def configure_optimizers(self, lr: float, weight_decay: float) -> None:
+        self.optimizers = {"vae": torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=weight_decay)}
+
+    def distribute(self, wrap) -> None:
+        object.__setattr__(self, "_run", wrap(self.net))
+
+    def _sigma(self) -> torch.Tensor:
+        return torch.exp(self.net.log_sigma).clamp(0.01, 1.0)  # TVAE clamps its scales the same way
+
+    def _nll_per_row(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood of x under the decoder's output, in nats, per row: (B,)."""
+        nll = torch.zeros(x.shape[0], device=x.device, dtype=recon.dtype)
+        if self.cont_idx:
+            idx = torch.tensor(self.cont_idx, device=x.device)
+            sigma = self._sigma()
+            diff = x[:, idx] - recon[:, idx]
+            nll = nll + (0.5 * (diff / sigma) ** 2 + torch.log(sigma) + 0.5 * _LOG_2PI).sum(1)
+        for s in self.cat_spans:
+            target = x[:, s.start:s.end].argmax(1)
+            nll = nll + F.cross_entropy(recon[:, s.start:s.end], target, reduction="none")
+        return nll
+
+    @staticmethod
+    def _kl_per_row(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        # KL(N(mu, sigma^2) || N(0, I)), Kingma & Welling 2014, appendix B.
+        return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
+
+    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+        opt = self.optimizers["vae"]
+        opt.zero_grad(set_to_none=True)
+        eps = torch.randn(batch.shape[0], self.cfg.latent_dim, device=batch.device)
+        recon, mu, logvar = self._run(batch, eps)
+        nll = self._nll_per_row(batch, recon.float()).mean()
+        kl = self._kl_per_row(mu.float(), logvar.float()).mean()
+        loss = self.cfg.loss_factor * nll + kl
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item(), "recon_nll": nll.item(), "kl": kl.item()}
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        device = self.net.log_sigma.device
+        z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=device)
+        out = self.net.decoder(z)
+        if self.cont_idx:
+            idx = torch.tensor(self.cont_idx, device=device)
+            noise = torch.randn(n, len(self.cont_idx), generator=generator, device=device)
+            out[:, idx] = out[:, idx] + noise * self._sigma()
+        return sample_spans(out, self.spans, generator)
+
+    @torch.no_grad()
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        """Negative ELBO per row in nats (higher = more anomalous), decoding the posterior mean."""
+        mu, logvar = self.net.encode(x)
+        recon = self.net.decoder(mu)
+        return self._nll_per_row(x, recon) + self._kl_per_row(mu, logvar)

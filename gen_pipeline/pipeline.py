@@ -1,0 +1,157 @@
+"""The five stages as functions of (config, runtime): what the CLI and the jobs call.
+
+Each stage opens the engine it needs through ``Runtime``, reads, calls one library function,
+writes, and returns a small dict saying where its outputs went.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from gen_pipeline.config import PipelineConfig
+from gen_pipeline.errors import PipelineError
+from gen_pipeline.runtime import Runtime
+
+
+def preprocess_dir(cfg: PipelineConfig, rt: Runtime) -> Path:
+    return rt.run_dir(cfg.name) / "preprocess"
+
+
+def default_output(cfg: PipelineConfig, rt: Runtime, what: str) -> Path:
+    return rt.work_dir / "outputs" / cfg.name / what
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = str(v)
+    return out
+
+
+def stage_preprocess(cfg: PipelineConfig, rt: Runtime) -> dict:
+    from gen_pipeline.datasets import raw_table
+    from gen_pipeline.preprocess import run_preprocess
+
+    table = raw_table(cfg.data.dataset, rt.datasets_dir)
+    manifest = run_preprocess(rt.spark(), table, cfg, preprocess_dir(cfg, rt))
+    return {"preprocess": str(preprocess_dir(cfg, rt)), "rows_written": manifest["rows_written"],
+            "rows_quarantined": manifest["rows_quarantined"]}
+
+
+def stage_train(cfg: PipelineConfig, rt: Runtime, fail_at_epoch: int | None = None) -> dict:
+    from gen_pipeline.bundle import ModelBundle
+    from gen_pipeline.registry import log_and_register
+    from gen_pipeline.train import train_on_ray
+
+    pre = preprocess_dir(cfg, rt)
+    if not (pre / "manifest.json").is_file():
+        raise PipelineError(f"{pre}: no preprocess output; run `gen-pipeline preprocess --config ...` first")
+    spec = json.loads((pre / "transform_spec.json").read_text())
+    manifest = json.loads((pre / "manifest.json").read_text())
+    mlflow = rt.mlflow(cfg.name)
+    with mlflow.start_run(run_name=f"train-{cfg.model.family}") as run:
+        mlflow.log_params(_flatten(cfg.model_dump(mode="json")))
+        mlflow.set_tags({"data_fingerprint": manifest["fingerprint"], "stage": "train"})
+        mlflow.log_dict(manifest, "preprocess/manifest.json")
+        run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{run.info.run_id[:6]}"
+        result = train_on_ray(cfg, rt, pre, mlflow_run_id=run.info.run_id, run_name=run_name,
+                              fail_at_epoch=fail_at_epoch)
+        mlflow.log_metric("train_seconds", result.seconds)
+        bundle = ModelBundle(cfg, spec, result.state_dict, manifest)
+        version, uri = log_and_register(bundle, cfg.model_name)
+    print(f"[train] registered {cfg.model_name} version {version} as @candidate (run {run.info.run_id}); "
+          f"checkpoints in {result.checkpoint_path}", flush=True)
+    return {"model": f"models:/{cfg.model_name}@candidate", "version": version, "run_id": run.info.run_id,
+            "checkpoints": result.checkpoint_path}
+
+
+def stage_evaluate(cfg: PipelineConfig, rt: Runtime) -> dict:
+    from gen_pipeline.evaluate import gate, marginals_figure, quality_report
+    from gen_pipeline.preprocess import read_split
+    from gen_pipeline.registry import CANDIDATE, CHAMPION, alias_version, resolve
+
+    mlflow = rt.mlflow(cfg.name)
+    client = mlflow.MlflowClient()
+    cand_mv, cand = resolve(f"models:/{cfg.model_name}@{CANDIDATE}")
+    real = read_split(preprocess_dir(cfg, rt), "test")
+    n = cfg.evaluate.num_rows or len(real)
+    metrics, synth = quality_report(cand.bundle, real, n, cfg.evaluate.seed)
+    champ_mv = alias_version(cfg.model_name, CHAMPION)
+    champ_metrics = None
+    if champ_mv is not None and champ_mv.version != cand_mv.version:
+        # Re-evaluate the champion on the same held-out rows and seed: a like-for-like comparison.
+        _, champ = resolve(f"models:/{cfg.model_name}/{champ_mv.version}")
+        champ_metrics, _ = quality_report(champ.bundle, real, n, cfg.evaluate.seed)
+    promote, reason = gate(metrics, champ_metrics, cfg.evaluate.primary_metric, cfg.evaluate.min_quality_score)
+    if champ_mv is not None and champ_mv.version == cand_mv.version:
+        promote, reason = False, "the candidate is already the champion"
+
+    for k, v in metrics.items():
+        client.log_metric(cand_mv.run_id, f"eval_{k}", v)
+    with tempfile.TemporaryDirectory() as d:
+        png = Path(d) / "marginals_real_vs_synthetic.png"
+        marginals_figure(real, synth, cand.bundle.schema, png)
+        client.log_artifact(cand_mv.run_id, str(png), "evaluation")
+        (Path(d) / "report.json").write_text(json.dumps(
+            {"metrics": metrics, "champion_metrics": champ_metrics, "promoted": promote, "reason": reason}, indent=1))
+        client.log_artifact(cand_mv.run_id, str(Path(d) / "report.json"), "evaluation")
+    for k, v in {"gate_decision": "promoted" if promote else "rejected", "gate_reason": reason,
+                 cfg.evaluate.primary_metric: f"{metrics[cfg.evaluate.primary_metric]:.6f}"}.items():
+        client.set_model_version_tag(cfg.model_name, cand_mv.version, k, v)
+    if promote:
+        client.set_registered_model_alias(cfg.model_name, CHAMPION, cand_mv.version)
+    summary = " ".join(f"{k}={metrics[k]:.4f}" for k in ("quality_score", "column_shapes", "column_pair_trends",
+                                                         "detection_auc", "test_neg_elbo_nats") if k in metrics)
+    print(f"[evaluate] {cfg.model_name} v{cand_mv.version}: {summary}", flush=True)
+    print(f"[evaluate] gate: {'PROMOTED to @champion' if promote else 'not promoted'} ({reason})", flush=True)
+    return {"version": cand_mv.version, "promoted": promote, "reason": reason, **metrics}
+
+
+def stage_generate(cfg: PipelineConfig, rt: Runtime, model: str | None = None, rows: int | None = None,
+                   seed: int | None = None, out: str | None = None) -> dict:
+    from gen_pipeline.generate import run_generate
+    from gen_pipeline.registry import resolve
+
+    rt.mlflow(cfg.name)
+    uri = model or f"models:/{cfg.model_name}@champion"
+    mv, pyfunc = resolve(uri)
+    out_path = Path(out) if out else default_output(cfg, rt, "generated")
+    lineage = {"model_uri": uri, "model_name": mv.name, "model_version": mv.version, "run_id": mv.run_id}
+    lineage = run_generate(rt.spark(), pyfunc.bundle, rows=rows if rows is not None else cfg.generate.rows,
+                           seed=cfg.generate.seed if seed is None else seed, out=out_path, lineage=lineage,
+                           partition_rows=cfg.generate.rows_per_partition)
+    return {"generated": str(out_path), "rows": lineage["rows"], "model_version": mv.version}
+
+
+def stage_score(cfg: PipelineConfig, rt: Runtime, model: str | None = None, inputs: list[str] | None = None,
+                out: str | None = None) -> dict:
+    from gen_pipeline.datasets import raw_table
+    from gen_pipeline.registry import resolve
+    from gen_pipeline.score import run_score
+
+    rt.mlflow(cfg.name)
+    uri = model or f"models:/{cfg.model_name}@champion"
+    mv, pyfunc = resolve(uri)
+    paths = [Path(p) for p in inputs] if inputs else [raw_table(cfg.data.dataset, rt.datasets_dir).files[-1]]
+    out_path = Path(out) if out else default_output(cfg, rt, "scored")
+    lineage = {"model_uri": uri, "model_name": mv.name, "model_version": mv.version, "run_id": mv.run_id}
+    lineage = run_score(rt.spark(), pyfunc.bundle, inputs=paths, out=out_path, lineage=lineage)
+    return {"scored": str(out_path), "rows_in": lineage["rows_in"], "rows_scored": lineage["rows_scored"]}
+
+
+def run_all(cfg: PipelineConfig, rt: Runtime, rows: int | None = None, seed: int | None = None) -> dict:
+    t0 = time.perf_counter()
+    outputs = {"preprocess": stage_preprocess(cfg, rt), "train": stage_train(cfg, rt),
+               "evaluate": stage_evaluate(cfg, rt)}
+    outputs["generate"] = stage_generate(cfg, rt, rows=rows, seed=seed)
+    if cfg.model.family == "tvae":
+        outputs["score"] = stage_score(cfg, rt)
+    outputs["seconds"] = round(time.perf_counter() - t0, 1)
+    return outputs

@@ -1,0 +1,227 @@
+"""The training loop, written once, and the Ray Train shell around it.
+
+``fit`` is a plain function over a model and any source of batches; every model family brings
+its own ``train_step``. ``train_on_ray`` runs ``fit`` on each Ray Train worker (DDP), checkpoints
+every epoch and has rank 0 log per-epoch metrics to MLflow.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from gen_pipeline.config import PipelineConfig
+from gen_pipeline.loaders import BatchSource
+from gen_pipeline.models import GenerativeModel, build_model
+from gen_pipeline.transforms import TableTransformer
+
+CHECKPOINT_FILE = "checkpoint.pt"
+EpochHook = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class FitState:
+    start_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _fmt_seconds(s: float) -> str:
+    return f"{int(s // 60)}m{int(s % 60):02d}s"
+
+
+def fit(model: GenerativeModel, batches: BatchSource, *, epochs: int, steps_per_epoch: int,
+        batch_rows: int, device: torch.device, state: FitState | None = None,
+        on_epoch_end: EpochHook | None = None, log: Callable[[str], None] | None = print,
+        autocast: bool = False) -> FitState:
+    """Train ``model`` for ``epochs`` epochs of exactly ``steps_per_epoch`` steps each.
+
+    Every rank runs the same number of steps (uneven shards would hang DDP): a short shard
+    starts over. Prints one line per epoch with losses, samples/s, elapsed and ETA.
+    """
+    state = state or FitState()
+    start, first_epoch = time.perf_counter(), state.start_epoch
+    model.train()
+    for epoch in range(first_epoch, epochs):
+        t0 = time.perf_counter()
+        sums: dict[str, float] = {}
+        source = itertools.chain.from_iterable(batches(epoch * 1000 + k) for k in itertools.count())
+        for _, batch in zip(range(steps_per_epoch), source):
+            batch = batch.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                metrics = model.train_step(batch)
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+        seconds = time.perf_counter() - t0
+        metrics = {k: v / steps_per_epoch for k, v in sums.items()}
+        metrics["samples_per_s"] = steps_per_epoch * batch_rows / seconds
+        metrics["epoch_seconds"] = seconds
+        state.history.append(metrics)
+        state.start_epoch = epoch + 1
+        if log:
+            elapsed = time.perf_counter() - start
+            eta = elapsed / (epoch + 1 - first_epoch) * (epochs - epoch - 1)
+            losses = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k not in ("samples_per_s", "epoch_seconds"))
+            log(f"[train] epoch {epoch + 1}/{epochs} {losses} samples/s={metrics['samples_per_s']:.0f} "
+                f"elapsed={_fmt_seconds(elapsed)} eta={_fmt_seconds(eta)}")
+        if on_epoch_end:
+            on_epoch_end(epoch, metrics)
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: tensors and plain values only, so loading never unpickles arbitrary objects.
+# ---------------------------------------------------------------------------------------------
+def save_checkpoint(path: Path, model: GenerativeModel, state: FitState) -> None:
+    torch.save({
+        "model": model.state_dict(),
+        "optimizers": model.optimizer_state(),
+        "epoch": state.start_epoch,
+        "history": state.history,
+        "rng": torch.get_rng_state(),
+    }, path)
+
+
+def load_checkpoint(path: Path, model: GenerativeModel | None = None) -> tuple[dict, FitState]:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if model is not None:
+        model.load_state_dict(ckpt["model"])
+        model.load_optimizer_state(ckpt["optimizers"])
+        torch.set_rng_state(ckpt["rng"])
+    return ckpt, FitState(start_epoch=int(ckpt["epoch"]), history=list(ckpt["history"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray Train shell
+# ---------------------------------------------------------------------------------------------
+def _worker_loop(loop_cfg: dict) -> None:
+    """``train_loop_per_worker``: build the model, open this rank's loader, call ``fit``."""
+    import logging
+
+    import ray.train
+    import ray.train.torch
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per epoch is ours to print
+    torch.set_flush_denormal(True)  # CPU MLPs slow down several-fold on denormals (STACK.md)
+    cfg = PipelineConfig.model_validate(loop_cfg["config"])
+    transformer = TableTransformer(loop_cfg["spec"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, transformer.spans, transformer.output_dim)
+    device = ray.train.torch.get_device()
+    model.to(device)
+    model.configure_optimizers(cfg.train.lr, cfg.train.weight_decay)
+
+    state = FitState()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            _, state = load_checkpoint(Path(d) / CHECKPOINT_FILE, model)
+        print(f"[train] rank {rank}: resumed from checkpoint at epoch {state.start_epoch}", flush=True)
+    torch.manual_seed(cfg.train.seed * 1000 + rank + 7919 * state.start_epoch)
+
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        model.distribute(lambda m: DDP(m, device_ids=ids))
+
+    if cfg.train.loader == "petastorm":
+        from gen_pipeline.loaders import petastorm_source
+
+        batches = petastorm_source(loop_cfg["train_path"], rank, world, cfg.train.batch_size, cfg.train.seed)
+    else:
+        from gen_pipeline.loaders import ray_data_source
+
+        batches = ray_data_source(cfg.train.batch_size, cfg.train.seed)
+
+    client = None
+    if rank == 0 and loop_cfg.get("mlflow_run_id"):
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(loop_cfg["tracking_uri"])
+
+    def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+        if client is not None:
+            from mlflow.entities import Metric
+
+            ts = int(time.time() * 1000)
+            client.log_batch(loop_cfg["mlflow_run_id"],
+                             metrics=[Metric(k, float(v), ts, epoch + 1) for k, v in metrics.items()])
+        report = {**metrics, "epoch": epoch + 1}
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as d:
+                save_checkpoint(Path(d) / CHECKPOINT_FILE, model, state)
+                ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(d))
+        else:
+            ray.train.report(report)
+        if loop_cfg.get("fail_at_epoch") == epoch + 1 and rank == world - 1 and not checkpoint:
+            os._exit(1)  # fault injection for tests: the process dies like a killed worker
+
+    fit(model, batches, epochs=cfg.train.epochs, steps_per_epoch=loop_cfg["steps_per_epoch"],
+        batch_rows=cfg.train.batch_size * world, device=device, state=state,
+        on_epoch_end=on_epoch_end, log=(lambda s: print(s, flush=True)) if rank == 0 else None,
+        autocast=device.type == "cuda")
+
+
+@dataclass
+class TrainResult:
+    state_dict: dict
+    history: list[dict[str, float]]
+    checkpoint_path: str
+    seconds: float
+
+
+def train_on_ray(cfg: PipelineConfig, runtime, preprocess_dir: Path, *, mlflow_run_id: str | None,
+                 run_name: str, fail_at_epoch: int | None = None) -> TrainResult:
+    """Run the DDP training on Ray Train; returns the final weights from the last checkpoint."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    ray = runtime.ray()
+    spec = json.loads((preprocess_dir / "transform_spec.json").read_text())
+    manifest = json.loads((preprocess_dir / "manifest.json").read_text())
+    train_path = preprocess_dir / "encoded" / "split=train"
+    train_rows = manifest["splits"]["train"]
+    world = cfg.train.num_workers
+    steps = max(1, train_rows // (world * cfg.train.batch_size))
+    loop_cfg = {
+        "config": cfg.model_dump(mode="json"), "spec": spec, "train_path": str(train_path),
+        "steps_per_epoch": steps, "tracking_uri": runtime.tracking_uri,
+        "mlflow_run_id": mlflow_run_id, "fail_at_epoch": fail_at_epoch,
+    }
+    datasets = None
+    if cfg.train.loader == "ray_data":
+        import ray.data
+
+        datasets = {"train": ray.data.read_parquet(str(train_path)).select_columns(["features"])}
+    print(f"[train] {cfg.model.family} on {world} Ray Train worker(s), loader={cfg.train.loader}, "
+          f"{train_rows} rows, {steps} steps/epoch x {cfg.train.epochs} epochs", flush=True)
+    t0 = time.perf_counter()
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config=loop_cfg,
+        scaling_config=ScalingConfig(num_workers=world, use_gpu=cfg.train.use_gpu,
+                                     resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
+        run_config=RunConfig(
+            name=run_name, storage_path=str(runtime.ray_storage),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+        ),
+        datasets=datasets,
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    with result.checkpoint.as_directory() as d:
+        ckpt, state = load_checkpoint(Path(d) / CHECKPOINT_FILE)
+    return TrainResult(state_dict=ckpt["model"], history=state.history,
+                       checkpoint_path=result.checkpoint.path, seconds=time.perf_counter() - t0)
