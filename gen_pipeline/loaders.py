@@ -21,7 +21,7 @@ def petastorm_source(path: str | Path, rank: int, world: int, batch_size: int, s
     from petastorm import make_batch_reader
     from petastorm.pytorch import BatchedDataLoader
 
-    url = Path(path).resolve().as_uri()
+    url = "file://" + str(Path(path).resolve())  # as_uri() would escape characters petastorm keeps
 
     def epoch_batches(epoch: int) -> Iterable[torch.Tensor]:
         with warnings.catch_warnings():

@@ -1,8 +1,8 @@
 """Preprocess (Spark): raw files -> typed rows + quarantine -> fitted transforms -> encoded Parquet.
 
 Outputs under the run's ``preprocess/`` folder, committed atomically:
-``encoded/split=*/`` (float32 ``features`` list column, sized for training reads),
-``clean/split=*/`` (typed rows in the original schema, for evaluation), ``quarantine/``
+``encoded/<split>/`` (float32 ``features`` list column, sized for training reads),
+``clean/<split>/`` (typed rows in the original schema, for evaluation), ``quarantine/``
 (every unusable row with its source, line, text and reason), ``transform_spec.json`` and
 ``manifest.json`` (row counts that reconcile, split counts, a fingerprint of inputs + config).
 """
@@ -130,10 +130,10 @@ def run_preprocess(spark, table: RawTable, cfg: PipelineConfig, out_dir: Path) -
             split_rows[r["split"]] += r["count"]
     for split in SPLITS:
         part = good.filter(F.col("split") == split).repartition(cfg.data.num_files, "_key").sortWithinPartitions("_key")
-        part.select(*schema.names).write.mode("overwrite").parquet(str(stage / "clean" / f"split={split}"))
+        part.select(*schema.names).write.mode("overwrite").parquet(str(stage / "clean" / split))
         part.select(*schema.names).mapInArrow(_encode_fn(spec, schema), "features array<float>") \
             .write.mode("overwrite").option("parquet.block.size", 8 * 1024 * 1024) \
-            .parquet(str(stage / "encoded" / f"split={split}"))
+            .parquet(str(stage / "encoded" / split))
     parsed.unpersist()
 
     rows_quarantined = sum(r["count"] for r in stats if not r["ok"])
@@ -173,7 +173,7 @@ def read_split(preprocess_dir: Path, split: str, kind: str = "clean") -> pd.Data
     """One split of the preprocess output as pandas (evaluation reads the bounded held-out split)."""
     import pyarrow.parquet as pq
 
-    path = Path(preprocess_dir) / kind / f"split={split}"
+    path = Path(preprocess_dir) / kind / split
     if not path.exists():
         raise PipelineError(f"{path}: not found; run `gen-pipeline preprocess` first")
     return pq.read_table(path).to_pandas()

@@ -71,10 +71,11 @@ class Runtime:
         from pyspark.sql import SparkSession
 
         master = os.environ.get("SPARK_MASTER", "local[*]")
+        builder = SparkSession.builder.appName(app_name)
+        if "PYSPARK_GATEWAY_PORT" not in os.environ:  # under spark-submit, --master decides
+            builder = builder.master(master)
         builder = (
-            SparkSession.builder.appName(app_name)
-            .master(master)
-            .config("spark.driver.host", os.environ.get("SPARK_DRIVER_HOST", "127.0.0.1"))
+            builder.config("spark.driver.host", os.environ.get("SPARK_DRIVER_HOST", "127.0.0.1"))
             .config("spark.driver.bindAddress", "127.0.0.1" if master.startswith("local") else "0.0.0.0")
             .config("spark.sql.shuffle.partitions", os.environ.get("SPARK_SHUFFLE_PARTITIONS", "8"))
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")

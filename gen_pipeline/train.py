@@ -101,6 +101,19 @@ def load_checkpoint(path: Path, model: GenerativeModel | None = None) -> tuple[d
 # ---------------------------------------------------------------------------------------------
 # Ray Train shell
 # ---------------------------------------------------------------------------------------------
+def _quiet_ray_train_logs(level: int) -> None:
+    import logging
+
+    logging.getLogger("ray.train").setLevel(level)
+    try:  # Ray Train V2 names these loggers by file path, so the package logger misses them
+        from ray.train.v2._internal.execution import context, storage
+
+        for module in (context, storage):
+            logging.getLogger(module.__file__).setLevel(level)
+    except ImportError:
+        pass
+
+
 def _worker_loop(loop_cfg: dict) -> None:
     """``train_loop_per_worker``: build the model, open this rank's loader, call ``fit``."""
     import logging
@@ -108,7 +121,7 @@ def _worker_loop(loop_cfg: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one line per epoch is ours to print
+    _quiet_ray_train_logs(logging.WARNING)  # the one line per epoch is ours to print
     torch.set_flush_denormal(True)  # CPU MLPs slow down several-fold on denormals (STACK.md)
     cfg = PipelineConfig.model_validate(loop_cfg["config"])
     transformer = TableTransformer(loop_cfg["spec"])
@@ -189,7 +202,7 @@ def train_on_ray(cfg: PipelineConfig, runtime, preprocess_dir: Path, *, mlflow_r
     ray = runtime.ray()
     spec = json.loads((preprocess_dir / "transform_spec.json").read_text())
     manifest = json.loads((preprocess_dir / "manifest.json").read_text())
-    train_path = preprocess_dir / "encoded" / "split=train"
+    train_path = preprocess_dir / "encoded" / "train"
     train_rows = manifest["splits"]["train"]
     world = cfg.train.num_workers
     steps = max(1, train_rows // (world * cfg.train.batch_size))

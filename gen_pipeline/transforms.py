@@ -21,7 +21,7 @@ from gen_pipeline.schema import TableSchema
 
 SPEC_VERSION = 1
 SUPPORTED_SPEC_VERSIONS = (1,)
-_EPS = 1e-4  # keeps ndtri finite at the ends of the quantile table
+_EPS = 1e-6  # keeps ndtri finite at the ends of the quantile table
 
 
 @dataclass(frozen=True)

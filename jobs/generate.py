@@ -1,0 +1,11 @@
+"""Entry point for the generate stage: `spark-submit jobs/generate.py --config configs/adult_tvae.yaml [--set key=value]`.
+
+A thin adapter: all logic lives in gen_pipeline (see gen_pipeline/pipeline.py).
+"""
+
+import sys
+
+from gen_pipeline.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["generate", *sys.argv[1:]]))

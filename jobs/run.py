@@ -1,0 +1,11 @@
+"""Entry point for the run stage: `python jobs/run.py --config configs/adult_tvae.yaml [--set key=value]`.
+
+A thin adapter: all logic lives in gen_pipeline (see gen_pipeline/pipeline.py).
+"""
+
+import sys
+
+from gen_pipeline.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["run", *sys.argv[1:]]))

@@ -1,0 +1,11 @@
+"""Entry point for the train stage: `ray job submit --working-dir . -- python jobs/train.py --config configs/adult_tvae.yaml [--set key=value]`.
+
+A thin adapter: all logic lives in gen_pipeline (see gen_pipeline/pipeline.py).
+"""
+
+import sys
+
+from gen_pipeline.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["train", *sys.argv[1:]]))
