@@ -31,6 +31,7 @@ EpochHook = Callable[[int, dict[str, float]], None]
 class FitState:
     start_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: list[int] = field(default_factory=list)  # epochs a restarted run resumed at
 
 
 def _fmt_seconds(s: float) -> str:
@@ -52,7 +53,7 @@ def fit(model: GenerativeModel, batches: BatchSource, *, epochs: int, steps_per_
     for epoch in range(first_epoch, epochs):
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
-        source = itertools.chain.from_iterable(batches(epoch * 1000 + k) for k in itertools.count())
+        source = itertools.chain.from_iterable(batches(epoch) for _ in itertools.count())
         for _, batch in zip(range(steps_per_epoch), source):
             batch = batch.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -85,6 +86,7 @@ def save_checkpoint(path: Path, model: GenerativeModel, state: FitState) -> None
         "optimizers": model.optimizer_state(),
         "epoch": state.start_epoch,
         "history": state.history,
+        "resumed_from": state.resumed_from,
         "rng": torch.get_rng_state(),
     }, path)
 
@@ -95,12 +97,24 @@ def load_checkpoint(path: Path, model: GenerativeModel | None = None) -> tuple[d
         model.load_state_dict(ckpt["model"])
         model.load_optimizer_state(ckpt["optimizers"])
         torch.set_rng_state(ckpt["rng"])
-    return ckpt, FitState(start_epoch=int(ckpt["epoch"]), history=list(ckpt["history"]))
+    return ckpt, FitState(start_epoch=int(ckpt["epoch"]), history=list(ckpt["history"]),
+                          resumed_from=list(ckpt["resumed_from"]))
 
 
 # ---------------------------------------------------------------------------------------------
 # Ray Train shell
 # ---------------------------------------------------------------------------------------------
+def _dies_mid_epoch(batches: BatchSource, epoch_1based: int) -> BatchSource:
+    """Fault injection for tests: this worker process dies halfway into the given epoch."""
+    def wrapped(epoch: int):
+        for i, batch in enumerate(batches(epoch)):
+            if epoch + 1 == epoch_1based and i == 2:
+                time.sleep(2.0)  # let the controller register the previous epoch's checkpoint
+                os._exit(1)
+            yield batch
+    return wrapped
+
+
 def _quiet_ray_train_logs(level: int) -> None:
     import logging
 
@@ -138,6 +152,7 @@ def _worker_loop(loop_cfg: dict) -> None:
     if checkpoint:
         with checkpoint.as_directory() as d:
             _, state = load_checkpoint(Path(d) / CHECKPOINT_FILE, model)
+        state.resumed_from.append(state.start_epoch)
         print(f"[train] rank {rank}: resumed from checkpoint at epoch {state.start_epoch}", flush=True)
     torch.manual_seed(cfg.train.seed * 1000 + rank + 7919 * state.start_epoch)
 
@@ -155,6 +170,10 @@ def _worker_loop(loop_cfg: dict) -> None:
         from gen_pipeline.loaders import ray_data_source
 
         batches = ray_data_source(cfg.train.batch_size, cfg.train.seed)
+
+    fail_at = loop_cfg.get("fail_at_epoch")
+    if fail_at and rank == world - 1 and not checkpoint:
+        batches = _dies_mid_epoch(batches, fail_at)
 
     client = None
     if rank == 0 and loop_cfg.get("mlflow_run_id"):
@@ -176,8 +195,6 @@ def _worker_loop(loop_cfg: dict) -> None:
                 ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(d))
         else:
             ray.train.report(report)
-        if loop_cfg.get("fail_at_epoch") == epoch + 1 and rank == world - 1 and not checkpoint:
-            os._exit(1)  # fault injection for tests: the process dies like a killed worker
 
     fit(model, batches, epochs=cfg.train.epochs, steps_per_epoch=loop_cfg["steps_per_epoch"],
         batch_rows=cfg.train.batch_size * world, device=device, state=state,
@@ -189,6 +206,7 @@ def _worker_loop(loop_cfg: dict) -> None:
 class TrainResult:
     state_dict: dict
     history: list[dict[str, float]]
+    resumed_from: list[int]
     checkpoint_path: str
     seconds: float
 
@@ -236,5 +254,5 @@ def train_on_ray(cfg: PipelineConfig, runtime, preprocess_dir: Path, *, mlflow_r
         raise result.error
     with result.checkpoint.as_directory() as d:
         ckpt, state = load_checkpoint(Path(d) / CHECKPOINT_FILE)
-    return TrainResult(state_dict=ckpt["model"], history=state.history,
+    return TrainResult(state_dict=ckpt["model"], history=state.history, resumed_from=state.resumed_from,
                        checkpoint_path=result.checkpoint.path, seconds=time.perf_counter() - t0)

@@ -1,0 +1,90 @@
+"""Preprocess on Spark over a real slice of Adult plus a file of bad lines."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from gen_pipeline.datasets import ADULT_SCHEMA, RawTable
+from gen_pipeline.preprocess import read_split, run_preprocess
+from gen_pipeline.transforms import TableTransformer
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def table(adult_dir, adult_lines, tmp_path_factory):
+    d = tmp_path_factory.mktemp("raw")
+    (d / "slice.data").write_text("\n".join(adult_lines[:1200]) + "\n\n")  # a blank line is not a row
+    good = adult_lines[0]
+    bad = [
+        "| a comment line",
+        good.replace("39,", "abc,", 1),
+        "39, State-gov, 77516",
+        good.replace(", 40,", ", inf,"),
+        adult_lines[1],
+    ]
+    (d / "bad.data").write_text("\n".join(bad) + "\n")
+    return RawTable("adult", (d / "slice.data", d / "bad.data"), ADULT_SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def output(spark, table, tiny_config, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre") / "preprocess"
+    manifest = run_preprocess(spark, table, tiny_config.model_copy(update={"data": tiny_config.data.model_copy(
+        update={"max_rows_per_file": None})}), out)
+    return out, manifest
+
+
+def test_rows_reconcile_and_bad_rows_are_quarantined_with_reasons(output):
+    out, manifest = output
+    assert manifest["rows_in"] == 1200 + 4  # the comment and blank lines are not data
+    assert manifest["rows_quarantined"] == 3
+    assert manifest["rows_in"] == manifest["rows_written"] + manifest["rows_quarantined"]
+    assert sum(manifest["splits"].values()) == manifest["rows_written"]
+    q = pq.read_table(out / "quarantine").to_pandas().sort_values("line")
+    assert q["source"].tolist() == ["bad.data"] * 3 and q["line"].tolist() == [2, 3, 4]
+    assert "column age" in q["reason"].iloc[0] and "expected 15 fields" in q["reason"].iloc[1]
+    assert "column hours_per_week" in q["reason"].iloc[2]
+    per_file = {i["path"].split("/")[-1]: i for i in manifest["inputs"]}
+    assert per_file["bad.data"]["rows_quarantined"] == 3 and len(per_file["slice.data"]["sha256"]) == 64
+
+
+def test_encoded_parquet_matches_the_spec_and_splits_add_up(output):
+    out, manifest = output
+    t = TableTransformer.load(out / "transform_spec.json")
+    assert t.output_dim == manifest["encoded_dim"]
+    total = 0
+    for split, n in manifest["splits"].items():
+        enc = pq.read_table(out / "encoded" / split)
+        clean = read_split(out, split)
+        assert enc.num_rows == len(clean) == n
+        assert str(enc.schema.field("features").type) == "list<element: float>"
+        total += n
+        if n:
+            x = enc.column("features").combine_chunks().flatten().to_numpy().reshape(n, -1)
+            assert x.shape[1] == t.output_dim
+            # every categorical span is exactly one-hot
+            for s in t.spans:
+                if s.kind == "categorical":
+                    assert (x[:, s.start:s.end].sum(1) == 1).all()
+    assert total == manifest["rows_written"]
+    assert manifest["splits"]["train"] > manifest["splits"]["test"] > 0
+
+
+def test_vocabulary_and_missing_values_come_from_the_data(output):
+    out, _ = output
+    spec = json.loads((out / "transform_spec.json").read_text())
+    cols = {c["name"]: c for c in spec["columns"]}
+    assert set(cols["sex"]["categories"]) == {"Male", "Female"}
+    assert None in cols["occupation"]["categories"]  # '?' became the missing category
+    assert cols["age"]["min"] >= 17 and cols["age"]["quantiles"][0] == cols["age"]["min"]
+
+
+def test_rerun_is_deterministic_and_replaces_the_output(spark, table, tiny_config, output):
+    out, manifest = output
+    again = run_preprocess(spark, table, tiny_config.model_copy(update={"data": tiny_config.data.model_copy(
+        update={"max_rows_per_file": None})}), out)
+    assert again["splits"] == manifest["splits"] and again["fingerprint"] == manifest["fingerprint"]
+    assert read_split(out, "test").equals(read_split(out, "test"))
+    assert not list(out.parent.glob(".preprocess.*"))  # no staging or old copies left behind
