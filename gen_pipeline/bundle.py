@@ -55,20 +55,22 @@ class ModelBundle:
                    d["state_dict"], json.loads(d["manifest"]))
 
     # ---- the two things a bundle does ---------------------------------------------------------
-    def sample_frame(self, n: int, seed: int, chunk: int = SAMPLE_CHUNK):
-        """Yield DataFrames (original schema) totalling ``n`` rows, deterministic for ``seed``."""
+    def sample_arrow(self, n: int, seed: int, chunk: int = SAMPLE_CHUNK):
+        """Yield Arrow tables (original schema) totalling ``n`` rows, deterministic for ``seed``."""
         g = torch.Generator().manual_seed(seed)
         done = 0
         while done < n:
             k = min(chunk, n - done)
-            x = self.model.sample(k, generator=g).numpy()
-            yield self.transformer.inverse_transform(x)
+            yield self.transformer.inverse_to_arrow(self.model.sample(k, generator=g).numpy())
             done += k
 
     def sample(self, n: int, seed: int) -> pd.DataFrame:
-        parts = list(self.sample_frame(n, seed))
-        return pd.concat(parts, ignore_index=True) if parts else self.transformer.inverse_transform(
-            np.zeros((0, self.transformer.output_dim), dtype=np.float32))
+        """``n`` rows as pandas (nullable integer columns), deterministic for ``seed``."""
+        import pyarrow as pa
+
+        tables = list(self.sample_arrow(n, seed)) or [
+            self.transformer.inverse_to_arrow(np.zeros((0, self.transformer.output_dim), np.float32))]
+        return pa.concat_tables(tables).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 
     def score(self, df: pd.DataFrame) -> tuple[np.ndarray, list[str | None]]:
         """Per-row anomaly score (NaN where the row cannot be encoded) and the reason."""

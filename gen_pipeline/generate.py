@@ -84,15 +84,12 @@ def run_generate(spark, bundle: ModelBundle, *, rows: int, seed: int, out: Path,
     schema = bundle.schema
 
     def generate(batches):
-        import pyarrow as pa
-
         b = bundle_on_worker(bc, key)
-        arrow_schema = b.schema.arrow_schema()
         for rb in batches:
             for p in rb.column(0).to_pylist():
                 n = rows_per_partition(rows, partitions, p)
-                for frame in b.sample_frame(n, partition_seed(seed, p)):
-                    yield from pa.Table.from_pandas(frame, schema=arrow_schema, preserve_index=False).to_batches()
+                for table in b.sample_arrow(n, partition_seed(seed, p)):
+                    yield from table.to_batches()
 
     ids = spark.range(0, partitions, 1, numPartitions=partitions)
     df = ids.mapInArrow(generate, schema.spark_ddl())

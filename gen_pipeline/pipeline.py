@@ -119,12 +119,15 @@ def stage_generate(cfg: PipelineConfig, rt: Runtime, model: str | None = None, r
     from gen_pipeline.generate import run_generate
     from gen_pipeline.registry import resolve
 
+    rows = cfg.generate.rows if rows is None else rows
+    if rows <= 0:
+        raise PipelineError(f"--rows {rows}: must be a positive number of rows")
     rt.mlflow(cfg.name)
     uri = model or f"models:/{cfg.model_name}@champion"
     mv, pyfunc = resolve(uri)
     out_path = Path(out) if out else default_output(cfg, rt, "generated")
     lineage = {"model_uri": uri, "model_name": mv.name, "model_version": mv.version, "run_id": mv.run_id}
-    lineage = run_generate(rt.spark(), pyfunc.bundle, rows=rows if rows is not None else cfg.generate.rows,
+    lineage = run_generate(rt.spark(), pyfunc.bundle, rows=rows,
                            seed=cfg.generate.seed if seed is None else seed, out=out_path, lineage=lineage,
                            partition_rows=cfg.generate.rows_per_partition)
     return {"generated": str(out_path), "rows": lineage["rows"], "model_version": mv.version}

@@ -30,6 +30,13 @@ def quiet_environment() -> None:
     # Ray Train V2 reports through Ray's logger; keep the driver's terminal readable.
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(Path(__file__).with_name("ray_data_logging.yaml")))
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+
+# mlflow.set_tracking_uri() also exports MLFLOW_TRACKING_URI; remember what we exported so a
+# later Runtime in the same process does not mistake it for the user's choice.
+_EXPORTED_TRACKING_URI: str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,13 +44,15 @@ class Runtime:
     """Where outputs go and how to reach each engine."""
 
     work_dir: Path
+    user_tracking_uri: str | None = None  # MLFLOW_TRACKING_URI as the user set it, if at all
 
     @classmethod
     def from_env(cls, work_dir: str | os.PathLike | None = None) -> "Runtime":
         quiet_environment()
         root = Path(work_dir or os.environ.get("GEN_PIPELINE_WORK_DIR", DEFAULT_WORK_DIR)).resolve()
         root.mkdir(parents=True, exist_ok=True)
-        return cls(work_dir=root)
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or None
+        return cls(work_dir=root, user_tracking_uri=None if uri == _EXPORTED_TRACKING_URI else uri)
 
     # ---- layout -------------------------------------------------------------------------
     @property
@@ -59,11 +68,11 @@ class Runtime:
 
     @property
     def embedded_mlflow(self) -> bool:
-        return "MLFLOW_TRACKING_URI" not in os.environ
+        return self.user_tracking_uri is None
 
     @property
     def tracking_uri(self) -> str:
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.work_dir / 'mlflow.db'}"
+        return self.user_tracking_uri or f"sqlite:///{self.work_dir / 'mlflow.db'}"
 
     # ---- engines ------------------------------------------------------------------------
     def spark(self, app_name: str = "gen_pipeline"):
@@ -97,7 +106,8 @@ class Runtime:
 
         if ray.is_initialized():
             return ray
-        env_vars = {k: os.environ[k] for k in ("PYTHONWARNINGS", "MLFLOW_DISABLE_TELEMETRY") if k in os.environ}
+        env_vars = {k: os.environ[k] for k in ("PYTHONWARNINGS", "MLFLOW_DISABLE_TELEMETRY", "RAY_DATA_LOGGING_CONFIG")
+                    if k in os.environ}
         runtime_env = {"env_vars": env_vars}
         if os.environ.get("RAY_ADDRESS"):
             ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env, log_to_driver=True)
@@ -110,7 +120,10 @@ class Runtime:
             ray.init(
                 num_cpus=max(4, os.cpu_count() or 1),
                 object_store_memory=int(os.environ.get("RAY_OBJECT_STORE_BYTES", 768 * 1024**2)),
-                include_dashboard=False,
+                # The dashboard serves the State API that Ray Train's placement-group cleaner
+                # polls (without it: a warning every few seconds); loopback only.
+                include_dashboard=True,
+                dashboard_host="127.0.0.1",
                 _temp_dir=str(temp_dir),
                 runtime_env=runtime_env,
                 log_to_driver=True,
@@ -123,7 +136,9 @@ class Runtime:
         """Point MLflow at the tracking server (or the embedded sqlite file) and pick the experiment."""
         import mlflow
 
+        global _EXPORTED_TRACKING_URI
         mlflow.set_tracking_uri(self.tracking_uri)
+        _EXPORTED_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_registry_uri(self.tracking_uri)
         if mlflow.get_experiment_by_name(experiment) is None:
             location = (self.work_dir / "mlartifacts" / experiment).as_uri() if self.embedded_mlflow else None

@@ -202,28 +202,25 @@ class TableTransformer:
                 out[np.flatnonzero(ok), start + codes[ok]] = 1.0
         return out, reasons
 
-    def inverse_transform(self, x: np.ndarray) -> pd.DataFrame:
-        """Decode vectors (continuous values, one-hot or probabilities per span) to typed rows."""
-        data = {}
-        for col, start in self._layout:
-            name = col["name"]
-            if col["kind"] == "continuous":
-                values = self._decode_continuous(col, x[:, start].astype(np.float64))
-                if col["dtype"] == "int":
-                    series = pd.array(values.astype(np.int64), dtype="Int64")
-                else:
-                    series = pd.array(values, dtype="float64")
-                if col["has_nulls"]:
-                    series = pd.Series(series)
-                    series[x[:, start + 2] > x[:, start + 1]] = pd.NA
-                data[name] = series
-            else:
-                cats = np.array(col["categories"], dtype=object)
-                data[name] = cats[np.argmax(x[:, start:start + len(cats)], axis=1)]
-        return pd.DataFrame(data, columns=self.schema.names)
-
-    def to_arrow(self, df: pd.DataFrame):
-        """Typed pandas rows -> an Arrow table in the original schema."""
+    def inverse_to_arrow(self, x: np.ndarray):
+        """Decode vectors (continuous values, one-hot or probabilities per span) to an Arrow table
+        in the original schema: vectorised numpy per column, categories taken from the vocabulary."""
         import pyarrow as pa
 
-        return pa.Table.from_pandas(df, schema=self.schema.arrow_schema(), preserve_index=False)
+        arrays = []
+        for col, start in self._layout:
+            if col["kind"] == "continuous":
+                values = self._decode_continuous(col, x[:, start].astype(np.float64))
+                mask = (x[:, start + 2] > x[:, start + 1]) if col["has_nulls"] else None
+                arrays.append(pa.array(values.astype(np.int64) if col["dtype"] == "int" else values, mask=mask))
+            else:
+                k = len(col["categories"])
+                codes = np.argmax(x[:, start:start + k], axis=1)
+                arrays.append(pa.array(col["categories"], type=pa.string()).take(pa.array(codes)))
+        return pa.Table.from_arrays(arrays, schema=self.schema.arrow_schema())
+
+    def inverse_transform(self, x: np.ndarray) -> pd.DataFrame:
+        """Like ``inverse_to_arrow``, as pandas with nullable integer columns."""
+        import pyarrow as pa
+
+        return self.inverse_to_arrow(x).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
