@@ -22,7 +22,10 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where the raw table comes from and how it is split."""
 
-    dataset: Literal["adult"] = "adult"
+    dataset: Literal["adult", "shuttle"] = "adult"
+    # A Spark SQL condition the TRAIN split must meet (e.g. "anomaly = 0" to learn normal rows
+    # only); other train rows are counted as excluded, validation and test keep every row.
+    train_where: str | None = None
     # Read at most this many data lines of each raw file (None = all): the tiny test configs.
     max_rows_per_file: int | None = Field(default=None, gt=0)
     validation_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)

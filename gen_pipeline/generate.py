@@ -92,14 +92,15 @@ def run_generate(spark, bundle: ModelBundle, *, rows: int, seed: int, out: Path,
                     yield from table.to_batches()
 
     ids = spark.range(0, partitions, 1, numPartitions=partitions)
-    df = ids.mapInArrow(generate, schema.spark_ddl())
+    df = ids.mapInArrow(generate, schema.spark_ddl(model_only=True))
     stage = staging_dir(out)
     t0 = time.perf_counter()
     print(f"[generate] {rows:,} rows over {partitions} partitions, seed={seed} -> {out}", flush=True)
     with Progress(spark, "generate", rows, partitions):
         df.write.mode("overwrite").parquet(str(stage))
     seconds = time.perf_counter() - t0
-    lineage = {**lineage, "rows": rows, "seed": seed, "partitions": partitions, "columns": schema.names,
+    lineage = {**lineage, "rows": rows, "seed": seed, "partitions": partitions,
+               "columns": [c.name for c in schema.model_columns],
                "seconds": round(seconds, 2), "rows_per_s": round(rows / seconds),
                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json(stage / "_lineage.json", lineage)

@@ -107,8 +107,8 @@ def stage_evaluate(cfg: PipelineConfig, rt: Runtime) -> dict:
         client.set_model_version_tag(cfg.model_name, cand_mv.version, k, v)
     if promote:
         client.set_registered_model_alias(cfg.model_name, CHAMPION, cand_mv.version)
-    summary = " ".join(f"{k}={metrics[k]:.4f}" for k in ("quality_score", "column_shapes", "column_pair_trends",
-                                                         "detection_auc", "test_neg_elbo_nats") if k in metrics)
+    shown = ("quality_score", "column_shapes", "column_pair_trends", "detection_auc", "test_neg_elbo_nats")
+    summary = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k in shown or k.startswith("roc_auc_"))
     print(f"[evaluate] {cfg.model_name} v{cand_mv.version}: {summary}", flush=True)
     print(f"[evaluate] gate: {'PROMOTED to @champion' if promote else 'not promoted'} ({reason})", flush=True)
     return {"version": cand_mv.version, "promoted": promote, "reason": reason, **metrics}

@@ -54,7 +54,8 @@ def read_raw_lines(spark, files: list[Path], schema: TableSchema, max_rows_per_f
             raise PipelineError(f"{f}: input file not found; run `gen-pipeline preprocess` with the dataset "
                                 "fetched or point the config at an existing file")
         numbered = sc.textFile(f.resolve().as_uri(), minPartitions=2).zipWithIndex()
-        data = numbered.filter(lambda t: is_data_line(t[0], schema))
+        first = 1 if schema.header else 0  # a header line names the columns: not data
+        data = numbered.filter(lambda t: t[1] >= first and is_data_line(t[0], schema))
         if max_rows_per_file:
             data = data.zipWithIndex().filter(lambda t: t[1] < max_rows_per_file).map(lambda t: t[0])
         src = str(f.name)
@@ -120,6 +121,11 @@ def run_preprocess(spark, table: RawTable, cfg: PipelineConfig, out_dir: Path) -
     reasons = bad.groupBy(REASON).count().orderBy(F.desc("count")).limit(20).collect()
 
     good = parsed.filter(F.col(REASON).isNull()).select(*schema.names, "split", "_key")
+    excluded = 0
+    if cfg.data.train_where:
+        keep = (F.col("split") != "train") | F.expr(cfg.data.train_where)
+        excluded = good.filter(~keep).count()
+        good = good.filter(keep)
     print(f"[preprocess] fitting transforms from Spark aggregates ({cfg.transform.continuous})", flush=True)
     spec = fit_spec(good, schema, cfg.transform.continuous, cfg.transform.num_quantiles)
     transformer = TableTransformer(spec)
@@ -128,6 +134,7 @@ def run_preprocess(spark, table: RawTable, cfg: PipelineConfig, out_dir: Path) -
     for r in stats:
         if r["ok"]:
             split_rows[r["split"]] += r["count"]
+    split_rows["train"] -= excluded
     for split in SPLITS:
         part = good.filter(F.col("split") == split).repartition(cfg.data.num_files, "_key").sortWithinPartitions("_key")
         part.select(*schema.names).write.mode("overwrite").parquet(str(stage / "clean" / split))
@@ -138,9 +145,9 @@ def run_preprocess(spark, table: RawTable, cfg: PipelineConfig, out_dir: Path) -
 
     rows_quarantined = sum(r["count"] for r in stats if not r["ok"])
     rows_written = sum(split_rows.values())
-    if rows_in != rows_written + rows_quarantined:  # never drop silently
+    if rows_in != rows_written + rows_quarantined + excluded:  # never drop silently
         raise PipelineError(f"row counts do not reconcile: in={rows_in} written={rows_written} "
-                            f"quarantined={rows_quarantined}")
+                            f"quarantined={rows_quarantined} excluded={excluded}")
     per_file = {}
     for r in stats:
         d = per_file.setdefault(r["source"], {"rows_in": 0, "rows_quarantined": 0})
@@ -154,6 +161,7 @@ def run_preprocess(spark, table: RawTable, cfg: PipelineConfig, out_dir: Path) -
     manifest = {
         "dataset": table.name, "inputs": inputs,
         "rows_in": rows_in, "rows_written": rows_written, "rows_quarantined": rows_quarantined,
+        "rows_excluded": excluded, "excluded_by": cfg.data.train_where,
         "splits": split_rows, "quarantine_reasons": {r[REASON]: r["count"] for r in reasons},
         "encoded_dim": transformer.output_dim, "columns": schema.names,
         "fingerprint": fingerprint, "spec_version": spec["version"],
@@ -165,6 +173,7 @@ def run_preprocess(spark, table: RawTable, cfg: PipelineConfig, out_dir: Path) -
     write_json(stage / "schema.json", schema.to_dict())
     commit(stage, out_dir)
     print(f"[preprocess] rows in={rows_in} written={rows_written} quarantined={rows_quarantined} "
+          f"excluded from train={excluded} "
           f"splits={split_rows} encoded_dim={transformer.output_dim} -> {out_dir}", flush=True)
     return manifest
 

@@ -81,12 +81,18 @@ class Runtime:
 
         master = os.environ.get("SPARK_MASTER", "local[*]")
         builder = SparkSession.builder.appName(app_name)
-        if "PYSPARK_GATEWAY_PORT" not in os.environ:  # under spark-submit, --master decides
+        submitted = "PYSPARK_GATEWAY_PORT" in os.environ  # under spark-submit, its --master and --conf decide
+        if not submitted:
             builder = builder.master(master)
+        host = os.environ.get("SPARK_DRIVER_HOST")
+        if host or not submitted:  # (spark-submit on Kubernetes sets the driver's service and pod IP itself)
+            host = host or "127.0.0.1"
+            # Executors connect back to spark.driver.host: a loopback host needs only a loopback
+            # bind; a routable one (a pod, a gateway machine) listens on every interface.
+            builder = builder.config("spark.driver.host", host).config(
+                "spark.driver.bindAddress", "127.0.0.1" if host in ("127.0.0.1", "localhost") else "0.0.0.0")
         builder = (
-            builder.config("spark.driver.host", os.environ.get("SPARK_DRIVER_HOST", "127.0.0.1"))
-            .config("spark.driver.bindAddress", "127.0.0.1" if master.startswith("local") else "0.0.0.0")
-            .config("spark.sql.shuffle.partitions", os.environ.get("SPARK_SHUFFLE_PARTITIONS", "8"))
+            builder.config("spark.sql.shuffle.partitions", os.environ.get("SPARK_SHUFFLE_PARTITIONS", "8"))
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.sql.execution.arrow.maxRecordsPerBatch", "65536")
             .config("spark.sql.session.timeZone", "UTC")

@@ -10,10 +10,11 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 
-Kind = Literal["continuous", "categorical"]
+# A ``label`` column (e.g. an anomaly flag) is read, validated and carried through scoring, but
+# never modelled or generated.
+Kind = Literal["continuous", "categorical", "label"]
 DType = Literal["int", "float", "string"]
 
 REASON = "_reason"  # column the parser fills for a row it cannot use (None when the row is good)
@@ -35,10 +36,20 @@ class TableSchema:
     missing_token: str = "?"
     comment_prefix: str = "|"
     strip_suffix: str = ""  # e.g. Adult's test labels end with '.'
+    header: bool = False  # the first line of each file names the columns
 
     @property
     def names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    @property
+    def model_columns(self) -> tuple[Column, ...]:
+        """The columns a model learns and generates (everything but labels)."""
+        return tuple(c for c in self.columns if c.kind != "label")
+
+    @property
+    def label_columns(self) -> list[str]:
+        return [c.name for c in self.columns if c.kind == "label"]
 
     def column(self, name: str) -> Column:
         for c in self.columns:
@@ -55,20 +66,19 @@ class TableSchema:
     def from_dict(cls, d: dict) -> "TableSchema":
         return cls(**{**d, "columns": tuple(Column(**c) for c in d["columns"])})
 
-    def spark_ddl(self) -> str:
+    def spark_ddl(self, model_only: bool = False) -> str:
         """Spark DDL of the original schema (integers are longs, categories strings)."""
         types = {"int": "bigint", "float": "double", "string": "string"}
-        return ", ".join(f"`{c.name}` {types[c.dtype]}" for c in self.columns)
+        cols = self.model_columns if model_only else self.columns
+        return ", ".join(f"`{c.name}` {types[c.dtype]}" for c in cols)
 
-    def arrow_schema(self):
+    def arrow_schema(self, model_only: bool = False):
         import pyarrow as pa
 
         types = {"int": pa.int64(), "float": pa.float64(), "string": pa.string()}
-        return pa.schema([pa.field(c.name, types[c.dtype]) for c in self.columns])
+        cols = self.model_columns if model_only else self.columns
+        return pa.schema([pa.field(c.name, types[c.dtype]) for c in cols])
 
-    def pandas_dtypes(self) -> dict[str, str]:
-        types = {"int": "Int64", "float": "float64", "string": "object"}
-        return {c.name: types[c.dtype] for c in self.columns}
 
 
 def _is_skippable(text: str, schema: TableSchema) -> bool:
@@ -137,23 +147,3 @@ def parse_lines(lines: pd.DataFrame, schema: TableSchema) -> pd.DataFrame:
 
 def is_data_line(text: str, schema: TableSchema) -> bool:
     return not _is_skippable(text, schema)
-
-
-def validate_frame(df: pd.DataFrame, schema: TableSchema) -> pd.Series:
-    """Per-row reasons (None = good) for rows already in tabular form (score input, Parquet)."""
-    reasons = pd.Series([None] * len(df), index=df.index, dtype="object")
-
-    def add(mask: np.ndarray, text: str) -> None:
-        for i in np.flatnonzero(mask):
-            prev = reasons.iat[i]
-            reasons.iat[i] = text if prev is None else f"{prev}; {text}"
-
-    for c in schema.columns:
-        if c.name not in df.columns:
-            continue
-        if c.dtype in ("int", "float"):
-            num = pd.to_numeric(df[c.name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-            present = df[c.name].notna().to_numpy()
-            add(present & np.isnan(num), f"column {c.name}: not a number")
-            add(np.isinf(num), f"column {c.name}: not finite")
-    return reasons

@@ -51,13 +51,22 @@ def run_score(spark, bundle: ModelBundle, *, inputs: list[Path], out: Path, line
         F.count(F.lit(1)).alias("rows"), F.count("score").alias("scored"),
         F.expr("percentile_approx(score, array(0.5, 0.99))").alias("q")).first()
     rows_in, scored_n = int(counts["rows"]), int(counts["scored"])
+    aucs = {}
+    for label in schema.label_columns:  # rank quality of the score against known labels, in Spark
+        from pyspark.ml.evaluation import BinaryClassificationEvaluator
+
+        labelled = spark.read.parquet(str(stage)).where(F.col("score").isNotNull() & F.col(label).isNotNull()) \
+            .select(F.col("score"), F.col(label).cast("double").alias("label"))
+        aucs[f"roc_auc_{label}"] = BinaryClassificationEvaluator(
+            rawPredictionCol="score", labelCol="label", metricName="areaUnderROC").evaluate(labelled)
     lineage = {**lineage, "inputs": [str(p) for p in inputs], "rows_in": rows_in, "rows_scored": scored_n,
                "rows_rejected": rows_in - scored_n, "score": "negative ELBO (nats per row)",
                "score_median": counts["q"][0] if counts["q"] else None,
                "score_p99": counts["q"][1] if counts["q"] else None,
-               "seconds": round(time.perf_counter() - t0, 2)}
+               **aucs, "seconds": round(time.perf_counter() - t0, 2)}
     write_json(stage / "_lineage.json", lineage)
     commit(stage, out)
     print(f"[score] rows in={rows_in:,} scored={scored_n:,} rejected={rows_in - scored_n:,} "
-          f"median score={lineage['score_median']} -> {out}", flush=True)
+          f"median score={lineage['score_median']} "
+          + "".join(f"{k}={v:.4f} " for k, v in aucs.items()) + f"-> {out}", flush=True)
     return lineage

@@ -40,7 +40,7 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
     """Fit every column's encoding from aggregates of a Spark DataFrame of typed rows."""
     from pyspark.sql import functions as F
 
-    cont = [c for c in schema.columns if c.kind == "continuous"]
+    cont = [c for c in schema.model_columns if c.kind == "continuous"]
     probs = np.linspace(0.0, 1.0, num_quantiles + 1).tolist()
     aggs = [F.count(F.lit(1)).alias("__n")]
     for c in cont:
@@ -59,7 +59,7 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
         raise PipelineError("no usable rows to fit the transforms on (every row was quarantined?)")
 
     columns = []
-    for c in schema.columns:
+    for c in schema.model_columns:
         if c.kind == "continuous":
             entry = {
                 "name": c.name, "kind": c.kind, "dtype": c.dtype, "method": method,
@@ -217,7 +217,7 @@ class TableTransformer:
                 k = len(col["categories"])
                 codes = np.argmax(x[:, start:start + k], axis=1)
                 arrays.append(pa.array(col["categories"], type=pa.string()).take(pa.array(codes)))
-        return pa.Table.from_arrays(arrays, schema=self.schema.arrow_schema())
+        return pa.Table.from_arrays(arrays, schema=self.schema.arrow_schema(model_only=True))
 
     def inverse_transform(self, x: np.ndarray) -> pd.DataFrame:
         """Like ``inverse_to_arrow``, as pandas with nullable integer columns."""

@@ -1,0 +1,195 @@
+"""Generate and score at scale, side by side in one run; prints JSON with rows/s and ratios.
+
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python benchmarks/generate.py --rows 10000000 --work-dir work/bench
+
+Generation, same model (Adult TVAE; speed does not depend on how long it trained), same cores:
+  (a) one Python process, torch with all cores' threads + pyarrow, writing one Parquet file;
+  (b) our Spark generate job end to end (decode to the original schema, atomic commit), run as
+      the CLI in a subprocess, at 1M and at --rows rows, with the driver's peak memory;
+  (c) SDV 2.0 (comparison only): TVAE and GaussianCopula ``sample(1_000_000)``.
+Scoring (Shuttle VAE): (a) one process over a 1M+ row resampled Shuttle CSV, (b) our Spark score
+job over the same file; ROC-AUC against the anomaly labels beside a PCA reconstruction-error
+baseline on the same held-out rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "gen_pipeline.cli"]
+
+
+def sh(args: list[str], work: Path, monitor: bool = False) -> dict:
+    """Run the CLI in a subprocess; optionally sample the driver's and the JVM's peak RSS."""
+    peak = {"driver_rss_mb": 0.0, "jvm_rss_mb": 0.0}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([*CLI, *args, "--work-dir", str(work)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    done = threading.Event()
+
+    def sample():
+        p = psutil.Process(proc.pid)
+        while not done.wait(0.1):
+            try:
+                peak["driver_rss_mb"] = max(peak["driver_rss_mb"], p.memory_info().rss / 2**20)
+                jvm = sum(c.memory_info().rss for c in p.children(recursive=True) if "java" in c.name())
+                peak["jvm_rss_mb"] = max(peak["jvm_rss_mb"], jvm / 2**20)
+            except psutil.Error:
+                pass
+
+    t = threading.Thread(target=sample, daemon=True)
+    if monitor:
+        t.start()
+    out, _ = proc.communicate()
+    done.set()
+    if proc.returncode != 0:
+        sys.exit(f"command failed: {' '.join(args)}\n{out[-3000:]}")
+    return {"wall_s": time.perf_counter() - t0, **(peak if monitor else {}), "log": out}
+
+
+def load_bundle(work: Path, model: str):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+    return mlflow.pyfunc.load_model(model).unwrap_python_model().bundle
+
+
+def single_process_generate(bundle, rows: int, out: Path, threads: int) -> float:
+    import pyarrow.parquet as pq
+    import torch
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    writer = None
+    for table in bundle.sample_arrow(rows, seed=7):
+        writer = writer or pq.ParquetWriter(out, table.schema)
+        writer.write_table(table)
+    writer.close()
+    return rows / (time.perf_counter() - t0)
+
+
+def sdv_sample_rate(train_df, rows: int) -> dict:
+    from sdv.metadata import Metadata
+    from sdv.single_table import GaussianCopulaSynthesizer, TVAESynthesizer
+
+    metadata = Metadata.detect_from_dataframe(train_df)
+    out = {}
+    for name, synth in (("sdv_tvae", TVAESynthesizer(metadata, epochs=1)),
+                        ("sdv_gaussian_copula", GaussianCopulaSynthesizer(metadata))):
+        synth.fit(train_df)
+        proc = psutil.Process()
+        before = proc.memory_info().rss
+        t0 = time.perf_counter()
+        synth.sample(rows)
+        seconds = time.perf_counter() - t0
+        out[name] = {"rows_per_s": rows / seconds, "rss_growth_mb": (proc.memory_info().rss - before) / 2**20}
+    return out
+
+
+def pca_auc(train_x: np.ndarray, test_x: np.ndarray, y: np.ndarray, components: int) -> float:
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train_x)
+    pca = PCA(n_components=components, random_state=0).fit(scaler.transform(train_x))
+    z = scaler.transform(test_x)
+    err = ((z - pca.inverse_transform(pca.transform(z))) ** 2).sum(1)
+    return float(roc_auc_score(y, err))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--score-rows", type=int, default=1_000_000)
+    parser.add_argument("--work-dir", default=str(REPO / "work" / "bench"))
+    parser.add_argument("--skip-sdv", action="store_true")
+    args = parser.parse_args()
+    work = Path(args.work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    cores = os.cpu_count() or 1
+    results: dict = {"cores": cores, "rows": args.rows}
+
+    # A model for each side: Adult TVAE (2 epochs: speed only) and the Shuttle VAE (full config).
+    adult = ["--config", "configs/adult_tvae.yaml", "--set", "name=bench_adult", "--set", "model_name=bench_adult"]
+    sh(["run", *adult, "--set", "train.epochs=2", "--rows", "1000"], work)
+    shuttle = ["--config", "configs/shuttle_tvae.yaml"]
+    sh(["run", *shuttle, "--rows", "1000"], work)
+
+    # ---- generation ----------------------------------------------------------------------
+    bundle = load_bundle(work, "models:/bench_adult@champion")
+    results["generate_a_single_process_rows_per_s"] = single_process_generate(
+        bundle, args.rows, work / "single_process.parquet", threads=cores)
+    for n, key in ((1_000_000, "1m"), (args.rows, "full")):
+        r = sh(["generate", *adult, "--rows", str(n), "--seed", "7", "--out", str(work / f"gen_{key}")], work,
+               monitor=True)
+        lineage = json.loads((work / f"gen_{key}" / "_lineage.json").read_text())
+        results[f"generate_b_spark_{key}"] = {"rows": n, "job_rows_per_s": lineage["rows_per_s"],
+                                              "cli_wall_s": r["wall_s"], "driver_peak_rss_mb": r["driver_rss_mb"],
+                                              "jvm_peak_rss_mb": r["jvm_rss_mb"]}
+    b = results["generate_b_spark_full"]["job_rows_per_s"]
+    results["generate_ratio_b_over_a"] = b / results["generate_a_single_process_rows_per_s"]
+    results["driver_peak_ratio_full_over_1m"] = (results["generate_b_spark_full"]["driver_peak_rss_mb"]
+                                                 / results["generate_b_spark_1m"]["driver_peak_rss_mb"])
+    if not args.skip_sdv:
+        from gen_pipeline.preprocess import read_split
+
+        train_df = read_split(work / "runs" / "bench_adult" / "preprocess", "train").sample(5000, random_state=0)
+        for col in train_df.columns:
+            if str(train_df[col].dtype) == "Int64":
+                train_df[col] = train_df[col].astype("int64")
+        results.update(sdv_sample_rate(train_df, 1_000_000))
+        results["generate_ratio_b_over_sdv_tvae"] = b / results["sdv_tvae"]["rows_per_s"]
+
+    # ---- scoring -------------------------------------------------------------------------
+    import pandas as pd
+    import torch
+
+    from gen_pipeline.datasets import SHUTTLE_SCHEMA
+    from gen_pipeline.preprocess import read_split
+
+    raw = pd.read_csv(Path(os.environ.get("GEN_PIPELINE_DATA_DIR", work / "datasets")) / "shuttle" / "shuttle.csv")
+    big = raw.sample(args.score_rows, replace=True, random_state=0)
+    big_csv = work / "shuttle_resampled.csv"
+    big.to_csv(big_csv, index=False)
+    sbundle = load_bundle(work, "models:/shuttle_tvae@champion")
+    torch.set_num_threads(cores)
+    t0 = time.perf_counter()
+    for start in range(0, len(big), 65_536):
+        sbundle.score(big.iloc[start:start + 65_536].reset_index(drop=True))
+    results["score_a_single_process_rows_per_s"] = len(big) / (time.perf_counter() - t0)
+    sh(["score", *shuttle, "--input", str(big_csv), "--out", str(work / "scored_big")], work)
+    lineage = json.loads((work / "scored_big" / "_lineage.json").read_text())
+    results["score_b_spark_rows_per_s"] = lineage["rows_in"] / lineage["seconds"]
+    results["score_ratio_b_over_a"] = results["score_b_spark_rows_per_s"] / results["score_a_single_process_rows_per_s"]
+
+    # ROC-AUC on the held-out test split (ours vs PCA, same rows) and over the whole file.
+    pre = work / "runs" / "shuttle_tvae" / "preprocess"
+    train, test = read_split(pre, "train"), read_split(pre, "test")
+    feats = [c.name for c in SHUTTLE_SCHEMA.model_columns]
+    scores, _ = sbundle.score(test)
+    from sklearn.metrics import roc_auc_score
+
+    y = test["anomaly"].astype(int).to_numpy()
+    results["shuttle_test_roc_auc_ours"] = float(roc_auc_score(y, scores))
+    for k in (2, 3, 5):
+        results[f"shuttle_test_roc_auc_pca_{k}"] = pca_auc(train[feats].to_numpy(float), test[feats].to_numpy(float), y, k)
+    whole = json.loads((work / "outputs" / "shuttle_tvae" / "scored" / "_lineage.json").read_text())
+    results["shuttle_all_rows_roc_auc_ours"] = whole.get("roc_auc_anomaly")
+    print(json.dumps(results, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
