@@ -19,7 +19,7 @@ import pandas as pd
 from gen_pipeline.config import PipelineConfig
 from gen_pipeline.datasets import RawTable
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.schema import REASON, TableSchema, is_data_line, parse_lines
+from gen_pipeline.schema import REASON, TableSchema, parse_table
 from gen_pipeline.storage import commit, staging_dir, write_json
 from gen_pipeline.transforms import TableTransformer, fit_spec
 
@@ -38,40 +38,59 @@ def _parsed_schema_ddl(schema: TableSchema) -> str:
     return f"source string, line bigint, text string, {schema.spark_ddl()}, `{REASON}` string"
 
 
+def _numbered_lines(spark, files: list[Path]):
+    """(source, line, text) for every line of ``files``, read by Spark's JVM text source.
+
+    Exact 1-based line numbers without a Python pass: each input split's lines are contiguous in
+    one partition, so a line's number is the lines of the earlier splits of its file (ordered by
+    byte offset) plus its position in its split (``monotonically_increasing_id``'s low bits).
+    """
+    from pyspark.sql import functions as F
+
+    raw = spark.read.text([f.resolve().as_uri() for f in files]).select(
+        F.input_file_name().alias("path"), F.input_file_block_start().alias("block"),
+        F.monotonically_increasing_id().alias("mid"), F.col("value").alias("text"))
+    splits = raw.groupBy("path", "block").agg(F.count(F.lit(1)).alias("n"), F.min("mid").alias("first")).collect()
+    bases, seen = [], {}
+    for r in sorted(splits, key=lambda r: (r["path"], r["block"])):
+        before = seen.get(r["path"], 0)
+        bases.append((r["path"], r["block"], before - r["first"] + 1))
+        seen[r["path"]] = before + r["n"]
+    base = spark.createDataFrame(bases, "path string, block bigint, base bigint")
+    return raw.join(F.broadcast(base), ["path", "block"]).select(
+        F.element_at(F.split("path", "/"), -1).alias("source"),
+        (F.col("mid") + F.col("base")).alias("line"), "text")
+
+
 def read_raw_lines(spark, files: list[Path], schema: TableSchema, max_rows_per_file: int | None = None):
     """Every data line of ``files`` parsed into typed columns plus ``_reason`` (None = usable).
 
-    Blank lines and comment lines (e.g. adult.test's ``|1x3 Cross validator``) are not data and
-    are counted apart. Returns (DataFrame, per-file line counts).
+    A header line, blank lines and comment lines (e.g. adult.test's ``|1x3 Cross validator``) are
+    not data. ``max_rows_per_file`` keeps only the lines numbered up to that many after the
+    header (the tiny test configs). Returns (DataFrame, per-file facts).
     """
-    from pyspark.sql import Row
+    from pyspark.sql import functions as F
 
-    frames, counts = [], []
-    sc = spark.sparkContext
+    files = [Path(f) for f in files]
     for f in files:
-        f = Path(f)
         if not f.is_file():
-            raise PipelineError(f"{f}: input file not found; run `gen-pipeline preprocess` with the dataset "
-                                "fetched or point the config at an existing file")
-        numbered = sc.textFile(f.resolve().as_uri(), minPartitions=2).zipWithIndex()
-        first = 1 if schema.header else 0  # a header line names the columns: not data
-        data = numbered.filter(lambda t: t[1] >= first and is_data_line(t[0], schema))
-        if max_rows_per_file:
-            data = data.zipWithIndex().filter(lambda t: t[1] < max_rows_per_file).map(lambda t: t[0])
-        src = str(f.name)
-        rows = data.map(lambda t, s=src: Row(source=s, line=t[1] + 1, text=t[0]))
-        df = spark.createDataFrame(rows, "source string, line bigint, text string")
-        frames.append(df)
-        counts.append({"path": str(f), "sha256": _sha256(f), "bytes": f.stat().st_size})
-    lines = frames[0]
-    for df in frames[1:]:
-        lines = lines.unionByName(df)
+            raise PipelineError(f"{f}: input file not found; fetch the dataset or pass an existing file")
+        if f.stat().st_size == 0:
+            raise PipelineError(f"{f}: the input file is empty; nothing to read")
+    lines = _numbered_lines(spark, files)
+    first = 2 if schema.header else 1
+    lines = lines.where(F.col("line") >= first)
+    if max_rows_per_file:
+        lines = lines.where(F.col("line") < first + max_rows_per_file)
 
     def parse(batches):
-        for pdf in batches:
-            yield parse_lines(pdf, schema)
+        import pyarrow as pa
 
-    return lines.mapInPandas(parse, _parsed_schema_ddl(schema)), counts
+        for rb in batches:
+            yield from parse_table(pa.Table.from_batches([rb]), schema).to_batches()
+
+    inputs = [{"path": str(f), "sha256": _sha256(f), "bytes": f.stat().st_size} for f in files]
+    return lines.mapInArrow(parse, _parsed_schema_ddl(schema)), inputs
 
 
 def _with_split(df, cfg: PipelineConfig):

@@ -194,10 +194,14 @@ class TableTransformer:
                     out[:, start + 2] = missing
             else:
                 cats = col["categories"]
-                index = {c: i for i, c in enumerate(cats)}
-                raw = values.astype(object).where(values.notna(), None).tolist()
-                codes = np.array([index.get(v, -1) for v in raw], dtype=np.int64)
-                flag(codes < 0, lambda i, c=name, r=raw: f"column {c}: unseen category {r[i]!r}")
+                known = [c for c in cats if c is not None]
+                position = np.array([cats.index(c) for c in known] + [-1], dtype=np.int64)
+                codes = position[pd.Categorical(values, categories=known).codes]  # -1: unseen or null
+                isnull = values.isna().to_numpy()
+                if None in cats:
+                    codes[isnull] = cats.index(None)
+                flag(isnull & (codes < 0), lambda i, c=name: f"column {c}: missing value (the model never saw one)")
+                flag(~isnull & (codes < 0), lambda i, c=name, v=values: f"column {c}: unseen category {v.iat[i]!r}")
                 ok = codes >= 0
                 out[np.flatnonzero(ok), start + codes[ok]] = 1.0
         return out, reasons
