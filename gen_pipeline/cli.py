@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import traceback
 
@@ -71,8 +73,27 @@ def _dispatch(args) -> dict:
     return outputs
 
 
+_ERROR_LINE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$")
+
+
+def engine_message(exc: BaseException) -> str:
+    """The most telling line of an engine's failure (a Spark task's or a Ray worker's traceback
+    is embedded in the exception text): the last ``SomethingError: message`` line in it."""
+    text = str(exc)
+    found = [m for m in map(_ERROR_LINE.match, text.splitlines()) if m]
+    for m in reversed(found):  # our own message, raised inside a task, says the most
+        if m.group(1) == "PipelineError":
+            return m.group(2).strip()[:500]
+    if found:
+        return f"{found[-1].group(1)}: {found[-1].group(2).strip()}"[:500]
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(exc).__name__}: {first}"[:500]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.debug:
+        os.environ.setdefault("SPARK_LOG_LEVEL", "OFF")  # the one-line error below says what failed
     try:
         result = _dispatch(args)
     except PipelineError as e:
@@ -83,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"gen-pipeline {args.stage}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # an engine failed: one line; --debug shows the traceback
+        if args.debug:
+            traceback.print_exc()
+        print(f"gen-pipeline {args.stage}: failed: {engine_message(e)} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
     if args.stage != "run":
         print(json.dumps(result, default=str))
     return 0

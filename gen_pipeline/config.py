@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from gen_pipeline.errors import PipelineError
 
 
+MAX_ROWS = 10_000_000_000  # a row count above this is a typo, not a request
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -84,7 +87,7 @@ class EvaluateConfig(_Strict):
 class GenerateConfig(_Strict):
     """Defaults for the generate job (the CLI flags override them)."""
 
-    rows: int = Field(default=1_000_000, gt=0, le=10_000_000_000)
+    rows: int = Field(default=1_000_000, gt=0, le=MAX_ROWS)
     seed: int = 7
     rows_per_partition: int = Field(default=250_000, gt=0)
 

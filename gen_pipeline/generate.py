@@ -9,12 +9,12 @@ atomically with ``_lineage.json`` beside Spark's ``_SUCCESS``.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from pathlib import Path
 
 from gen_pipeline.bundle import ModelBundle, partition_seed
-from gen_pipeline.errors import PipelineError
 from gen_pipeline.storage import commit, staging_dir, write_json
 
 _CACHE: dict[str, ModelBundle] = {}  # per Python worker: bundle digest -> rebuilt model
@@ -68,6 +68,16 @@ class Progress:
         self._thread.join()
 
 
+def _fault_injection() -> tuple[int, str] | None:
+    """Tests set ``GEN_PIPELINE_FAULT_GENERATE=PARTITION:MARKER`` to fail that partition's first
+    attempt (the marker file records that it fired); the retry must give identical rows."""
+    spec = os.environ.get("GEN_PIPELINE_FAULT_GENERATE")
+    if not spec:
+        return None
+    partition, marker = spec.split(":", 1)
+    return int(partition), marker
+
+
 def rows_per_partition(rows: int, partitions: int, index: int) -> int:
     return rows // partitions + (1 if index < rows % partitions else 0)
 
@@ -75,18 +85,20 @@ def rows_per_partition(rows: int, partitions: int, index: int) -> int:
 def run_generate(spark, bundle: ModelBundle, *, rows: int, seed: int, out: Path, lineage: dict,
                  partition_rows: int = 250_000) -> dict:
     """Write ``rows`` synthetic rows to ``out`` (Parquet, original schema); returns the lineage."""
-    if rows <= 0:
-        raise PipelineError(f"--rows {rows}: must be a positive number of rows")
     out = Path(out)
     partitions = max(spark.sparkContext.defaultParallelism, -(-rows // partition_rows))
     partitions = min(partitions, rows)
     bc, key = broadcast_bundle(spark, bundle)
     schema = bundle.schema
+    fault = _fault_injection()
 
     def generate(batches):
         b = bundle_on_worker(bc, key)
         for rb in batches:
             for p in rb.column(0).to_pylist():
+                if fault and fault[0] == p and not os.path.exists(fault[1]):
+                    open(fault[1], "w").close()
+                    raise RuntimeError(f"injected fault in partition {p} (GEN_PIPELINE_FAULT_GENERATE)")
                 n = rows_per_partition(rows, partitions, p)
                 for table in b.sample_arrow(n, partition_seed(seed, p)):
                     yield from table.to_batches()

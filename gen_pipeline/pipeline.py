@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gen_pipeline.config import PipelineConfig
+from gen_pipeline.config import MAX_ROWS, PipelineConfig
 from gen_pipeline.errors import PipelineError
 from gen_pipeline.runtime import Runtime
 
@@ -120,8 +120,8 @@ def stage_generate(cfg: PipelineConfig, rt: Runtime, model: str | None = None, r
     from gen_pipeline.registry import resolve
 
     rows = cfg.generate.rows if rows is None else rows
-    if rows <= 0:
-        raise PipelineError(f"--rows {rows}: must be a positive number of rows")
+    if not 0 < rows <= MAX_ROWS:
+        raise PipelineError(f"--rows {rows}: must be between 1 and {MAX_ROWS:,}")
     rt.mlflow(cfg.name)
     uri = model or f"models:/{cfg.model_name}@champion"
     mv, pyfunc = resolve(uri)

@@ -201,7 +201,13 @@ def read_split(preprocess_dir: Path, split: str, kind: str = "clean") -> pd.Data
     """One split of the preprocess output as pandas (evaluation reads the bounded held-out split)."""
     import pyarrow.parquet as pq
 
+    import pyarrow as pa
+
     path = Path(preprocess_dir) / kind / split
     if not path.exists():
         raise PipelineError(f"{path}: not found; run `gen-pipeline preprocess` first")
-    return pq.read_table(path).to_pandas()
+    try:
+        return pq.read_table(path).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise PipelineError(f"{path}: unreadable Parquet ({str(e).splitlines()[0][:160]}); "
+                            "rerun `gen-pipeline preprocess` to rebuild it") from None

@@ -76,10 +76,12 @@ class Runtime:
 
     # ---- engines ------------------------------------------------------------------------
     def spark(self, app_name: str = "gen_pipeline"):
-        """A SparkSession: ``SPARK_MASTER`` if set, else ``local[*]``."""
+        """A SparkSession: ``SPARK_MASTER`` if set, else ``local[*, 2]``."""
         from pyspark.sql import SparkSession
 
-        master = os.environ.get("SPARK_MASTER", "local[*]")
+        # local[*, 2]: every core, and a failed task is retried once as on a cluster (plain
+        # local mode gives up on the first failure).
+        master = os.environ.get("SPARK_MASTER", "local[*, 2]")
         builder = SparkSession.builder.appName(app_name)
         submitted = "PYSPARK_GATEWAY_PORT" in os.environ  # under spark-submit, its --master and --conf decide
         if not submitted:

@@ -104,6 +104,24 @@ def load_checkpoint(path: Path, model: GenerativeModel | None = None) -> tuple[d
 # ---------------------------------------------------------------------------------------------
 # Ray Train shell
 # ---------------------------------------------------------------------------------------------
+def _log_with_retry(log: Callable[[], None], epoch: int, tries: int = 4, first_wait: float = 1.0) -> bool:
+    """Tracking is not worth a training run: retry with backoff, then warn and go on (the
+    checkpoints still hold every epoch's metrics in their history)."""
+    wait = first_wait
+    for attempt in range(1, tries + 1):
+        try:
+            log()
+            return True
+        except Exception as e:  # MLflow's client raises several types for an unreachable server
+            if attempt == tries:
+                print(f"[train] warning: could not log epoch {epoch} metrics to MLflow after {tries} tries "
+                      f"({type(e).__name__}); training goes on, metrics stay in the checkpoint", flush=True)
+                return False
+            time.sleep(wait)
+            wait *= 2
+    return False
+
+
 def _dies_mid_epoch(batches: BatchSource, epoch_1based: int) -> BatchSource:
     """Fault injection for tests: this worker process dies halfway into the given epoch."""
     def wrapped(epoch: int):
@@ -186,8 +204,8 @@ def _worker_loop(loop_cfg: dict) -> None:
             from mlflow.entities import Metric
 
             ts = int(time.time() * 1000)
-            client.log_batch(loop_cfg["mlflow_run_id"],
-                             metrics=[Metric(k, float(v), ts, epoch + 1) for k, v in metrics.items()])
+            batch = [Metric(k, float(v), ts, epoch + 1) for k, v in metrics.items()]
+            _log_with_retry(lambda: client.log_batch(loop_cfg["mlflow_run_id"], metrics=batch), epoch + 1)
         report = {**metrics, "epoch": epoch + 1}
         if rank == 0:
             with tempfile.TemporaryDirectory() as d:

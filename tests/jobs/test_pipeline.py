@@ -25,10 +25,8 @@ def _checksums(folder: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def work(spark, ray_cluster, tmp_path_factory):
-    w = tmp_path_factory.mktemp("pipeline")
-    assert main(["run", "--config", TINY, "--work-dir", str(w)]) == 0
-    return w
+def work(adult_work):
+    return adult_work
 
 
 @pytest.fixture(scope="module")
