@@ -1,18 +1,13 @@
 """Quality of synthetic rows against held-out real rows, and the promotion gate.
 
-Metrics follow SDMetrics' definitions (written here from their documentation):
-- Column Shapes: per column 1 - KS statistic (continuous) or 1 - total variation distance
-  (categorical), averaged.
-- Column Pair Trends: per column pair 1 - |corr_real - corr_synth| / 2 for two continuous
-  columns, else 1 - TVD of the joint distribution (continuous columns binned by real deciles).
-- Quality Score: the mean of the two. Higher is better; it is the gate's primary metric.
+- Quality Score, Column Shapes, Column Pair Trends: SDMetrics' QualityReport (MIT), the
+  measure SDGym publishes, so our figures compare with theirs. Higher is better; the Quality
+  Score is the gate's primary metric.
 - Detection AUC: ROC-AUC of a logistic regression telling real from synthetic (0.5 is best).
-- For a VAE, the held-out negative ELBO in nats per row.
+- For a VAE, the held-out negative ELBO in nats per row, and ROC-AUC against any label column.
 """
 
 from __future__ import annotations
-
-import itertools
 
 import numpy as np
 import pandas as pd
@@ -20,61 +15,33 @@ import pandas as pd
 from gen_pipeline.schema import TableSchema
 
 
-def _ks(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.sort(a), np.sort(b)
-    grid = np.concatenate([a, b])
-    return float(np.max(np.abs(np.searchsorted(a, grid, "right") / len(a) - np.searchsorted(b, grid, "right") / len(b))))
-
-
-def _tvd(a: pd.Series, b: pd.Series) -> float:
-    pa_, pb = a.value_counts(normalize=True, dropna=False), b.value_counts(normalize=True, dropna=False)
-    return float(0.5 * pa_.subtract(pb, fill_value=0.0).abs().sum())
-
-
 def _numeric(s: pd.Series) -> np.ndarray:
     return pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def column_shapes(real: pd.DataFrame, synth: pd.DataFrame, schema: TableSchema) -> dict[str, float]:
-    out = {}
-    for c in schema.model_columns:
-        if c.kind == "continuous":
-            a, b = _numeric(real[c.name]), _numeric(synth[c.name])
-            out[c.name] = 1.0 - _ks(a[~np.isnan(a)], b[~np.isnan(b)])
-        else:
-            out[c.name] = 1.0 - _tvd(real[c.name].fillna("<missing>"), synth[c.name].fillna("<missing>"))
+def sdmetrics_quality(real: pd.DataFrame, synth: pd.DataFrame, schema: TableSchema) -> dict[str, float]:
+    """SDMetrics' Quality Score with its two properties and the per-column shape scores."""
+    import warnings
+
+    from sdmetrics.reports.single_table import QualityReport
+
+    cols = [c.name for c in schema.model_columns]
+    metadata = {"columns": {c.name: {"sdtype": "numerical" if c.kind == "continuous" else "categorical"}
+                            for c in schema.model_columns}}
+
+    def plain(df: pd.DataFrame) -> pd.DataFrame:  # nullable Int64 -> float, so NaN is a value
+        return df[cols].astype({c.name: "float64" for c in schema.model_columns if c.kind == "continuous"})
+
+    report = QualityReport()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report.generate(plain(real), plain(synth), metadata, verbose=False)
+    props = report.get_properties().set_index("Property")["Score"]
+    shapes = report.get_details("Column Shapes").set_index("Column")["Score"]
+    out = {"quality_score": float(report.get_score()), "column_shapes": float(props["Column Shapes"]),
+           "column_pair_trends": float(props["Column Pair Trends"])}
+    out.update({f"shape_{k}": float(v) for k, v in shapes.items()})
     return out
-
-
-def _discretise(real: pd.DataFrame, synth: pd.DataFrame, schema: TableSchema):
-    """Continuous columns as real-decile bins (for mixed pairs); categoricals as strings."""
-    r, s = pd.DataFrame(index=real.index), pd.DataFrame(index=synth.index)
-    for c in schema.model_columns:
-        if c.kind == "continuous":
-            edges = np.unique(np.nanquantile(_numeric(real[c.name]), np.linspace(0, 1, 11)))
-            r[c.name] = np.searchsorted(edges[1:-1], _numeric(real[c.name]), "right")
-            s[c.name] = np.searchsorted(edges[1:-1], _numeric(synth[c.name]), "right")
-        else:
-            r[c.name] = real[c.name].fillna("<missing>").astype(str)
-            s[c.name] = synth[c.name].fillna("<missing>").astype(str)
-    return r, s
-
-
-def column_pair_trends(real: pd.DataFrame, synth: pd.DataFrame, schema: TableSchema) -> float:
-    r_disc, s_disc = _discretise(real, synth, schema)
-    scores = []
-    for a, b in itertools.combinations(schema.model_columns, 2):
-        if a.kind == b.kind == "continuous":
-            with np.errstate(invalid="ignore", divide="ignore"):  # a constant column has no correlation
-                cr = np.corrcoef(_numeric(real[a.name]), _numeric(real[b.name]))[0, 1]
-                cs = np.corrcoef(_numeric(synth[a.name]), _numeric(synth[b.name]))[0, 1]
-            cr, cs = np.nan_to_num(cr), np.nan_to_num(cs)
-            scores.append(1.0 - abs(cr - cs) / 2.0)
-        else:
-            jr = r_disc.groupby([a.name, b.name]).size() / len(r_disc)
-            js = s_disc.groupby([a.name, b.name]).size() / len(s_disc)
-            scores.append(1.0 - 0.5 * float(jr.subtract(js, fill_value=0.0).abs().sum()))
-    return float(np.mean(scores))
 
 
 def detection_auc(real_x: np.ndarray, synth_x: np.ndarray, seed: int = 0) -> float:
@@ -93,13 +60,7 @@ def quality_report(bundle, real: pd.DataFrame, n: int, seed: int) -> tuple[dict[
     """Sample ``n`` rows with ``seed`` and compare with ``real``; returns (metrics, synthetic rows)."""
     schema = bundle.schema
     synth = bundle.sample(n, seed)
-    shapes = column_shapes(real, synth, schema)
-    trends = column_pair_trends(real, synth, schema)
-    metrics = {
-        "column_shapes": float(np.mean(list(shapes.values()))),
-        "column_pair_trends": trends,
-    }
-    metrics["quality_score"] = (metrics["column_shapes"] + trends) / 2.0
+    metrics = sdmetrics_quality(real, synth, schema)
     real_x, real_reasons = bundle.transformer.transform(real, strict=False)
     real_x = real_x[[r is None for r in real_reasons]]
     synth_x, _ = bundle.transformer.transform(synth, strict=True)
@@ -114,7 +75,6 @@ def quality_report(bundle, real: pd.DataFrame, n: int, seed: int) -> tuple[dict[
             y = pd.to_numeric(real[label], errors="coerce").to_numpy()[ok]
             if len(np.unique(y[~np.isnan(y)])) == 2:
                 metrics[f"roc_auc_{label}"] = float(roc_auc_score(y, scores[ok]))
-    metrics.update({f"shape_{k}": v for k, v in shapes.items()})
     return metrics, synth
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from gen_pipeline.evaluate import column_pair_trends, column_shapes, detection_auc, gate
+from gen_pipeline.evaluate import detection_auc, gate, sdmetrics_quality
 from gen_pipeline.schema import Column, TableSchema
 
 SCHEMA = TableSchema(columns=(Column("a", "continuous", "float"), Column("b", "continuous", "float"),
@@ -16,18 +16,19 @@ def _frame(n, shift=0.0, corr=0.8, seed=0):
     return pd.DataFrame({"a": a, "b": b, "c": c})
 
 
-def test_same_distribution_scores_near_one_and_shift_scores_lower():
+def test_quality_is_high_for_the_same_distribution_and_drops_for_a_shift():
     real = _frame(3000)
-    same = column_shapes(real, _frame(3000, seed=1), SCHEMA)
-    shifted = column_shapes(real, _frame(3000, shift=1.0, seed=1), SCHEMA)
-    assert min(same.values()) > 0.95
-    assert shifted["a"] < 0.7 and shifted["c"] < 0.8
+    same = sdmetrics_quality(real, _frame(3000, seed=1), SCHEMA)
+    shifted = sdmetrics_quality(real, _frame(3000, shift=1.0, seed=1), SCHEMA)
+    assert same["quality_score"] > 0.9 and min(same["shape_a"], same["shape_c"]) > 0.9
+    assert shifted["shape_a"] < 0.7 and shifted["column_shapes"] < same["column_shapes"] - 0.2
 
 
 def test_pair_trends_see_a_broken_correlation():
     real = _frame(3000)
-    assert column_pair_trends(real, _frame(3000, seed=1), SCHEMA) > 0.95
-    assert column_pair_trends(real, _frame(3000, corr=-0.8, seed=1), SCHEMA) < 0.8
+    kept = sdmetrics_quality(real, _frame(3000, seed=1), SCHEMA)["column_pair_trends"]
+    broken = sdmetrics_quality(real, _frame(3000, corr=-0.8, seed=1), SCHEMA)["column_pair_trends"]
+    assert kept > 0.8 and broken < kept - 0.2
 
 
 def test_detection_auc_tells_apart_only_different_data():
