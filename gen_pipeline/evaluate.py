@@ -92,11 +92,13 @@ def marginals_figure(real: pd.DataFrame, synth: pd.DataFrame, schema: TableSchem
     for ax, c in zip(axes.flat, cols):
         if c.kind == "continuous":
             a, b = _numeric(real[c.name]), _numeric(synth[c.name])
-            bins = np.unique(np.nanquantile(a, np.linspace(0, 1, 31)))
-            if len(bins) < 3:
-                bins = 20
-            ax.hist(a, bins=bins, alpha=0.5, density=True, label="real")
-            ax.hist(b, bins=bins, alpha=0.5, density=True, label="synthetic")
+            a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+            lo, hi = np.quantile(a, [0.01, 0.99]) if len(a) else (0.0, 1.0)
+            hi = hi if hi > lo else lo + 1.0
+            bins = np.linspace(lo, hi, 41)  # the central 98%; the tails pile up in the end bins
+            ax.hist(np.clip(a, lo, hi), bins=bins, alpha=0.5, label="real", weights=np.full(len(a), 1 / max(1, len(a))))
+            ax.hist(np.clip(b, lo, hi), bins=bins, alpha=0.5, label="synthetic",
+                    weights=np.full(len(b), 1 / max(1, len(b))))
         else:
             pr = real[c.name].fillna("<missing>").value_counts(normalize=True)
             ps = synth[c.name].fillna("<missing>").value_counts(normalize=True).reindex(pr.index, fill_value=0)
