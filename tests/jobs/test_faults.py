@@ -1,6 +1,5 @@
 """Faults and bad inputs end to end: each ends in a clear message and a consistent state."""
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -18,32 +17,27 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs" / "adult_tvae_tiny.yaml")
 
 
-def _checksums(folder: Path) -> list[str]:
-    parts = sorted(folder.glob("part-*.parquet"), key=lambda p: p.name.split("-")[1])
-    return [hashlib.sha256(p.read_bytes()).hexdigest() for p in parts]
-
-
 def _one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     return err
 
 
-def test_a_spark_task_that_fails_once_is_retried_with_identical_output(adult_work, tmp_path, monkeypatch):
+def test_a_spark_task_that_fails_once_is_retried_with_identical_output(adult_work, tmp_path, monkeypatch, checksums):
     args = ["generate", "--config", TINY, "--work-dir", str(adult_work), "--rows", "9000", "--seed", "11"]
     assert main([*args, "--out", str(tmp_path / "clean")]) == 0
     marker = tmp_path / "failed-once"
     monkeypatch.setenv("GEN_PIPELINE_FAULT_GENERATE", f"1:{marker}")
     assert main([*args, "--out", str(tmp_path / "retried")]) == 0
     assert marker.exists()  # the fault really fired in partition 1's first attempt
-    assert _checksums(tmp_path / "retried") == _checksums(tmp_path / "clean")
+    assert checksums(tmp_path / "retried") == checksums(tmp_path / "clean")
 
 
-def test_generate_killed_mid_write_leaves_the_old_output_and_the_next_run_completes(adult_work, tmp_path):
+def test_generate_killed_mid_write_leaves_the_old_output_and_the_next_run_completes(adult_work, tmp_path, checksums):
     out = tmp_path / "gen"
     base = ["generate", "--config", TINY, "--work-dir", str(adult_work), "--seed", "5", "--out", str(out)]
     assert main([*base, "--rows", "3000"]) == 0
-    before = _checksums(out)
+    before = checksums(out)
     proc = subprocess.Popen([sys.executable, "-m", "gen_pipeline.cli", *base, "--rows", "3000000"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 120
@@ -53,7 +47,7 @@ def test_generate_killed_mid_write_leaves_the_old_output_and_the_next_run_comple
     time.sleep(3)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert _checksums(out) == before and pq.read_table(out).num_rows == 3000  # untouched
+    assert checksums(out) == before and pq.read_table(out).num_rows == 3000  # untouched
     assert list(tmp_path.glob(".gen.staging-*"))  # the killed run's half-written staging folder
     assert main([*base, "--rows", "4000"]) == 0
     assert pq.read_table(out).num_rows == 4000 and (out / "_SUCCESS").exists()

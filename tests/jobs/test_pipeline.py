@@ -1,6 +1,5 @@
 """Every stage end to end through the CLI on a real slice of Adult, asserting on what each wrote."""
 
-import hashlib
 import json
 import os
 import subprocess
@@ -17,11 +16,6 @@ from gen_pipeline.datasets import ADULT_SCHEMA
 pytestmark = [pytest.mark.jobs, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs" / "adult_tvae_tiny.yaml")
-
-
-def _checksums(folder: Path) -> list[str]:
-    parts = sorted(folder.glob("part-*.parquet"), key=lambda p: p.name.split("-")[1])
-    return [hashlib.sha256(p.read_bytes()).hexdigest() for p in parts]
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +45,17 @@ def test_generated_rows_have_the_original_schema_and_lineage(work, spec):
     assert lineage["run_id"] and lineage["model_version"]
 
 
-def test_same_seed_gives_identical_files_and_a_rerun_replaces(work):
+def test_same_seed_gives_identical_files_and_a_rerun_replaces(work, checksums):
     a, b = work / "gen_a", work / "gen_b"
     args = ["generate", "--config", TINY, "--work-dir", str(work), "--rows", "12345"]
     assert main([*args, "--seed", "3", "--out", str(a)]) == 0
     assert main([*args, "--seed", "3", "--out", str(b)]) == 0
-    assert _checksums(a) == _checksums(b) and len(_checksums(a)) >= 2
+    assert checksums(a) == checksums(b) and len(checksums(a)) >= 2
     assert main([*args, "--seed", "3", "--out", str(a)]) == 0  # into the same path again
-    assert pq.read_table(a).num_rows == 12345 and len(list(a.glob("part-*"))) == len(_checksums(b))
+    assert pq.read_table(a).num_rows == 12345 and len(list(a.glob("part-*"))) == len(checksums(b))
     assert not [p for p in work.iterdir() if p.name.startswith(".gen_a.")]  # no staging left
     assert main([*args, "--seed", "4", "--out", str(b)]) == 0
-    assert _checksums(a) != _checksums(b)
+    assert checksums(a) != checksums(b)
 
 
 def test_scores_every_test_row_beside_its_columns(work):

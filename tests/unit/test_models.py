@@ -7,7 +7,7 @@ import torch
 from gen_pipeline.config import ModelConfig
 from gen_pipeline.loaders import memory_source
 from gen_pipeline.models import build_model
-from gen_pipeline.train import FitState, fit, load_checkpoint, save_checkpoint
+from gen_pipeline.train import fit, load_checkpoint, save_checkpoint
 from gen_pipeline.transforms import Span
 
 SPANS = [Span("continuous", 0, 1), Span("categorical", 1, 4), Span("categorical", 4, 6)]
