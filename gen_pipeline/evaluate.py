@@ -23,7 +23,9 @@ def sdmetrics_quality(real: pd.DataFrame, synth: pd.DataFrame, schema: TableSche
     """SDMetrics' Quality Score with its two properties and the per-column shape scores."""
     import warnings
 
-    from sdmetrics.reports.single_table import QualityReport
+    with warnings.catch_warnings():  # 0.32 flags the single-table report deprecated; it is the stable API
+        warnings.simplefilter("ignore", FutureWarning)
+        from sdmetrics.reports.single_table import QualityReport
 
     cols = [c.name for c in schema.model_columns]
     metadata = {"columns": {c.name: {"sdtype": "numerical" if c.kind == "continuous" else "categorical"}
