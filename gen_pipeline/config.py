@@ -80,8 +80,26 @@ class EvaluateConfig(_Strict):
 
     num_rows: int | None = Field(default=None, gt=0)  # None = as many rows as the test split
     seed: int = 1234
-    primary_metric: Literal["quality_score"] = "quality_score"
+    # The gate: the metric a candidate must beat the champion on (detection_auc: lower is
+    # better), and the bounds it must meet first.
+    primary_metric: Literal["quality_score", "column_shapes", "column_pair_trends", "tstr_f1_mean",
+                            "detection_auc"] = "quality_score"
     min_quality_score: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Tables: train-synthetic-test-real (SDGym's four classifiers) predicts this categorical model
+    # column, F1 on its positive class (None = its rarer class); no label skips it (e.g. Shuttle,
+    # whose anomaly label is never generated). Metrics subsample each frame to max_rows rows.
+    tstr_label: str | None = None
+    tstr_positive: str | None = None
+    max_rows: int = Field(default=10_000, ge=100)
+    min_tstr_f1: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_detection_auc: float | None = Field(default=None, ge=0.5, le=1.0)
+    max_exact_copy_share: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _tstr_needs_a_label(self) -> "EvaluateConfig":
+        if self.tstr_label is None and (self.min_tstr_f1 is not None or self.primary_metric == "tstr_f1_mean"):
+            raise ValueError("min_tstr_f1 and primary_metric tstr_f1_mean need evaluate.tstr_label")
+        return self
 
 
 class GenerateConfig(_Strict):

@@ -72,43 +72,88 @@ def stage_train(cfg: PipelineConfig, rt: Runtime, fail_at_epoch: int | None = No
             "checkpoints": result.checkpoint_path}
 
 
+# Rows of the train split evaluation reads (the exact-copy and DCR reference, TRTR's training set).
+# The clean split's files are ordered by a hash of each row, so their head is a uniform sample.
+TRAIN_REFERENCE_ROWS = 200_000
+
+
+def _read_head(pre: Path, split: str, n: int):
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    from gen_pipeline.preprocess import read_split
+
+    try:
+        table = ds.dataset(pre / "clean" / split, format="parquet").head(n)
+    except (pa.ArrowInvalid, OSError, FileNotFoundError):
+        return read_split(pre, split)  # raises the one-line error that names the folder
+    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+
+
+def _gate_bounds(ev) -> tuple[dict[str, float], dict[str, float]]:
+    """The configured bounds a candidate must meet: (minimums, maximums) by metric name."""
+    minimums = {"quality_score": ev.min_quality_score}
+    if ev.min_tstr_f1 is not None:
+        minimums["tstr_f1_mean"] = ev.min_tstr_f1
+    maximums = {k: v for k, v in {"detection_auc": ev.max_detection_auc,
+                                   "exact_copy_share": ev.max_exact_copy_share}.items() if v is not None}
+    return minimums, maximums
+
+
 def stage_evaluate(cfg: PipelineConfig, rt: Runtime) -> dict:
-    from gen_pipeline.evaluate import gate, marginals_figure, quality_report
+    from gen_pipeline.evaluate import evaluate_bundle, gate, report_figures, report_html
     from gen_pipeline.preprocess import read_split
     from gen_pipeline.registry import CANDIDATE, CHAMPION, alias_version, resolve
 
+    if is_image_dataset(cfg.data.dataset):  # FID, conditional accuracy, ELBO: gen_pipeline.image_eval
+        from gen_pipeline.image_eval import stage_evaluate_images
+
+        return stage_evaluate_images(cfg, rt, preprocess_dir(cfg, rt))
+    ev = cfg.evaluate
     mlflow = rt.mlflow(cfg.name)
     client = mlflow.MlflowClient()
     cand_mv, cand = resolve(f"models:/{cfg.model_name}@{CANDIDATE}")
     real = read_split(preprocess_dir(cfg, rt), "test")
-    n = cfg.evaluate.num_rows or len(real)
-    metrics, synth = quality_report(cand.bundle, real, n, cfg.evaluate.seed)
+    real_train = _read_head(preprocess_dir(cfg, rt), "train", TRAIN_REFERENCE_ROWS)
+    n = ev.num_rows or len(real)
+
+    def evaluate(bundle):
+        return evaluate_bundle(bundle, real_train, real, n, ev.seed, ev.tstr_label, ev.tstr_positive, ev.max_rows)
+
+    metrics, synth = evaluate(cand.bundle)
     champ_mv = alias_version(cfg.model_name, CHAMPION)
     champ_metrics = None
     if champ_mv is not None and champ_mv.version != cand_mv.version:
         # Re-evaluate the champion on the same held-out rows and seed: a like-for-like comparison.
         _, champ = resolve(f"models:/{cfg.model_name}/{champ_mv.version}")
-        champ_metrics, _ = quality_report(champ.bundle, real, n, cfg.evaluate.seed)
-    promote, reason = gate(metrics, champ_metrics, cfg.evaluate.primary_metric, cfg.evaluate.min_quality_score)
+        champ_metrics, _ = evaluate(champ.bundle)
+    promote, reason = gate(metrics, champ_metrics, ev.primary_metric, *_gate_bounds(ev))
     if champ_mv is not None and champ_mv.version == cand_mv.version:
-        promote, reason = False, "the candidate is already the champion"
+        promote, reason = False, "the candidate is already the champion" + ("" if promote else f"; {reason}")
 
     for k, v in metrics.items():
         client.log_metric(cand_mv.run_id, f"eval_{k}", v)
     with tempfile.TemporaryDirectory() as d:
-        png = Path(d) / "marginals_real_vs_synthetic.png"
-        marginals_figure(real, synth, cand.bundle.schema, png)
-        client.log_artifact(cand_mv.run_id, str(png), "evaluation")
+        figures = report_figures(real, synth, cand.bundle.schema, ev.max_rows, ev.seed)
+        for name, fig in figures.items():  # marginals_real_vs_synthetic.png, association_difference.png
+            fig.savefig(Path(d) / f"{name}.png", dpi=80)
+            client.log_artifact(cand_mv.run_id, str(Path(d) / f"{name}.png"), "evaluation")
+        title = f"{cfg.model_name} v{cand_mv.version}: {'promoted' if promote else 'not promoted'} ({reason})"
+        (Path(d) / "report.html").write_text(report_html(metrics, figures, title))  # closes the figures
+        client.log_artifact(cand_mv.run_id, str(Path(d) / "report.html"), "evaluation")
         (Path(d) / "report.json").write_text(json.dumps(
             {"metrics": metrics, "champion_metrics": champ_metrics, "promoted": promote, "reason": reason}, indent=1))
         client.log_artifact(cand_mv.run_id, str(Path(d) / "report.json"), "evaluation")
     for k, v in {"gate_decision": "promoted" if promote else "rejected", "gate_reason": reason,
-                 cfg.evaluate.primary_metric: f"{metrics[cfg.evaluate.primary_metric]:.6f}"}.items():
+                 ev.primary_metric: f"{metrics[ev.primary_metric]:.6f}"}.items():
         client.set_model_version_tag(cfg.model_name, cand_mv.version, k, v)
     if promote:
         client.set_registered_model_alias(cfg.model_name, CHAMPION, cand_mv.version)
-    shown = ("quality_score", "column_shapes", "column_pair_trends", "detection_auc", "test_neg_elbo_nats")
-    summary = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k in shown or k.startswith("roc_auc_"))
+    shown = ("quality_score", "column_shapes", "column_pair_trends", "detection_auc", "tstr_f1_mean",
+             "trtr_f1_mean", "dcr_median", "dcr_holdout_median", "exact_copy_share", "test_neg_elbo_nats")
+    summary = " ".join(f"{k}={metrics[k]:.4f}" for k in shown if k in metrics)
+    summary += "".join(f" {k}={v:.4f}" for k, v in metrics.items() if k.startswith("roc_auc_"))
     print(f"[evaluate] {cfg.model_name} v{cand_mv.version}: {summary}", flush=True)
     print(f"[evaluate] gate: {'PROMOTED to @champion' if promote else 'not promoted'} ({reason})", flush=True)
     return {"version": cand_mv.version, "promoted": promote, "reason": reason, **metrics}
