@@ -16,7 +16,7 @@ import torch
 
 from gen_pipeline.config import PipelineConfig
 from gen_pipeline.models import GenerativeModel, build_model
-from gen_pipeline.transforms import TableTransformer
+from gen_pipeline.images import transformer_for
 
 SAMPLE_CHUNK = 65_536
 
@@ -32,7 +32,7 @@ class ModelBundle:
         self.config = config
         self.spec = spec
         self.manifest = manifest or {}
-        self.transformer = TableTransformer(spec)
+        self.transformer = transformer_for(spec)  # a table or an image set
         self.model: GenerativeModel = build_model(config.model, self.transformer.spans, self.transformer.output_dim)
         self.model.load_state_dict(state_dict)
         self.model.eval()
@@ -58,6 +58,7 @@ class ModelBundle:
     def sample_arrow(self, n: int, seed: int, chunk: int = SAMPLE_CHUNK):
         """Yield Arrow tables (original schema) totalling ``n`` rows, deterministic for ``seed``."""
         g = torch.Generator().manual_seed(seed)
+        chunk = min(chunk, getattr(self.model, "max_sample_chunk", chunk))  # conv activations are large
         done = 0
         while done < n:
             k = min(chunk, n - done)

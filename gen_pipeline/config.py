@@ -25,7 +25,11 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where the raw table comes from and how it is split."""
 
-    dataset: Literal["adult", "shuttle"] = "adult"
+    dataset: Literal["adult", "shuttle", "fashion_mnist", "digits", "image_folder", "image_npz"] = "adult"
+    # Image sets: the folder of PNGs (one subfolder per class) or the .npz file to read, and the
+    # image side every image must have (None = the dataset's own: 28 Fashion-MNIST, 8 digits).
+    path: str | None = None
+    image_size: int | None = Field(default=None, ge=4)
     # A Spark SQL condition the TRAIN split must meet (e.g. "anomaly = 0" to learn normal rows
     # only); other train rows are counted as excluded, validation and test keep every row.
     train_where: str | None = None
@@ -48,7 +52,7 @@ class TransformConfig(_Strict):
 class ModelConfig(_Strict):
     """Which model family and its size."""
 
-    family: Literal["tvae", "gan"] = "tvae"
+    family: Literal["tvae", "gan", "dcgan", "conv_vae"] = "tvae"
     latent_dim: int = Field(default=64, ge=2)
     hidden_dims: tuple[int, ...] = (128, 128)
     # GAN only
@@ -57,6 +61,11 @@ class ModelConfig(_Strict):
     gumbel_tau: float = Field(default=0.2, gt=0.0)
     # TVAE only: weight of the reconstruction term against KL (TVAE's loss_factor).
     loss_factor: float = Field(default=2.0, gt=0.0)
+    # Image models (dcgan, conv_vae): conv width and VAE likelihood; ``conditional`` makes
+    # them class-conditional on the image label.
+    conditional: bool = True
+    base_channels: int = Field(default=32, ge=4)
+    likelihood: Literal["bernoulli", "continuous_bernoulli"] = "bernoulli"
 
 
 class TrainConfig(_Strict):
@@ -80,10 +89,10 @@ class EvaluateConfig(_Strict):
 
     num_rows: int | None = Field(default=None, gt=0)  # None = as many rows as the test split
     seed: int = 1234
-    # The gate: the metric a candidate must beat the champion on (detection_auc: lower is
-    # better), and the bounds it must meet first.
+    # The gate: the metric a candidate must beat the champion on (detection_auc and fid: lower
+    # is better), and the bounds it must meet first.
     primary_metric: Literal["quality_score", "column_shapes", "column_pair_trends", "tstr_f1_mean",
-                            "detection_auc"] = "quality_score"
+                            "detection_auc", "fid"] = "quality_score"
     min_quality_score: float = Field(default=0.5, ge=0.0, le=1.0)
     # Tables: train-synthetic-test-real (SDGym's four classifiers) predicts this categorical model
     # column, F1 on its positive class (None = its rarer class); no label skips it (e.g. Shuttle,
@@ -94,6 +103,10 @@ class EvaluateConfig(_Strict):
     min_tstr_f1: float | None = Field(default=None, ge=0.0, le=1.0)
     max_detection_auc: float | None = Field(default=None, ge=0.5, le=1.0)
     max_exact_copy_share: float | None = Field(default=None, ge=0.0, le=1.0)
+    # Images: the gate's ceiling on FID (lower is better) and the epochs of the pipeline's own
+    # classifier (trained on the real train split; its features define FID).
+    max_fid: float | None = Field(default=None, gt=0.0)
+    classifier_epochs: int = Field(default=3, ge=1)
 
     @model_validator(mode="after")
     def _tstr_needs_a_label(self) -> "EvaluateConfig":

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gen_pipeline.config import MAX_ROWS, PipelineConfig
 from gen_pipeline.errors import PipelineError
+from gen_pipeline.images import is_image_dataset
 from gen_pipeline.runtime import Runtime
 
 
@@ -39,6 +40,12 @@ def stage_preprocess(cfg: PipelineConfig, rt: Runtime) -> dict:
     from gen_pipeline.datasets import raw_table
     from gen_pipeline.preprocess import run_preprocess
 
+    if is_image_dataset(cfg.data.dataset):  # idx.gz / PNG folder / .npz: gen_pipeline.images
+        from gen_pipeline.images import image_source, run_image_preprocess
+
+        manifest = run_image_preprocess(rt.spark(), image_source(cfg, rt.datasets_dir), cfg, preprocess_dir(cfg, rt))
+        return {"preprocess": str(preprocess_dir(cfg, rt)), "rows_written": manifest["rows_written"],
+                "rows_quarantined": manifest["rows_quarantined"]}
     table = raw_table(cfg.data.dataset, rt.datasets_dir)
     manifest = run_preprocess(rt.spark(), table, cfg, preprocess_dir(cfg, rt))
     return {"preprocess": str(preprocess_dir(cfg, rt)), "rows_written": manifest["rows_written"],
@@ -55,6 +62,10 @@ def stage_train(cfg: PipelineConfig, rt: Runtime, fail_at_epoch: int | None = No
         raise PipelineError(f"{pre}: no preprocess output; run `gen-pipeline preprocess --config ...` first")
     spec = json.loads((pre / "transform_spec.json").read_text())
     manifest = json.loads((pre / "manifest.json").read_text())
+    if manifest.get("kind") == "image" and len(manifest["classes"]) > 1:  # rank 0 logs FID per epoch with it
+        from gen_pipeline.image_eval import ensure_classifier
+
+        ensure_classifier(pre, cfg.evaluate.classifier_epochs)
     mlflow = rt.mlflow(cfg.name)
     with mlflow.start_run(run_name=f"train-{cfg.model.family}") as run:
         mlflow.log_params(_flatten(cfg.model_dump(mode="json")))
@@ -172,9 +183,18 @@ def stage_generate(cfg: PipelineConfig, rt: Runtime, model: str | None = None, r
     mv, pyfunc = resolve(uri)
     out_path = Path(out) if out else default_output(cfg, rt, "generated")
     lineage = {"model_uri": uri, "model_name": mv.name, "model_version": mv.version, "run_id": mv.run_id}
+    image = getattr(pyfunc.bundle.transformer, "kind", "table") == "image"
+    if image:  # how to read the image column back
+        tr = pyfunc.bundle.transformer
+        lineage["image"] = {"column": "image", "dtype": "uint8", "shape": [tr.size, tr.size], "layout": "row-major",
+                            "label": "condition class (null: unconditional model)", "classes": tr.classes}
     lineage = run_generate(rt.spark(), pyfunc.bundle, rows=rows,
                            seed=cfg.generate.seed if seed is None else seed, out=out_path, lineage=lineage,
                            partition_rows=cfg.generate.rows_per_partition)
+    if image:  # a PNG grid of the first rows, for a quick look
+        from gen_pipeline.image_eval import preview_grid
+
+        preview_grid(out_path, pyfunc.bundle.transformer)
     return {"generated": str(out_path), "rows": lineage["rows"], "model_version": mv.version}
 
 
@@ -187,6 +207,16 @@ def stage_score(cfg: PipelineConfig, rt: Runtime, model: str | None = None, inpu
     rt.mlflow(cfg.name)
     uri = model or f"models:/{cfg.model_name}@champion"
     mv, pyfunc = resolve(uri)
+    if is_image_dataset(cfg.data.dataset):  # images: gen_pipeline.image_score
+        from gen_pipeline.image_score import run_image_score, score_inputs
+        from gen_pipeline.images import image_source
+
+        source = score_inputs(image_source(cfg, rt.datasets_dir), inputs, pyfunc.bundle.transformer.size)
+        out_path = Path(out) if out else default_output(cfg, rt, "scored")
+        lineage = {"model_uri": uri, "model_name": mv.name, "model_version": mv.version, "run_id": mv.run_id}
+        lineage = run_image_score(rt.spark(), pyfunc.bundle, source, out=out_path, lineage=lineage)
+        return {"scored": str(out_path), "rows_in": lineage["rows_in"], "rows_scored": lineage["rows_scored"],
+                "roc_auc_anomaly": lineage["roc_auc_anomaly"]}
     paths = [Path(p) for p in inputs] if inputs else [raw_table(cfg.data.dataset, rt.datasets_dir).files[-1]]
     out_path = Path(out) if out else default_output(cfg, rt, "scored")
     lineage = {"model_uri": uri, "model_name": mv.name, "model_version": mv.version, "run_id": mv.run_id}
@@ -199,7 +229,7 @@ def run_all(cfg: PipelineConfig, rt: Runtime, rows: int | None = None, seed: int
     outputs = {"preprocess": stage_preprocess(cfg, rt), "train": stage_train(cfg, rt),
                "evaluate": stage_evaluate(cfg, rt)}
     outputs["generate"] = stage_generate(cfg, rt, rows=rows, seed=seed)
-    if cfg.model.family == "tvae":
+    if cfg.model.family in ("tvae", "conv_vae"):
         outputs["score"] = stage_score(cfg, rt)
     outputs["seconds"] = round(time.perf_counter() - t0, 1)
     return outputs

@@ -21,6 +21,7 @@ import torch
 from gen_pipeline.config import PipelineConfig
 from gen_pipeline.loaders import BatchSource
 from gen_pipeline.models import GenerativeModel, build_model
+from gen_pipeline.images import transformer_for
 from gen_pipeline.transforms import TableTransformer
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -156,7 +157,7 @@ def _worker_loop(loop_cfg: dict) -> None:
     _quiet_ray_train_logs(logging.WARNING)  # the one line per epoch is ours to print
     torch.set_flush_denormal(True)  # CPU MLPs slow down several-fold on denormals (STACK.md)
     cfg = PipelineConfig.model_validate(loop_cfg["config"])
-    transformer = TableTransformer(loop_cfg["spec"])
+    transformer = transformer_for(loop_cfg["spec"])  # a table or an image set
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.train.seed)
@@ -206,6 +207,11 @@ def _worker_loop(loop_cfg: dict) -> None:
             ts = int(time.time() * 1000)
             batch = [Metric(k, float(v), ts, epoch + 1) for k, v in metrics.items()]
             _log_with_retry(lambda: client.log_batch(loop_cfg["mlflow_run_id"], metrics=batch), epoch + 1)
+            if getattr(transformer, "kind", "table") == "image":  # a sample grid (and FID) per epoch
+                from gen_pipeline.image_eval import log_epoch_images
+
+                _log_with_retry(lambda: log_epoch_images(client, loop_cfg, model, transformer, epoch + 1),
+                                epoch + 1, tries=1)
         report = {**metrics, "epoch": epoch + 1}
         if rank == 0:
             with tempfile.TemporaryDirectory() as d:
