@@ -321,7 +321,8 @@ def association_matrix(df: pd.DataFrame, schema: TableSchema, reference: pd.Data
             r = _numeric(reference[c.name])
             edges = np.unique(np.nanquantile(r, np.linspace(0, 1, bins + 1)[1:-1])) if (~np.isnan(r)).any() else []
             v = _numeric(df[c.name])
-            codes[c.name] = np.where(np.isnan(v), len(edges) + 1, np.searchsorted(edges, v, side="right"))
+            # side="left": a spike (capital_gain's zeros) is its own bin below the values above it
+            codes[c.name] = np.where(np.isnan(v), len(edges) + 1, np.searchsorted(edges, v, side="left"))
         else:
             codes[c.name] = pd.factorize(_strings(df[c.name]))[0]
     names = list(codes)

@@ -105,6 +105,14 @@ def test_association_matrix_sees_a_broken_dependency():
     assert base.loc["a", "b"] > 0.3 and broken.loc["a", "b"] < 0.1
 
 
+def test_a_zero_spiked_column_keeps_its_association():
+    rng = np.random.default_rng(0)
+    g = rng.choice(["a", "b"], 2000)
+    gain = np.where((g == "a") & (rng.random(2000) < 0.3), rng.exponential(1000, 2000), 0.0)  # like capital_gain
+    schema = TableSchema(columns=(Column("gain", "continuous", "float"), Column("g", "categorical", "string")))
+    assert association_matrix(pd.DataFrame({"gain": gain, "g": g}), schema).loc["gain", "g"] > 0.25
+
+
 def test_report_has_the_figures_and_the_efficacy_table():
     import matplotlib.pyplot as plt
 
