@@ -84,8 +84,23 @@ def test_second_run_registers_a_new_version_and_the_gate_decides(work):
     assert str(client.get_model_version_by_alias("adult_tvae_tiny", "candidate").version) == "2"
     run = client.get_run(v2.run_id)
     assert "eval_quality_score" in run.data.metrics and "loss" in run.data.metrics
+    m = run.data.metrics
+    assert 0.0 <= m["eval_tstr_f1_mean"] <= 1.0 and m["eval_trtr_f1_mean"] > 0.3  # income is learnable from real rows
+    assert m["eval_exact_copy_share"] < 0.05 and m["eval_dcr_median"] > 0.0 and m["eval_dcr_holdout_median"] > 0.0
     arts = [a.path for a in client.list_artifacts(v2.run_id, "evaluation")]
-    assert "evaluation/marginals_real_vs_synthetic.png" in arts
+    assert {"evaluation/marginals_real_vs_synthetic.png", "evaluation/association_difference.png",
+            "evaluation/report.html", "evaluation/report.json"} <= set(arts)
+
+
+def test_gate_refuses_a_candidate_below_a_configured_minimum_and_says_why(work):
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("adult_tvae_tiny", "champion").version
+    assert main(["evaluate", "--config", TINY, "--work-dir", str(work), "--set", "evaluate.min_tstr_f1=0.99"]) == 0
+    candidate = client.get_model_version_by_alias("adult_tvae_tiny", "candidate")
+    assert candidate.tags["gate_decision"] == "rejected"
+    assert "tstr_f1_mean=" in candidate.tags["gate_reason"] and "below the configured minimum 0.9900" in \
+        candidate.tags["gate_reason"]
+    assert client.get_model_version_by_alias("adult_tvae_tiny", "champion").version == champion
 
 
 def test_champion_loads_from_a_plain_python_shell(work):
