@@ -79,9 +79,14 @@ class TrainConfig(_Strict):
     num_workers: int = Field(default=2, ge=1)
     cpus_per_worker: float = Field(default=0.5, gt=0.0)
     use_gpu: bool = False
-    loader: Literal["petastorm", "ray_data"] = "ray_data"
+    # memory: each worker reads the encoded Parquet into tensors once (tables that fit in RAM).
+    loader: Literal["petastorm", "ray_data", "memory"] = "ray_data"
     max_failures: int = Field(default=2, ge=0)
     checkpoints_to_keep: int = Field(default=2, ge=1)
+    # The Ray Train run (a folder under ray_results/). None: the unfinished run of this config and
+    # data if a driver died during it (so starting again resumes it), else a new one. A name given
+    # here resumes that run's last checkpoint, e.g. to continue it with more epochs.
+    run_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$")
 
 
 class EvaluateConfig(_Strict):

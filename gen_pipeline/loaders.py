@@ -1,8 +1,9 @@
-"""Batch sources for training over the encoded Parquet, one interface for both loaders.
+"""Batch sources for training over the encoded Parquet, one interface for every loader.
 
-``open_loader(kind, ...)`` returns ``epoch -> iterable of (B, D) float32 tensors`` for this rank.
+Each ``*_source`` returns ``epoch -> iterable of (B, D) float32 tensors`` for this rank.
 petastorm reads its own shard of the row groups (``cur_shard=rank``); Ray Data takes the shard
-Ray Train hands this worker. Only the numeric ``features`` column ever reaches torch.
+Ray Train hands this worker; memory reads the table once and strides over it. Only the numeric
+``features`` column ever reaches torch.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def petastorm_source(path: str | Path, rank: int, world: int, batch_size: int, s
     return epoch_batches
 
 
-def ray_data_source(batch_size: int, seed: int, dataset_name: str = "train") -> BatchSource:
+def ray_data_source(batch_size: int, seed: int, dataset_name: str = "train", pin_memory: bool = False) -> BatchSource:
+    """``pin_memory`` (on CUDA): Ray Data's prefetch thread pins each batch and copies it to
+    the worker's device, overlapping the copy with the training step."""
     import ray.train
 
     shard = ray.train.get_dataset_shard(dataset_name)
@@ -45,10 +48,22 @@ def ray_data_source(batch_size: int, seed: int, dataset_name: str = "train") -> 
     def epoch_batches(epoch: int) -> Iterable[torch.Tensor]:
         for batch in shard.iter_torch_batches(batch_size=batch_size, dtypes=torch.float32,
                                               local_shuffle_buffer_size=4 * batch_size,
-                                              local_shuffle_seed=seed + epoch, drop_last=False):
+                                              local_shuffle_seed=seed + epoch, drop_last=False,
+                                              pin_memory=pin_memory):
             yield batch[FEATURES]
 
     return epoch_batches
+
+
+def read_features(path: str | Path) -> torch.Tensor:
+    """The whole ``features`` column of an encoded Parquet folder as one (N, D) float32 tensor."""
+    import numpy as np
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(str(path), format="parquet").to_table(columns=[FEATURES])
+    col = table.column(FEATURES).combine_chunks()  # list<float32>, every list of length D
+    flat = col.flatten().to_numpy(zero_copy_only=False)
+    return torch.from_numpy(np.array(flat.reshape(len(col), -1), dtype=np.float32))  # a writable copy
 
 
 def memory_source(data: torch.Tensor, rank: int, world: int, batch_size: int, seed: int) -> BatchSource:

@@ -55,7 +55,7 @@ def stage_preprocess(cfg: PipelineConfig, rt: Runtime) -> dict:
 def stage_train(cfg: PipelineConfig, rt: Runtime, fail_at_epoch: int | None = None) -> dict:
     from gen_pipeline.bundle import ModelBundle
     from gen_pipeline.registry import log_and_register
-    from gen_pipeline.train import train_on_ray
+    from gen_pipeline.train import log_missing_epochs, plan_run, train_on_ray
 
     pre = preprocess_dir(cfg, rt)
     if not (pre / "manifest.json").is_file():
@@ -66,21 +66,46 @@ def stage_train(cfg: PipelineConfig, rt: Runtime, fail_at_epoch: int | None = No
         from gen_pipeline.image_eval import ensure_classifier
 
         ensure_classifier(pre, cfg.evaluate.classifier_epochs)
+    # The Ray Train run: the one a killed driver left unfinished (same config and data), else new.
+    runs_dir = rt.run_dir(cfg.name) / "train"
+    record = plan_run(cfg, runs_dir, manifest["fingerprint"])
     mlflow = rt.mlflow(cfg.name)
-    with mlflow.start_run(run_name=f"train-{cfg.model.family}") as run:
-        mlflow.log_params(_flatten(cfg.model_dump(mode="json")))
-        mlflow.set_tags({"data_fingerprint": manifest["fingerprint"], "stage": "train"})
-        mlflow.log_dict(manifest, "preprocess/manifest.json")
-        run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{run.info.run_id[:6]}"
-        result = train_on_ray(cfg, rt, pre, mlflow_run_id=run.info.run_id, run_name=run_name,
+    client = mlflow.MlflowClient()
+    resume_id = record.mlflow_run_id if record.mlflow_run_id and _run_exists(client, record.mlflow_run_id) else None
+    with mlflow.start_run(run_id=resume_id, run_name=None if resume_id else f"train-{cfg.model.family}") as run:
+        if resume_id:  # its params and manifest were logged by the driver that started it
+            print(f"[train] continuing run {record.name} (MLflow run {resume_id}) left by a driver that stopped",
+                  flush=True)
+        else:
+            mlflow.log_params(_flatten(cfg.model_dump(mode="json")))
+            mlflow.log_dict(manifest, "preprocess/manifest.json")
+        mlflow.set_tags({"data_fingerprint": manifest["fingerprint"], "stage": "train", "ray_run_name": record.name})
+        record.mlflow_run_id = run.info.run_id
+        record.save(runs_dir)
+        result = train_on_ray(cfg, rt, pre, mlflow_run_id=run.info.run_id, run_name=record.name,
                               fail_at_epoch=fail_at_epoch)
+        backfilled = log_missing_epochs(client, run.info.run_id, result.history)
+        if backfilled:
+            print(f"[train] logged {backfilled} epoch(s) MLflow had missed, from the checkpoint's history", flush=True)
         mlflow.log_metric("train_seconds", result.seconds)
+        if result.resumed_from:
+            mlflow.set_tag("resumed_from_epochs", ",".join(map(str, result.resumed_from)))
         bundle = ModelBundle(cfg, spec, result.state_dict, manifest)
         version, uri = log_and_register(bundle, cfg.model_name)
+        record.model_version = str(version)
+        record.save(runs_dir)
     print(f"[train] registered {cfg.model_name} version {version} as @candidate (run {run.info.run_id}); "
           f"checkpoints in {result.checkpoint_path}", flush=True)
     return {"model": f"models:/{cfg.model_name}@candidate", "version": version, "run_id": run.info.run_id,
-            "checkpoints": result.checkpoint_path}
+            "checkpoints": result.checkpoint_path, "ray_run_name": record.name, "resumed_from": result.resumed_from,
+            "epochs_trained": len(result.history)}
+
+
+def _run_exists(client, run_id: str) -> bool:
+    try:
+        return client.get_run(run_id).info.lifecycle_stage == "active"
+    except Exception:  # deleted, or logged to another tracking server
+        return False
 
 
 # Rows of the train split evaluation reads (the exact-copy and DCR reference, TRTR's training set).

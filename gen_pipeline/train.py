@@ -7,6 +7,7 @@ every epoch and has rank 0 log per-epoch metrics to MLflow.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -19,6 +20,7 @@ from typing import Callable
 import torch
 
 from gen_pipeline.config import PipelineConfig
+from gen_pipeline.errors import PipelineError
 from gen_pipeline.loaders import BatchSource
 from gen_pipeline.models import GenerativeModel, build_model
 from gen_pipeline.images import transformer_for
@@ -56,6 +58,8 @@ def fit(model: GenerativeModel, batches: BatchSource, *, epochs: int, steps_per_
         sums: dict[str, float] = {}
         source = itertools.chain.from_iterable(batches(epoch) for _ in itertools.count())
         for _, batch in zip(range(steps_per_epoch), source):
+            if device.type == "cuda" and not batch.is_cuda:
+                batch = batch.pin_memory()  # page-locked, so the copy below runs asynchronously
             batch = batch.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 metrics = model.train_step(batch)
@@ -102,6 +106,76 @@ def load_checkpoint(path: Path, model: GenerativeModel | None = None) -> tuple[d
                           resumed_from=list(ckpt["resumed_from"]))
 
 
+def latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
+    """The folder and epoch of the newest readable checkpoint a run wrote, if any.
+
+    Read from disk rather than from Ray's run snapshot: a checkpoint is on disk once its
+    ``ray.train.report`` returned, while the snapshot lags by up to a controller poll, so a
+    driver killed in between would otherwise lose one more epoch. A file cut short by the
+    kill does not load and is skipped.
+    """
+    found = []
+    for f in run_dir.glob(f"checkpoint_*/{CHECKPOINT_FILE}"):
+        try:
+            found.append((int(torch.load(f, map_location="cpu", weights_only=True)["epoch"]), f.parent))
+        except Exception:  # a partial write from a killed run
+            continue
+    if not found:
+        return None
+    epoch, folder = max(found, key=lambda t: (t[0], t[1].stat().st_mtime))
+    return folder, epoch
+
+
+@dataclass
+class RunRecord:
+    """What the driver remembers of a Ray Train run, so that a restarted driver finds it again."""
+
+    name: str  # RunConfig(name=...): the folder under the Ray storage path
+    mlflow_run_id: str | None = None
+    model_version: str | None = None  # set once the model is registered: the run is finished
+
+    def save(self, runs_dir: Path) -> None:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        tmp = runs_dir / f".{self.name}.json.tmp"
+        tmp.write_text(json.dumps(self.__dict__))
+        tmp.replace(runs_dir / f"{self.name}.json")  # never a half-written record
+
+    @classmethod
+    def load(cls, runs_dir: Path, name: str) -> "RunRecord | None":
+        path = runs_dir / f"{name}.json"
+        return cls(**json.loads(path.read_text())) if path.is_file() else None
+
+
+def training_key(cfg: PipelineConfig, data_fingerprint: str) -> str:
+    """A digest of everything that decides the training (not evaluate/generate settings)."""
+    what = cfg.model_dump(mode="json", exclude={"evaluate", "generate"})
+    what["train"].pop("run_name", None)
+    return hashlib.sha1(json.dumps([what, data_fingerprint], sort_keys=True).encode()).hexdigest()[:10]
+
+
+def plan_run(cfg: PipelineConfig, runs_dir: Path, data_fingerprint: str) -> RunRecord:
+    """The Ray Train run a ``train`` call works on.
+
+    ``train.run_name`` if given; else ``<name>-<training key>-<n>`` with the first ``n`` whose
+    run has not registered a model yet: a run whose driver died is picked up again (same
+    config, same data), a finished one is never touched and the next call trains anew.
+    """
+    if cfg.train.run_name:
+        record = RunRecord.load(runs_dir, cfg.train.run_name) or RunRecord(cfg.train.run_name)
+        if record.model_version is not None:
+            raise PipelineError(f"train.run_name={cfg.train.run_name}: that run already finished and registered "
+                                f"version {record.model_version}; give a new name to train again")
+        return record
+    base = f"{cfg.name}-{training_key(cfg, data_fingerprint)}"
+    for n in itertools.count(1):
+        record = RunRecord.load(runs_dir, f"{base}-{n}")
+        if record is None:
+            return RunRecord(f"{base}-{n}")
+        if record.model_version is None:
+            return record
+    raise AssertionError("unreachable")
+
+
 # ---------------------------------------------------------------------------------------------
 # Ray Train shell
 # ---------------------------------------------------------------------------------------------
@@ -121,6 +195,23 @@ def _log_with_retry(log: Callable[[], None], epoch: int, tries: int = 4, first_w
             time.sleep(wait)
             wait *= 2
     return False
+
+
+def log_missing_epochs(client, run_id: str, history: list[dict[str, float]]) -> int:
+    """Log the epochs of ``history`` that the run lacks (sent while MLflow was down, or by a
+    driver that died); returns how many. The checkpoint's history is the record of truth."""
+    from mlflow.entities import Metric
+
+    if not history:
+        return 0
+    key = next(iter(history[0]))
+    logged = {m.step for m in client.get_metric_history(run_id, key)}
+    ts = int(time.time() * 1000)
+    missing = [Metric(k, float(v), ts, step) for step, metrics in enumerate(history, start=1) if step not in logged
+               for k, v in metrics.items()]
+    for i in range(0, len(missing), 1000):  # MLflow's per-request limit
+        client.log_batch(run_id, metrics=missing[i:i + 1000])
+    return len({m.step for m in missing})
 
 
 def _dies_mid_epoch(batches: BatchSource, epoch_1based: int) -> BatchSource:
@@ -167,10 +258,15 @@ def _worker_loop(loop_cfg: dict) -> None:
     model.configure_optimizers(cfg.train.lr, cfg.train.weight_decay)
 
     state = FitState()
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = ray.train.get_checkpoint()  # this run's group restarted after a worker died
     if checkpoint:
         with checkpoint.as_directory() as d:
             _, state = load_checkpoint(Path(d) / CHECKPOINT_FILE, model)
+    found = loop_cfg.get("resume")  # a newer one the driver found on disk (its predecessor died)
+    if found and found["epoch"] > state.start_epoch:
+        _, state = load_checkpoint(Path(found["path"]) / CHECKPOINT_FILE, model)
+    resumed = state.start_epoch > 0
+    if resumed:
         state.resumed_from.append(state.start_epoch)
         print(f"[train] rank {rank}: resumed from checkpoint at epoch {state.start_epoch}", flush=True)
     torch.manual_seed(cfg.train.seed * 1000 + rank + 7919 * state.start_epoch)
@@ -185,28 +281,41 @@ def _worker_loop(loop_cfg: dict) -> None:
         from gen_pipeline.loaders import petastorm_source
 
         batches = petastorm_source(loop_cfg["train_path"], rank, world, cfg.train.batch_size, cfg.train.seed)
+    elif cfg.train.loader == "memory":
+        from gen_pipeline.loaders import memory_source, read_features
+
+        batches = memory_source(read_features(loop_cfg["train_path"]), rank, world, cfg.train.batch_size,
+                                cfg.train.seed)
     else:
         from gen_pipeline.loaders import ray_data_source
 
-        batches = ray_data_source(cfg.train.batch_size, cfg.train.seed)
+        batches = ray_data_source(cfg.train.batch_size, cfg.train.seed, pin_memory=device.type == "cuda")
 
     fail_at = loop_cfg.get("fail_at_epoch")
-    if fail_at and rank == world - 1 and not checkpoint:
+    if fail_at and rank == world - 1 and not resumed:
         batches = _dies_mid_epoch(batches, fail_at)
 
-    client = None
+    client, tracking_down = None, False
     if rank == 0 and loop_cfg.get("mlflow_run_id"):
         from mlflow.tracking import MlflowClient
 
+        # One HTTP attempt per try: the backoff below is ours and bounded (MLflow's own client
+        # would retry for minutes while every other rank waits at the next all-reduce).
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         client = MlflowClient(loop_cfg["tracking_uri"])
 
     def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+        nonlocal tracking_down
         if client is not None:
             from mlflow.entities import Metric
 
             ts = int(time.time() * 1000)
             batch = [Metric(k, float(v), ts, epoch + 1) for k, v in metrics.items()]
-            _log_with_retry(lambda: client.log_batch(loop_cfg["mlflow_run_id"], metrics=batch), epoch + 1)
+            # Once the server is known to be down, one try per epoch until it answers; the
+            # driver logs whatever was missed from the checkpoint's history at the end.
+            tracking_down = not _log_with_retry(lambda: client.log_batch(loop_cfg["mlflow_run_id"], metrics=batch),
+                                                epoch + 1, tries=1 if tracking_down else 4)
             if getattr(transformer, "kind", "table") == "image":  # a sample grid (and FID) per epoch
                 from gen_pipeline.image_eval import log_epoch_images
 
@@ -237,7 +346,12 @@ class TrainResult:
 
 def train_on_ray(cfg: PipelineConfig, runtime, preprocess_dir: Path, *, mlflow_run_id: str | None,
                  run_name: str, fail_at_epoch: int | None = None) -> TrainResult:
-    """Run the DDP training on Ray Train; returns the final weights from the last checkpoint."""
+    """Run the DDP training on Ray Train; returns the final weights from the last checkpoint.
+
+    A ``run_name`` whose folder already holds checkpoints (its driver died) continues from the
+    newest one: Ray Train restores the run by name and storage path, and the workers load the
+    newest checkpoint found on disk. A run whose every epoch is done just returns its weights.
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -248,10 +362,20 @@ def train_on_ray(cfg: PipelineConfig, runtime, preprocess_dir: Path, *, mlflow_r
     train_rows = manifest["splits"]["train"]
     world = cfg.train.num_workers
     steps = max(1, train_rows // (world * cfg.train.batch_size))
+    t0 = time.perf_counter()
+    found = latest_checkpoint(Path(runtime.ray_storage) / run_name)
+    if found and found[1] >= cfg.train.epochs:
+        print(f"[train] run {run_name} already trained {found[1]} epochs; using its last checkpoint", flush=True)
+        ckpt, state = load_checkpoint(found[0] / CHECKPOINT_FILE)
+        return TrainResult(state_dict=ckpt["model"], history=state.history, resumed_from=state.resumed_from,
+                           checkpoint_path=str(found[0]), seconds=time.perf_counter() - t0)
+    if found:
+        print(f"[train] run {run_name}: continuing after epoch {found[1]} from {found[0]}", flush=True)
     loop_cfg = {
         "config": cfg.model_dump(mode="json"), "spec": spec, "train_path": str(train_path),
         "steps_per_epoch": steps, "tracking_uri": runtime.tracking_uri,
         "mlflow_run_id": mlflow_run_id, "fail_at_epoch": fail_at_epoch,
+        "resume": {"path": str(found[0]), "epoch": found[1]} if found else None,
     }
     datasets = None
     if cfg.train.loader == "ray_data":
@@ -260,7 +384,6 @@ def train_on_ray(cfg: PipelineConfig, runtime, preprocess_dir: Path, *, mlflow_r
         datasets = {"train": ray.data.read_parquet(str(train_path)).select_columns(["features"])}
     print(f"[train] {cfg.model.family} on {world} Ray Train worker(s), loader={cfg.train.loader}, "
           f"{train_rows} rows, {steps} steps/epoch x {cfg.train.epochs} epochs", flush=True)
-    t0 = time.perf_counter()
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config=loop_cfg,
