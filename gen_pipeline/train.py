@@ -44,17 +44,21 @@ def _fmt_seconds(s: float) -> str:
 def fit(model: GenerativeModel, batches: BatchSource, *, epochs: int, steps_per_epoch: int,
         batch_rows: int, device: torch.device, state: FitState | None = None,
         on_epoch_end: EpochHook | None = None, log: Callable[[str], None] | None = print,
-        autocast: bool = False) -> FitState:
+        autocast: bool = False, seed: int | None = None) -> FitState:
     """Train ``model`` for ``epochs`` epochs of exactly ``steps_per_epoch`` steps each.
 
     Every rank runs the same number of steps (uneven shards would hang DDP): a short shard
-    starts over. Prints one line per epoch with losses, samples/s, elapsed and ETA.
+    starts over. Prints one line per epoch with losses, samples/s, elapsed and ETA. With
+    ``seed``, torch's RNG is reseeded from (seed, epoch) as each epoch starts, so a run resumed
+    from a checkpoint draws the same noise as one that never stopped.
     """
     state = state or FitState()
     start, first_epoch = time.perf_counter(), state.start_epoch
     model.train()
     for epoch in range(first_epoch, epochs):
         t0 = time.perf_counter()
+        if seed is not None:
+            torch.manual_seed(seed * 1_000_003 + epoch)
         sums: dict[str, float] = {}
         source = itertools.chain.from_iterable(batches(epoch) for _ in itertools.count())
         for _, batch in zip(range(steps_per_epoch), source):
@@ -269,7 +273,6 @@ def _worker_loop(loop_cfg: dict) -> None:
     if resumed:
         state.resumed_from.append(state.start_epoch)
         print(f"[train] rank {rank}: resumed from checkpoint at epoch {state.start_epoch}", flush=True)
-    torch.manual_seed(cfg.train.seed * 1000 + rank + 7919 * state.start_epoch)
 
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -332,7 +335,7 @@ def _worker_loop(loop_cfg: dict) -> None:
     fit(model, batches, epochs=cfg.train.epochs, steps_per_epoch=loop_cfg["steps_per_epoch"],
         batch_rows=cfg.train.batch_size * world, device=device, state=state,
         on_epoch_end=on_epoch_end, log=(lambda s: print(s, flush=True)) if rank == 0 else None,
-        autocast=device.type == "cuda")
+        autocast=device.type == "cuda", seed=cfg.train.seed * 1000 + rank)
 
 
 @dataclass

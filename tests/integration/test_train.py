@@ -46,17 +46,18 @@ def test_ddp_training_with_each_loader_logs_every_epoch(ray_cluster, runtime, ti
 
 
 def test_killed_worker_costs_only_the_epoch_in_progress(ray_cluster, runtime, tiny_config, prepared):
-    cfg = tiny_config.model_copy(update={"train": tiny_config.train.model_copy(update={"epochs": 4})})
+    # The memory loader's order is a function of (seed, epoch, rank) and fit reseeds every epoch,
+    # so the run that lost a worker must retrace the unbroken run's numbers, not just come close.
+    cfg = tiny_config.model_copy(update={"train": tiny_config.train.model_copy(update={"epochs": 4,
+                                                                                      "loader": "memory"})})
     broken = train_on_ray(cfg, runtime, prepared, mlflow_run_id=None, run_name="t-fault", fail_at_epoch=2)
     assert len(broken.history) == 4  # epoch 1 before the kill mid-epoch 2, then 2..4 after the resume
     assert broken.resumed_from == [1]  # the restarted group loaded epoch 1's checkpoint, lost only epoch 2
     unbroken = train_on_ray(cfg, runtime, prepared, mlflow_run_id=None, run_name="t-unbroken")
     assert unbroken.resumed_from == []
-    first, last = unbroken.history[0]["loss"], unbroken.history[-1]["loss"]
-    assert last < first - 1.0  # it learned, so the comparison below is not between two flat lines
-    # Within noise: the restart reseeds and Ray Data's shard order differs, so the curves are not
-    # identical; they end within a tenth of what the unbroken run learned in 4 epochs.
-    assert abs(broken.history[-1]["loss"] - last) < 0.1 * (first - last), (broken.history, unbroken.history)
+    loss = [[h["loss"] for h in r.history] for r in (broken, unbroken)]
+    assert loss[1][-1] < loss[1][0] - 10  # it learned, so agreeing below is not two flat lines agreeing
+    assert loss[0] == pytest.approx(loss[1], rel=1e-4), loss
 
 
 def _marked_pids(marker: str) -> list[int]:
