@@ -224,7 +224,12 @@ def image_report(bundle, preprocess_dir: Path, n: int | None, seed: int, classif
 
     clf, info = ensure_classifier(preprocess_dir, classifier_epochs, log=log)
     model, tr = bundle.model, bundle.transformer
+    from gen_pipeline.image_score import normal_classes
+
     x, y = read_encoded(preprocess_dir, "test")
+    normal = normal_classes(bundle.manifest)
+    if 0 < len(normal) < tr.num_classes:  # a one-class model is compared with its own classes only
+        x, y = x[np.isin(y, normal)], y[np.isin(y, normal)]
     n = n or len(x)
     g = torch.Generator().manual_seed(seed)
     fake = model.sample(n, generator=g).numpy()

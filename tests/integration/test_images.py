@@ -1,0 +1,76 @@
+"""Image preprocess on Spark: a PNG folder and an .npz with bad images among good ones."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from gen_pipeline.config import load_config
+from gen_pipeline.images import ImageTransformer, folder_source, npz_source, read_encoded, run_image_preprocess
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def png_folder(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("png")
+    rng = np.random.default_rng(0)
+    images = {}
+    for cls in ("boot", "coat"):
+        (root / cls).mkdir()
+        for i in range(30):
+            im = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+            Image.fromarray(im, "L").save(root / cls / f"{i:02d}.png")
+            images[f"{cls}/{i:02d}.png"] = im
+    Image.fromarray(np.zeros((16, 16), np.uint8), "L").save(root / "coat" / "big.png")
+    (root / "boot" / "empty.png").write_bytes(b"")
+    (root / "boot" / "cut.png").write_bytes((root / "boot" / "00.png").read_bytes()[:40])
+    return root, images
+
+
+def test_png_folder_rows_reconcile_and_bad_images_are_quarantined(spark, png_folder, tmp_path):
+    root, images = png_folder
+    cfg = load_config("configs/digits_dcgan_tiny.yaml", ["data.dataset=image_folder", f"data.path={root}",
+                                                         "data.image_size=8"])
+    out = tmp_path / "pre"
+    manifest = run_image_preprocess(spark, folder_source(root, 8), cfg, out)
+    assert manifest["rows_in"] == 63
+    assert manifest["rows_written"] == 60 and manifest["rows_quarantined"] == 3
+    assert manifest["rows_in"] == manifest["rows_written"] + manifest["rows_quarantined"]
+    q = pq.read_table(out / "quarantine").to_pandas().set_index("source")
+    assert q.loc["coat/big.png", "reason"] == "wrong size: 16x16, expected 8x8"
+    assert q.loc["boot/empty.png", "reason"].startswith("unreadable image: cannot identify image file")
+    assert q.loc["boot/cut.png", "reason"].startswith("unreadable image:")
+    assert manifest["quarantine_reasons"] == {"wrong size": 1, "unreadable image": 2}
+    spec = json.loads((out / "transform_spec.json").read_text())
+    assert spec["shape"] == [1, 8, 8] and spec["classes"] == ["boot", "coat"] and spec["pixel_scale"]["max"] == 255
+    # every good image is in exactly one split, pixel-exact after the inverse scaling
+    tr = ImageTransformer(spec)
+    got = []
+    for split in ("train", "validation", "test"):
+        x, y = read_encoded(out, split)
+        if len(x):
+            assert x.shape[1] == 66 and (y == tr.labels(x)).all()
+            got += [im.tobytes() for im in tr.pixels(x)]
+    assert sorted(got) == sorted(im.tobytes() for im in images.values())
+
+
+def test_npz_with_corrupt_images_and_a_train_filter(spark, tmp_path):
+    x = np.random.default_rng(1).integers(0, 256, (200, 8, 8)).astype(np.float32)
+    x[7, 0, 0] = np.inf
+    x[8, 1, 1] = -3
+    y = np.arange(200) % 4
+    np.savez(tmp_path / "set.npz", x=x, y=y)
+    cfg = load_config("configs/digits_dcgan_tiny.yaml", ["data.dataset=image_npz", f"data.path={tmp_path / 'set.npz'}",
+                                                         "data.image_size=8", "data.train_where=label = 1"])
+    manifest = run_image_preprocess(spark, npz_source(tmp_path / "set.npz", 8), cfg, tmp_path / "pre")
+    assert manifest["rows_quarantined"] == 2 and manifest["rows_excluded"] > 0
+    assert manifest["rows_in"] == manifest["rows_written"] + manifest["rows_quarantined"] + manifest["rows_excluded"]
+    assert set(manifest["label_counts"]["train"]) == {"1"}
+    q = pq.read_table(tmp_path / "pre" / "quarantine").to_pandas().sort_values("index")
+    assert q["index"].tolist() == [7, 8]
+    assert q["reason"].iloc[0] == "corrupt: non-finite pixel values"
+    assert q["reason"].iloc[1].startswith("corrupt: pixel values outside the integers 0..255 (min -3, max ")
