@@ -245,3 +245,46 @@ def _spark_home() -> Path:
     import pyspark
 
     return Path(pyspark.__file__).resolve().parent
+
+
+@dataclass
+class MlflowServer:
+    """One ``mlflow server`` on 127.0.0.1 that a test can stop (by process id) and start again
+    on the same port and backing store: a tracking server that goes away for a while."""
+
+    root: Path
+    port: int
+    env: dict
+    server: Server | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 90) -> None:
+        self.server = _start("mlflow", [
+            str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+            "--artifacts-destination", str(self.root / "mlartifacts"), "--host", "127.0.0.1",
+            "--port", str(self.port), "--workers", "1"], self.env, self.root)
+        _wait_until(self.server, lambda: http_get(f"{self.uri}/health")[1].strip() == b"OK", "MLflow /health", timeout)
+
+    def stop(self) -> None:
+        """SIGKILL the server's whole process group (the server and its uvicorn worker)."""
+        if self.server and self.server.proc.poll() is None:
+            os.killpg(self.server.proc.pid, signal.SIGKILL)
+            self.server.proc.wait(timeout=10)
+        self.server = None
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    marker = secrets.token_hex(8)
+    env = {k: v for k, v in os.environ.items() if k not in CLIENT_VARS}
+    env.update(MLFLOW_DISABLE_TELEMETRY="true", **{MARKER: marker})
+    server = MlflowServer(root=tmp_path / "mlflow", port=free_ports(1)[0], env=env)
+    server.root.mkdir()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
