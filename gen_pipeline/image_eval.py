@@ -86,23 +86,35 @@ def accuracy(clf: Classifier, x: np.ndarray, y: np.ndarray) -> float:
     return float((predict(clf, x)[1] == y).mean())
 
 
-def ensure_classifier(preprocess_dir: Path, epochs: int, seed: int = 0, log=print) -> tuple[Classifier, dict]:
+def ensure_classifier(preprocess_dir: Path, epochs: int, seed: int = 0, log=None) -> tuple[Classifier, dict]:
     """The pipeline's classifier for this preprocess output: trained once on the real train split
     and cached as ``classifier.pt`` (tensors only) beside it; retrained when the data changed."""
     from gen_pipeline.images import read_encoded
 
+    log = log or (lambda msg: print(msg, flush=True))
     pre = Path(preprocess_dir)
     manifest = json.loads((pre / "manifest.json").read_text())
     side, k = manifest["image_shape"][1], len(manifest["classes"])
     if k < 2:
         raise PipelineError(f"{pre}: FID and conditional accuracy need a labelled image set (found {k} classes)")
     path = pre / CLASSIFIER_FILE
-    if path.is_file():
-        d = torch.load(path, map_location="cpu", weights_only=True)
-        if d["fingerprint"] == manifest["fingerprint"] and int(d["epochs"]) == epochs:
+    # Reuse one trained on the same images and split by another run (another model, or a one-class
+    # run whose train split it could not learn every class from): it is the same yardstick.
+    siblings = [p for p in sorted(pre.parents[1].glob(f"*/preprocess/{CLASSIFIER_FILE}")) if p != path]
+    for candidate in [path, *siblings]:
+        if not candidate.is_file():
+            continue
+        other = json.loads((candidate.parent / "manifest.json").read_text())
+        same = other["fingerprint"] == manifest["fingerprint"] or (
+            _split_key(other) == _split_key(manifest) and not other.get("rows_excluded"))
+        d = torch.load(candidate, map_location="cpu", weights_only=True)
+        if same and d["fingerprint"] == other["fingerprint"] and int(d["epochs"]) == epochs:
             clf = Classifier(side, k)
             clf.load_state_dict(d["state_dict"])
             clf.eval()
+            if candidate != path:
+                torch.save({**d, "fingerprint": manifest["fingerprint"]}, path)
+                log(f"[evaluate] reusing the classifier of {candidate.parent} (same images and split)")
             return clf, json.loads(d["info"])
     t0 = time.perf_counter()
     x, y = read_encoded(pre, "train")
@@ -123,6 +135,12 @@ def ensure_classifier(preprocess_dir: Path, epochs: int, seed: int = 0, log=prin
     tmp.replace(path)
     log(f"[evaluate] classifier test accuracy {info['test_accuracy']:.4f} ({info['seconds']}s)")
     return clf, info
+
+
+def _split_key(manifest: dict) -> tuple:
+    """Same input files, same validation and test splits: the same real training images."""
+    return (tuple(i["sha256"] for i in manifest["inputs"]), manifest["splits"]["validation"],
+            manifest["splits"]["test"], tuple(manifest["image_shape"]))
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -218,7 +236,7 @@ def log_epoch_images(client, loop_cfg: dict, model, transformer, epoch: int, n_f
 # The evaluation report and the gate
 # ---------------------------------------------------------------------------------------------
 def image_report(bundle, preprocess_dir: Path, n: int | None, seed: int, classifier_epochs: int,
-                 log=print) -> tuple[dict[str, float], Classifier]:
+                 log=None) -> tuple[dict[str, float], Classifier]:
     """FID, conditional accuracy, test ELBO (VAE) of a bundle against the real test split."""
     from gen_pipeline.images import read_encoded
 
@@ -297,8 +315,8 @@ def stage_evaluate_images(cfg, rt, preprocess_dir: Path) -> dict:
     if promote:
         client.set_registered_model_alias(cfg.model_name, CHAMPION, cand_mv.version)
     shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if not k.startswith("conditional_accuracy_"))
-    print(f"[evaluate] {cfg.model_name} v{cand_mv.version}: {shown}", flush=True)
-    print(f"[evaluate] gate: {'PROMOTED to @champion' if promote else 'not promoted'} ({reason})", flush=True)
+    print(f"[evaluate] {cfg.model_name} v{cand_mv.version}: {shown}")
+    print(f"[evaluate] gate: {'PROMOTED to @champion' if promote else 'not promoted'} ({reason})")
     return {"version": cand_mv.version, "promoted": promote, "reason": reason, **metrics}
 
 
