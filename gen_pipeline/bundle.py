@@ -15,10 +15,13 @@ import pandas as pd
 import torch
 
 from gen_pipeline.config import PipelineConfig
+from gen_pipeline.errors import PipelineError
 from gen_pipeline.models import GenerativeModel, build_model
 from gen_pipeline.images import transformer_for
 
 SAMPLE_CHUNK = 65_536
+MAX_REJECTION_DRAWS = 2_000_000  # conditional sampling gives up after this many draws if ...
+MIN_ACCEPTANCE = 1e-3  # ... fewer than this share of them matched
 
 
 def partition_seed(seed: int, partition: int) -> int:
@@ -55,21 +58,44 @@ class ModelBundle:
                    d["state_dict"], json.loads(d["manifest"]))
 
     # ---- the two things a bundle does ---------------------------------------------------------
-    def sample_arrow(self, n: int, seed: int, chunk: int = SAMPLE_CHUNK):
-        """Yield Arrow tables (original schema) totalling ``n`` rows, deterministic for ``seed``."""
+    def conditions(self, pairs: dict[str, str] | None) -> dict[int, int]:
+        """``{"sex": "Female"}`` -> {span start: category index}; bad names and values raise."""
+        return dict(self.transformer.condition(c, v) for c, v in (pairs or {}).items())
+
+    def sample_arrow(self, n: int, seed: int, chunk: int = SAMPLE_CHUNK, conditions: dict[str, str] | None = None):
+        """Yield Arrow tables (original schema) totalling ``n`` rows, deterministic for ``seed``.
+
+        With ``conditions`` ({column: value}, categorical columns) only matching rows come out:
+        a conditional model (the GAN) is asked for the first value directly; every draw is then
+        filtered, so the rows follow the model's conditional distribution given all the values.
+        """
         g = torch.Generator().manual_seed(seed)
-        chunk = min(chunk, getattr(self.model, "max_sample_chunk", chunk))  # conv activations are large
-        done = 0
+        fixed = self.conditions(conditions)
+        done = drawn = 0
         while done < n:
             k = min(chunk, n - done)
-            yield self.transformer.inverse_to_arrow(self.model.sample(k, generator=g).numpy())
-            done += k
+            if not fixed:
+                x = self.model.sample(k, generator=g)
+            else:
+                x = self.model.sample(chunk, generator=g, fixed=fixed)
+                drawn += chunk
+                keep = torch.ones(chunk, dtype=torch.bool)
+                for start, index in fixed.items():
+                    keep &= x[:, start + index] == 1
+                x = x[keep][:k]
+                if drawn >= MAX_REJECTION_DRAWS and (done + len(x)) < drawn * MIN_ACCEPTANCE:
+                    raise PipelineError(
+                        f"--condition {conditions}: only {done + len(x):,} of {drawn:,} sampled rows match; "
+                        "the model almost never produces this combination (ask for fewer conditions)")
+            if len(x):
+                yield self.transformer.inverse_to_arrow(x.numpy())
+            done += len(x)
 
-    def sample(self, n: int, seed: int) -> pd.DataFrame:
+    def sample(self, n: int, seed: int, conditions: dict[str, str] | None = None) -> pd.DataFrame:
         """``n`` rows as pandas (nullable integer columns), deterministic for ``seed``."""
         import pyarrow as pa
 
-        tables = list(self.sample_arrow(n, seed)) or [
+        tables = list(self.sample_arrow(n, seed, conditions=conditions)) or [
             self.transformer.inverse_to_arrow(np.zeros((0, self.transformer.output_dim), np.float32))]
         return pa.concat_tables(tables).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 

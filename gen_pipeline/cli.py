@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--model", default=None, help="models:/NAME@ALIAS or models:/NAME/VERSION "
                                                          "(default models:/<model_name>@champion)")
             p.add_argument("--out", default=None, help="output folder (replaced atomically)")
+        if stage == "generate":
+            p.add_argument("--condition", dest="conditions", action="append", default=[], metavar="COLUMN=VALUE",
+                           help="only rows with this categorical value, e.g. --condition sex=Female (repeatable)")
         if stage in ("generate", "run"):
             p.add_argument("--rows", type=int, default=None, help="rows to generate")
             p.add_argument("--seed", type=int, default=None, help="generation seed")
@@ -57,7 +60,14 @@ def _dispatch(args) -> dict:
     if args.stage == "evaluate":
         return pipeline.stage_evaluate(cfg, rt)
     if args.stage == "generate":
-        return pipeline.stage_generate(cfg, rt, model=args.model, rows=args.rows, seed=args.seed, out=args.out)
+        conditions = {}
+        for pair in args.conditions:
+            column, sep, value = pair.partition("=")
+            if not sep or not column:
+                raise PipelineError(f"--condition {pair!r}: expected COLUMN=VALUE, e.g. --condition sex=Female")
+            conditions[column.strip()] = value
+        return pipeline.stage_generate(cfg, rt, model=args.model, rows=args.rows, seed=args.seed, out=args.out,
+                                       conditions=conditions or None)
     if args.stage == "score":
         return pipeline.stage_score(cfg, rt, model=args.model, inputs=args.inputs, out=args.out)
     outputs = pipeline.run_all(cfg, rt, rows=args.rows, seed=args.seed)

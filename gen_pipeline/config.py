@@ -43,10 +43,16 @@ class DataConfig(_Strict):
 
 
 class TransformConfig(_Strict):
-    """How continuous columns are encoded (categoricals are always one-hot)."""
+    """How continuous columns are encoded (categoricals are always one-hot).
 
-    continuous: Literal["quantile", "standard"] = "quantile"
+    ``vgm``: CTGAN/TVAE's mode-specific normalisation, a Gaussian mixture per column fitted on
+    a bounded sample of ``vgm_sample_rows`` rows; ``quantile``: to a standard normal through
+    ``num_quantiles`` Spark percentiles; ``standard``: mean and standard deviation.
+    """
+
+    continuous: Literal["vgm", "quantile", "standard"] = "quantile"
     num_quantiles: int = Field(default=200, ge=10, le=2000)
+    vgm_sample_rows: int = Field(default=20_000, ge=100, le=1_000_000)
 
 
 class ModelConfig(_Strict):
@@ -59,11 +65,15 @@ class ModelConfig(_Strict):
     discriminator_dims: tuple[int, ...] = (256, 256)
     pac: int = Field(default=1, ge=1)
     gumbel_tau: float = Field(default=0.2, gt=0.0)
+    # bce: the classic game (non-saturating G loss); wgan_gp: Wasserstein loss + gradient penalty
+    objective: Literal["bce", "wgan_gp"] = "bce"
+    gp_weight: float = Field(default=10.0, ge=0.0)
+    # CTGAN's conditional vector with training-by-sampling over the categorical columns
+    conditional: bool = True
     # TVAE only: weight of the reconstruction term against KL (TVAE's loss_factor).
     loss_factor: float = Field(default=2.0, gt=0.0)
-    # Image models (dcgan, conv_vae): conv width and VAE likelihood; ``conditional`` makes
+    # Image models (dcgan, conv_vae): conv width and VAE likelihood; ``conditional`` above makes
     # them class-conditional on the image label.
-    conditional: bool = True
     base_channels: int = Field(default=32, ge=4)
     likelihood: Literal["bernoulli", "continuous_bernoulli"] = "bernoulli"
 

@@ -83,9 +83,12 @@ def rows_per_partition(rows: int, partitions: int, index: int) -> int:
 
 
 def run_generate(spark, bundle: ModelBundle, *, rows: int, seed: int, out: Path, lineage: dict,
-                 partition_rows: int = 250_000) -> dict:
-    """Write ``rows`` synthetic rows to ``out`` (Parquet, original schema); returns the lineage."""
+                 partition_rows: int = 250_000, conditions: dict[str, str] | None = None) -> dict:
+    """Write ``rows`` synthetic rows to ``out`` (Parquet, original schema); returns the lineage.
+
+    ``conditions`` ({column: value}) keeps only rows with those categorical values."""
     out = Path(out)
+    bundle.conditions(conditions)  # a bad column or value fails here, on the driver
     partitions = max(spark.sparkContext.defaultParallelism, -(-rows // partition_rows))
     partitions = min(partitions, rows)
     bc, key = broadcast_bundle(spark, bundle)
@@ -100,18 +103,19 @@ def run_generate(spark, bundle: ModelBundle, *, rows: int, seed: int, out: Path,
                     open(fault[1], "w").close()
                     raise RuntimeError(f"injected fault in partition {p} (GEN_PIPELINE_FAULT_GENERATE)")
                 n = rows_per_partition(rows, partitions, p)
-                for table in b.sample_arrow(n, partition_seed(seed, p)):
+                for table in b.sample_arrow(n, partition_seed(seed, p), conditions=conditions):
                     yield from table.to_batches()
 
     ids = spark.range(0, partitions, 1, numPartitions=partitions)
     df = ids.mapInArrow(generate, schema.spark_ddl(model_only=True))
     stage = staging_dir(out)
     t0 = time.perf_counter()
-    print(f"[generate] {rows:,} rows over {partitions} partitions, seed={seed} -> {out}", flush=True)
+    given = f", conditions={conditions}" if conditions else ""
+    print(f"[generate] {rows:,} rows over {partitions} partitions, seed={seed}{given} -> {out}", flush=True)
     with Progress(spark, "generate", rows, partitions):
         df.write.mode("overwrite").parquet(str(stage))
     seconds = time.perf_counter() - t0
-    lineage = {**lineage, "rows": rows, "seed": seed, "partitions": partitions,
+    lineage = {**lineage, "rows": rows, "seed": seed, "conditions": conditions or {}, "partitions": partitions,
                "columns": [c.name for c in schema.model_columns],
                "seconds": round(seconds, 2), "rows_per_s": round(rows / seconds),
                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -196,7 +196,8 @@ def stage_evaluate(cfg: PipelineConfig, rt: Runtime) -> dict:
 
 
 def stage_generate(cfg: PipelineConfig, rt: Runtime, model: str | None = None, rows: int | None = None,
-                   seed: int | None = None, out: str | None = None) -> dict:
+                   seed: int | None = None, out: str | None = None,
+                   conditions: dict[str, str] | None = None) -> dict:
     from gen_pipeline.generate import run_generate
     from gen_pipeline.registry import resolve
 
@@ -215,7 +216,7 @@ def stage_generate(cfg: PipelineConfig, rt: Runtime, model: str | None = None, r
                             "label": "condition class (null: unconditional model)", "classes": tr.classes}
     lineage = run_generate(rt.spark(), pyfunc.bundle, rows=rows,
                            seed=cfg.generate.seed if seed is None else seed, out=out_path, lineage=lineage,
-                           partition_rows=cfg.generate.rows_per_partition)
+                           partition_rows=cfg.generate.rows_per_partition, conditions=conditions)
     if image:  # a PNG grid of the first rows, for a quick look
         from gen_pipeline.image_eval import preview_grid
 

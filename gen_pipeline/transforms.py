@@ -1,8 +1,10 @@
 """Reversible, serialisable per-column encodings of a table (fitted from Spark aggregates).
 
-Continuous columns: a quantile transform to a standard normal (robust to the heavy skew and
-zero spikes of Adult's capital columns) or standardisation; a null indicator when the column had
-nulls. Categorical columns: one-hot over the training vocabulary, missing as its own category.
+Continuous columns, three choices: mode-specific normalisation (Xu et al. 2019, section 4.2): a
+variational Gaussian mixture per column, fitted on a bounded sample, encodes a value as its mode
+(one-hot) and its offset within that mode (a scalar in [-1, 1]); a quantile transform to a standard
+normal (robust to the heavy skew and zero spikes of Adult's capital columns); or standardisation.
+A null indicator when the column had nulls. Categorical columns: one-hot over the training vocabulary, missing as its own category.
 The fitted state is a small versioned JSON (``transform_spec.json``) that travels with the model.
 """
 
@@ -19,9 +21,12 @@ from scipy.special import ndtr, ndtri
 from gen_pipeline.errors import PipelineError
 from gen_pipeline.schema import TableSchema
 
-SPEC_VERSION = 1
-SUPPORTED_SPEC_VERSIONS = (1,)
+SPEC_VERSION = 2  # 2 adds the "vgm" continuous method; a version-1 spec reads unchanged
+SUPPORTED_SPEC_VERSIONS = (1, 2)
 _EPS = 1e-6  # keeps ndtri finite at the ends of the quantile table
+VGM_MAX_MODES = 10
+VGM_MIN_WEIGHT = 0.005  # modes lighter than this are dropped (CTGAN's paper uses the same cut)
+VGM_SAMPLE_ROWS = 20_000  # the bounded sample the mixtures are fitted on
 
 
 @dataclass(frozen=True)
@@ -31,13 +36,49 @@ class Span:
     kind: str
     start: int
     end: int
+    bounded: bool = False  # a continuous value that lives in [-1, 1] (a VGM offset): models emit tanh
+    cond: bool = False  # a categorical COLUMN (not a mode or a null flag): conditions can name it
+    freqs: tuple[float, ...] = ()  # for a ``cond`` span, its categories' training frequencies
 
 
 # ---------------------------------------------------------------------------------------------
 # Fitting from Spark aggregates: nothing but small summaries reaches the driver.
 # ---------------------------------------------------------------------------------------------
-def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: int = 200) -> dict:
-    """Fit every column's encoding from aggregates of a Spark DataFrame of typed rows."""
+def fit_vgm(values: np.ndarray, max_modes: int = VGM_MAX_MODES, seed: int = 0) -> dict:
+    """A Dirichlet-process Gaussian mixture over one column's (non-null) values: its live modes.
+
+    The weak concentration prior lets the fit switch surplus components off, so a column gets
+    as many modes as its data shows (Adult's capital_gain: a spike at 0 plus a long tail).
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import BayesianGaussianMixture
+
+    x = np.asarray(values, dtype=np.float64)
+    x = x[~np.isnan(x)].reshape(-1, 1)
+    if len(np.unique(x)) < 2:  # a constant column: one mode of unit width
+        return {"means": [float(x[0, 0]) if len(x) else 0.0], "stds": [1.0], "weights": [1.0]}
+    gm = BayesianGaussianMixture(n_components=min(max_modes, len(x)),
+                                 weight_concentration_prior_type="dirichlet_process",
+                                 weight_concentration_prior=1e-3, max_iter=200, n_init=1, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm.fit(x)
+    keep = gm.weights_ > VGM_MIN_WEIGHT
+    w = gm.weights_[keep]
+    return {"means": gm.means_[keep, 0].tolist(),
+            "stds": np.sqrt(gm.covariances_[keep].reshape(-1)).clip(1e-6).tolist(),
+            "weights": (w / w.sum()).tolist()}
+
+
+def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: int = 200,
+             sample_rows: int = VGM_SAMPLE_ROWS) -> dict:
+    """Fit every column's encoding from aggregates of a Spark DataFrame of typed rows.
+
+    Only summaries reach the driver, plus (for ``vgm``) a seeded sample of about
+    ``sample_rows`` rows of the continuous columns to fit the mixtures on.
+    """
     from pyspark.sql import functions as F
 
     cont = [c for c in schema.model_columns if c.kind == "continuous"]
@@ -58,6 +99,11 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
     if n_rows == 0:
         raise PipelineError("no usable rows to fit the transforms on (every row was quarantined?)")
 
+    sample = None
+    if method == "vgm" and cont:
+        fraction = min(1.0, sample_rows / n_rows)
+        sample = df.select(*[F.col(c.name).cast("double") for c in cont]).sample(False, fraction, seed=0).toPandas()
+
     columns = []
     for c in schema.model_columns:
         if c.kind == "continuous":
@@ -71,6 +117,8 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
             if method == "quantile":
                 entry["quantiles"] = [float(v) for v in stats[f"{c.name}__q"]]
                 entry["probs"] = probs
+            elif method == "vgm":
+                entry.update(fit_vgm(sample[c.name].to_numpy()))
             columns.append(entry)
         else:
             counts = df.groupBy(c.name).count().collect()  # one row per category: bounded
@@ -121,16 +169,37 @@ class TableTransformer:
         for col in self.columns:
             self._layout.append((col, offset))
             if col["kind"] == "continuous":
-                self.spans.append(Span("continuous", offset, offset + 1))
+                vgm = col["method"] == "vgm"
+                self.spans.append(Span("continuous", offset, offset + 1, bounded=vgm))
                 offset += 1
+                if vgm:  # the mode, one-hot
+                    self.spans.append(Span("categorical", offset, offset + len(col["means"])))
+                    offset += len(col["means"])
                 if col["has_nulls"]:
                     self.spans.append(Span("categorical", offset, offset + 2))
                     offset += 2
             else:
                 k = len(col["categories"])
-                self.spans.append(Span("categorical", offset, offset + k))
+                self.spans.append(Span("categorical", offset, offset + k, cond=True,
+                                       freqs=tuple(col["frequencies"])))
                 offset += k
         self.output_dim = offset
+
+    def condition(self, column: str, value: str) -> tuple[int, int]:
+        """Where ``column == value`` sits in the encoding: (span start, category index)."""
+        col_start = {c["name"]: (c, start) for c, start in self._layout}
+        if column not in col_start:
+            raise PipelineError(f"--condition {column}={value}: no column {column!r}; "
+                                f"conditions name a categorical column of {self.schema.names}")
+        col, start = col_start[column]
+        if col["kind"] != "categorical":
+            raise PipelineError(f"--condition {column}={value}: {column} is continuous; conditions fix a categorical "
+                                "column's value (filter the output for numeric ranges)")
+        if value not in col["categories"]:
+            known = [c for c in col["categories"] if c is not None]
+            raise PipelineError(f"--condition {column}={value}: {value!r} is not in {column}'s training vocabulary "
+                                f"{known[:12]}{' ...' if len(known) > 12 else ''}")
+        return start, col["categories"].index(value)
 
     # ---- serialisation ------------------------------------------------------------------
     @classmethod
@@ -142,16 +211,36 @@ class TableTransformer:
 
     # ---- continuous ---------------------------------------------------------------------
     @staticmethod
+    def _value_width(col: dict) -> int:
+        """Encoded dims of a continuous value before its null indicator: 1, or 1 + modes (vgm)."""
+        return 1 + len(col["means"]) if col["method"] == "vgm" else 1
+
+    @staticmethod
     def _encode_continuous(col: dict, x: np.ndarray) -> np.ndarray:
+        """(N,) values -> (N, width) encoding."""
+        if col["method"] == "vgm":
+            mu, sd, w = (np.asarray(col[k]) for k in ("means", "stds", "weights"))
+            z = (x[:, None] - mu) / sd  # (N, K)
+            # The mode with the highest responsibility (deterministic, so reruns encode alike).
+            mode = np.argmax(np.log(w) - np.log(sd) - 0.5 * z * z, axis=1)
+            out = np.zeros((len(x), 1 + len(mu)))
+            out[:, 0] = np.clip(z[np.arange(len(x)), mode] / 4.0, -0.99, 0.99)  # offset within 4 sd
+            out[np.arange(len(x)), 1 + mode] = 1.0
+            return out
         if col["method"] == "quantile":
             q, p = np.asarray(col["quantiles"]), np.asarray(col["probs"])
             u = _quantile_forward(x, q, p)
-            return ndtri(np.clip(u, _EPS, 1 - _EPS))
-        return (x - col["mean"]) / col["std"]
+            return ndtri(np.clip(u, _EPS, 1 - _EPS))[:, None]
+        return ((x - col["mean"]) / col["std"])[:, None]
 
     @staticmethod
-    def _decode_continuous(col: dict, z: np.ndarray) -> np.ndarray:
-        if col["method"] == "quantile":
+    def _decode_continuous(col: dict, block: np.ndarray) -> np.ndarray:
+        """(N, width) encoding (mode as one-hot, logits or probabilities) -> (N,) values."""
+        z = block[:, 0].astype(np.float64)
+        if col["method"] == "vgm":
+            mode = np.argmax(block[:, 1:], axis=1)
+            x = np.clip(z, -1.0, 1.0) * 4.0 * np.asarray(col["stds"])[mode] + np.asarray(col["means"])[mode]
+        elif col["method"] == "quantile":
             u = np.clip(ndtr(z), 0.0, 1.0)
             x = np.interp(u, np.asarray(col["probs"]), np.asarray(col["quantiles"]))
         else:
@@ -188,10 +277,11 @@ class TableTransformer:
                 if not col["has_nulls"]:
                     flag(missing, lambda i, c=name: f"column {c}: missing value (the model never saw one)")
                 fill = col["mean"]
-                out[:, start] = self._encode_continuous(col, np.where(missing, fill, x))
+                w = self._value_width(col)
+                out[:, start:start + w] = self._encode_continuous(col, np.where(missing, fill, x))
                 if col["has_nulls"]:
-                    out[:, start + 1] = ~missing
-                    out[:, start + 2] = missing
+                    out[:, start + w] = ~missing
+                    out[:, start + w + 1] = missing
             else:
                 cats = col["categories"]
                 known = [c for c in cats if c is not None]
@@ -214,8 +304,9 @@ class TableTransformer:
         arrays = []
         for col, start in self._layout:
             if col["kind"] == "continuous":
-                values = self._decode_continuous(col, x[:, start].astype(np.float64))
-                mask = (x[:, start + 2] > x[:, start + 1]) if col["has_nulls"] else None
+                w = self._value_width(col)
+                values = self._decode_continuous(col, x[:, start:start + w])
+                mask = (x[:, start + w + 1] > x[:, start + w]) if col["has_nulls"] else None
                 arrays.append(pa.array(values.astype(np.int64) if col["dtype"] == "int" else values, mask=mask))
             else:
                 k = len(col["categories"])

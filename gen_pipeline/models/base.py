@@ -95,7 +95,11 @@ class GenerativeModel(nn.Module):
 
     # -- inference --------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               fixed: dict[int, int] | None = None) -> torch.Tensor:
+        """``n`` encoded rows (categorical spans one-hot). ``fixed`` maps a categorical span's
+        start to a category a conditional model should produce; a model that cannot condition
+        ignores it, and the caller (``bundle``) keeps only the rows that match."""
         raise NotImplementedError
 
     @torch.no_grad()

@@ -42,6 +42,8 @@ class TabularVAE(GenerativeModel):
     def __init__(self, cfg, spans, data_dim):
         super().__init__(cfg, spans, data_dim)
         self.cont_idx = [s.start for s in spans if s.kind == "continuous"]
+        # VGM offsets live in [-1, 1]: the decoder's mean for them goes through tanh (as TVAE's).
+        self.bounded_idx = [s.start for s in spans if s.kind == "continuous" and s.bounded]
         self.cat_spans = [s for s in spans if s.kind == "categorical"]
         self.net = _VAENet(data_dim, list(cfg.hidden_dims), cfg.latent_dim, len(self.cont_idx))
         object.__setattr__(self, "_run", self.net)  # the DDP-wrapped view, not part of state_dict
@@ -55,8 +57,15 @@ class TabularVAE(GenerativeModel):
     def _sigma(self) -> torch.Tensor:
         return torch.exp(self.net.log_sigma).clamp(0.01, 1.0)  # TVAE clamps its scales the same way
 
+    def _squash(self, recon: torch.Tensor) -> torch.Tensor:
+        if not self.bounded_idx:
+            return recon
+        idx = torch.tensor(self.bounded_idx, device=recon.device)
+        return recon.index_copy(1, idx, torch.tanh(recon[:, idx]))
+
     def _nll_per_row(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood of x under the decoder's output, in nats, per row: (B,)."""
+        recon = self._squash(recon)
         nll = torch.zeros(x.shape[0], device=x.device, dtype=recon.dtype)
         if self.cont_idx:
             idx = torch.tensor(self.cont_idx, device=x.device)
@@ -86,10 +95,11 @@ class TabularVAE(GenerativeModel):
         return {"loss": loss.item(), "recon_nll": nll.item(), "kl": kl.item()}
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None,
+               fixed: dict[int, int] | None = None) -> torch.Tensor:
         device = self.net.log_sigma.device
         z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=device)
-        out = self.net.decoder(z)
+        out = self._squash(self.net.decoder(z))
         if self.cont_idx:
             idx = torch.tensor(self.cont_idx, device=device)
             noise = torch.randn(n, len(self.cont_idx), generator=generator, device=device)

@@ -10,8 +10,9 @@ from gen_pipeline.models import build_model
 from gen_pipeline.train import fit, load_checkpoint, save_checkpoint
 from gen_pipeline.transforms import Span
 
-SPANS = [Span("continuous", 0, 1), Span("categorical", 1, 4), Span("categorical", 4, 6)]
 PROBS = np.array([0.6, 0.3, 0.1])
+SPANS = [Span("continuous", 0, 1), Span("categorical", 1, 4, cond=True, freqs=tuple(PROBS)),
+         Span("categorical", 4, 6, cond=True, freqs=(1 - PROBS[0], PROBS[0]))]
 
 
 def _data(n=4000, seed=0) -> torch.Tensor:
@@ -69,14 +70,27 @@ def test_vae_score_flags_outliers():
     assert model.score(odd).mean() > normal.mean() + 10
 
 
-def test_gan_learns_categorical_marginal():
+@pytest.mark.parametrize("objective", ["bce", "wgan_gp"])
+def test_gan_learns_categorical_marginal_and_honours_conditions(objective):
     data = _data()
-    model = _model("gan", pac=4)
+    model = _model("gan", pac=4, objective=objective)
     state = _train(model, data, 30)
     assert all(np.isfinite(h["loss_d"]) and np.isfinite(h["loss_g"]) for h in state.history)
+    assert state.history[-1]["loss_cond"] < 0.5 * state.history[0]["loss_cond"]  # learns to obey
     s = model.sample(4000, torch.Generator().manual_seed(1))
     assert np.abs(_category_freq(s) - PROBS).sum() / 2 < 0.2
     assert torch.allclose(s[:, 1:4].sum(1), torch.ones(4000))  # one-hot rows
+    # Conditioned on the rarest category (10% of rows), it mostly produces that category, and the
+    # continuous value follows it (mean 1.5 for category 2).
+    rare = model.sample(2000, torch.Generator().manual_seed(2), fixed={1: 2})
+    assert rare[:, 3].mean() > 0.8
+    assert abs(rare[rare[:, 3] == 1, 0].mean().item() - 1.5) < 0.6
+
+
+def test_unconditional_gan_still_trains():
+    model = _model("gan", pac=4, conditional=False)
+    state = _train(model, _data(1000), 3)
+    assert model.cond_dim == 0 and np.isfinite(state.history[-1]["loss_d"])
 
 
 def test_gan_has_no_anomaly_score():

@@ -4,22 +4,24 @@ import pytest
 
 from gen_pipeline.errors import PipelineError
 from gen_pipeline.schema import Column, TableSchema
-from gen_pipeline.transforms import TableTransformer, _quantile_forward
+from gen_pipeline.transforms import TableTransformer, _quantile_forward, fit_vgm
 
 SCHEMA = TableSchema(columns=(Column("gain", "continuous", "int"), Column("hours", "continuous", "float"),
                               Column("job", "categorical", "string")))
 
 
-def _spec(values: dict[str, np.ndarray], probs=np.linspace(0, 1, 51)):
+def _spec(values: dict[str, np.ndarray], probs=np.linspace(0, 1, 51), method: str = "quantile"):
     cols = []
     for c in SCHEMA.columns:
         v = values[c.name]
         if c.kind == "continuous":
             x = v[~np.isnan(v)]
-            cols.append({"name": c.name, "kind": c.kind, "dtype": c.dtype, "method": "quantile",
+            cols.append({"name": c.name, "kind": c.kind, "dtype": c.dtype, "method": method,
                          "min": float(x.min()), "max": float(x.max()), "mean": float(x.mean()),
                          "std": float(x.std()) or 1.0, "has_nulls": bool(np.isnan(v).any()),
                          "quantiles": np.quantile(x, probs).tolist(), "probs": probs.tolist()})
+            if method == "vgm":
+                cols[-1].update(fit_vgm(v))
         else:
             cats = pd.Series(v).value_counts(dropna=False)
             cols.append({"name": c.name, "kind": c.kind, "dtype": c.dtype,
@@ -40,9 +42,10 @@ def frame():
         {"gain": gain, "hours": hours, "job": job}
 
 
-def test_round_trip_keeps_categories_ints_and_nulls(frame):
+@pytest.mark.parametrize("method", ["quantile", "vgm"])
+def test_round_trip_keeps_categories_ints_and_nulls(frame, method):
     df, values = frame
-    t = TableTransformer(_spec(values))
+    t = TableTransformer(_spec(values, method=method))
     x, reasons = t.transform(df)
     assert x.dtype == np.float32 and x.shape == (len(df), t.output_dim) and all(r is None for r in reasons)
     back = t.inverse_transform(x)
@@ -56,9 +59,10 @@ def test_round_trip_keeps_categories_ints_and_nulls(frame):
     assert np.allclose(back["hours"][ok], values["hours"][ok], atol=1e-3)  # float32 encoding
 
 
-def test_decoded_values_stay_in_training_range(frame):
+@pytest.mark.parametrize("method", ["quantile", "vgm"])
+def test_decoded_values_stay_in_training_range(frame, method):
     df, values = frame
-    t = TableTransformer(_spec(values))
+    t = TableTransformer(_spec(values, method=method))
     wild = np.random.default_rng(1).normal(0, 10, (500, t.output_dim)).astype(np.float32)
     out = t.inverse_transform(wild)
     assert out["gain"].min() >= 0 and out["gain"].max() <= values["gain"].max()
@@ -90,3 +94,19 @@ def test_quantile_forward_maps_ties_to_their_middle():
     p = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
     u = _quantile_forward(np.array([0.0, 5.0, 20.0, 30.0, -1.0]), q, p)
     assert u.tolist() == pytest.approx([0.25, 0.625, 1.0, 1.0, 0.0])
+
+
+def test_vgm_finds_the_modes_and_encodes_mode_plus_offset():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.zeros(3000), rng.normal(100, 5, 1500), rng.normal(1000, 50, 500)])
+    fitted = fit_vgm(x)
+    means = sorted(fitted["means"])
+    # the zero spike and both bumps each get a live mode; surplus components are switched off
+    assert len(means) <= 5 and min(abs(m) for m in means) < 1
+    assert any(abs(m - 100) < 5 for m in means) and any(abs(m - 1000) < 50 for m in means)
+    col = {"method": "vgm", "dtype": "float", "min": float(x.min()), "max": float(x.max()), **fitted}
+    enc = TableTransformer._encode_continuous(col, x)
+    assert enc.shape == (len(x), 1 + len(means)) and np.all(np.abs(enc[:, 0]) < 1)
+    assert np.allclose(enc[:, 1:].sum(1), 1.0)  # exactly one mode per value
+    back = TableTransformer._decode_continuous(col, enc)
+    assert np.abs(back - x).max() < 1e-6 * max(1.0, np.abs(x).max()) * 10

@@ -1,0 +1,156 @@
+"""Tabular quality on UCI Adult, side by side: SDV's models against ours, one evaluator.
+
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python benchmarks/tabular_quality.py --work-dir work/bench_quality
+
+Every model learns from the same rows (our preprocess job's clean train split, 38,979 rows) and
+is judged on the same held-out real test split by the same function
+(``gen_pipeline.evaluate.tabular_report``): SDMetrics Quality Score, detection AUC,
+train-on-synthetic-test-on-real with SDGym's four classifiers, distance to closest record and
+exact copies. Models:
+  sdv_gaussian_copula, sdv_tvae, sdv_ctgan  SDV 2.0 with its defaults (300 epochs for the two
+                                            networks); comparison only, SDV is BSL-licensed
+  ours_tvae, ours_ctgan, ...                gen_pipeline's training job (Ray Train, 2 workers)
+                                            with the named configs/*.yaml
+Each model is fitted once and its samples are kept under --work-dir/models/<name>/ with the
+train seconds and the machine's load; `--reuse` evaluates kept samples again without refitting
+(the evaluation always runs for every model in this run). Prints one JSON table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SDV_MODELS = ("sdv_gaussian_copula", "sdv_tvae", "sdv_ctgan")
+OUR_MODELS = {"ours_tvae": "configs/adult_tvae.yaml", "ours_ctgan": "configs/adult_ctgan.yaml"}
+
+
+def load_splits(work: Path):
+    """Run our preprocess job once; return (train, test, schema) in the original schema."""
+    from gen_pipeline.config import load_config
+    from gen_pipeline.pipeline import preprocess_dir, stage_preprocess
+    from gen_pipeline.preprocess import read_split
+    from gen_pipeline.runtime import Runtime
+    from gen_pipeline.schema import TableSchema
+
+    cfg = load_config(REPO / OUR_MODELS["ours_tvae"])
+    rt = Runtime.from_env(work / "pipeline")
+    pre = preprocess_dir(cfg, rt)
+    if not (pre / "manifest.json").is_file():
+        stage_preprocess(cfg, rt)
+    schema = TableSchema.from_dict(json.loads((pre / "schema.json").read_text()))
+    return read_split(pre, "train"), read_split(pre, "test"), schema
+
+
+def _plain(df: pd.DataFrame, schema) -> pd.DataFrame:
+    """Nullable Int64 -> float64 (SDV wants NaN, not pd.NA)."""
+    cols = [c.name for c in schema.model_columns]
+    return df[cols].astype({c.name: "float64" for c in schema.model_columns if c.kind == "continuous"})
+
+
+def fit_sdv(name: str, train: pd.DataFrame, schema, rows: int, seed: int) -> tuple[pd.DataFrame, float]:
+    import numpy as np
+    import torch
+    from sdv.metadata import Metadata
+    from sdv.single_table import CTGANSynthesizer, GaussianCopulaSynthesizer, TVAESynthesizer
+
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    data = _plain(train, schema)
+    metadata = Metadata.detect_from_dataframes({"adult": data})
+    for c in schema.model_columns:
+        metadata.update_column(column_name=c.name, sdtype="numerical" if c.kind == "continuous" else "categorical",
+                               table_name="adult")
+    cls = {"sdv_gaussian_copula": GaussianCopulaSynthesizer, "sdv_tvae": TVAESynthesizer,
+           "sdv_ctgan": CTGANSynthesizer}[name]
+    synth = cls(metadata)
+    t0 = time.perf_counter()
+    synth.fit({"adult": data})  # SDV 2.0 takes a one-table dict
+    seconds = time.perf_counter() - t0
+    out = synth.sample(rows)
+    return (out["adult"] if isinstance(out, dict) else out), seconds
+
+
+def fit_ours(name: str, work: Path, rows: int, seed: int) -> tuple[pd.DataFrame, float]:
+    from gen_pipeline.config import load_config
+    from gen_pipeline.pipeline import stage_train
+    from gen_pipeline.registry import resolve
+    from gen_pipeline.runtime import Runtime
+
+    cfg = load_config(REPO / OUR_MODELS[name], [f"name=adult_tvae", f"model_name=bench_{name}"])
+    rt = Runtime.from_env(work / "pipeline")
+    t0 = time.perf_counter()
+    stage_train(cfg, rt)
+    seconds = time.perf_counter() - t0  # wall time of the whole job: Ray start, workers, registration
+    _, model = resolve(f"models:/{cfg.model_name}@candidate")
+    return model.bundle.sample(rows, seed), seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=REPO / "work" / "bench_quality")
+    parser.add_argument("--models", default=",".join([*SDV_MODELS, *OUR_MODELS]))
+    parser.add_argument("--phase", choices=["all", "fit", "evaluate"], default="all")
+    parser.add_argument("--reuse", action="store_true", help="evaluate kept samples instead of refitting")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    work = args.work_dir.resolve()
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = set(names) - set(SDV_MODELS) - set(OUR_MODELS)
+    if unknown:
+        sys.exit(f"--models: unknown {sorted(unknown)}; choose from {[*SDV_MODELS, *OUR_MODELS]}")
+
+    train, test, schema = load_splits(work)
+    rows = len(train)  # SDGym's protocol: as many synthetic rows as real training rows
+    if args.phase in ("all", "fit"):
+        for name in names:
+            d = work / "models" / name
+            if args.reuse and (d / "meta.json").is_file():
+                continue
+            d.mkdir(parents=True, exist_ok=True)
+            load0 = os.getloadavg()[0]
+            print(f"[bench] fitting {name} on {len(train):,} rows (load {load0:.1f})", flush=True)
+            if name in SDV_MODELS:
+                synth, seconds = fit_sdv(name, train, schema, rows, args.seed)
+            else:
+                synth, seconds = fit_ours(name, work, rows, args.seed)
+            _plain(synth, schema).to_parquet(d / "synthetic.parquet")
+            meta = {"train_seconds": round(seconds, 1), "loadavg_before": round(load0, 2),
+                    "loadavg_after": round(os.getloadavg()[0], 2), "rows": rows,
+                    "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            (d / "meta.json").write_text(json.dumps(meta, indent=1))
+            print(f"[bench] {name}: trained in {seconds:.0f} s", flush=True)
+    if args.phase == "fit":
+        return
+
+    from gen_pipeline.evaluate import tabular_report
+
+    table = {"real_train_rows": len(train), "real_test_rows": len(test), "models": {}}
+    for name in names:
+        d = work / "models" / name
+        if not (d / "meta.json").is_file():
+            print(f"[bench] {name}: no samples kept under {d}; fit it first", flush=True)
+            continue
+        synth = pd.read_parquet(d / "synthetic.parquet")
+        t0 = time.perf_counter()
+        metrics = tabular_report(train, test, synth, schema)
+        meta = json.loads((d / "meta.json").read_text())
+        table["models"][name] = {**meta, "evaluate_seconds": round(time.perf_counter() - t0, 1),
+                                 **{k: round(v, 4) for k, v in metrics.items()
+                                    if not k.startswith("shape_") and isinstance(v, float)}}
+        print(f"[bench] {name}: {json.dumps(table['models'][name])}", flush=True)
+    print(json.dumps(table, indent=1))
+
+
+if __name__ == "__main__":
+    main()
