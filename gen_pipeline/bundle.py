@@ -17,7 +17,9 @@ import torch
 from gen_pipeline.config import PipelineConfig
 from gen_pipeline.errors import PipelineError
 from gen_pipeline.models import GenerativeModel, build_model
+from gen_pipeline.models.base import draw_categories
 from gen_pipeline.images import transformer_for
+from gen_pipeline.transforms import TableTransformer
 
 SAMPLE_CHUNK = 65_536
 MAX_REJECTION_DRAWS = 2_000_000  # conditional sampling gives up after this many draws if ...
@@ -71,24 +73,31 @@ class ModelBundle:
         """
         g = torch.Generator().manual_seed(seed)
         fixed = self.conditions(conditions)
+        if not isinstance(self.transformer, TableTransformer):  # images: pixels, no categories to draw
+            for done in range(0, n, chunk):
+                yield self.transformer.inverse_to_arrow(self.model.sample(min(chunk, n - done), generator=g).numpy())
+            return
+        code_of = self.transformer.code_index
         done = drawn = 0
         while done < n:
             k = min(chunk, n - done)
             if not fixed:
-                x = self.model.sample(k, generator=g)
+                x = self.model.sample_raw(k, generator=g)
+                codes = draw_categories(x, self.transformer.spans, g)
             else:
-                x = self.model.sample(chunk, generator=g, fixed=fixed)
+                x = self.model.sample_raw(chunk, generator=g, fixed=fixed)
+                codes = draw_categories(x, self.transformer.spans, g)
                 drawn += chunk
                 keep = torch.ones(chunk, dtype=torch.bool)
                 for start, index in fixed.items():
-                    keep &= x[:, start + index] == 1
-                x = x[keep][:k]
+                    keep &= codes[:, code_of[start]] == index
+                x, codes = x[keep][:k], codes[keep][:k]
                 if drawn >= MAX_REJECTION_DRAWS and (done + len(x)) < drawn * MIN_ACCEPTANCE:
                     raise PipelineError(
                         f"--condition {conditions}: only {done + len(x):,} of {drawn:,} sampled rows match; "
                         "the model almost never produces this combination (ask for fewer conditions)")
             if len(x):
-                yield self.transformer.inverse_to_arrow(x.numpy())
+                yield self.transformer.inverse_to_arrow(x.numpy(), codes.numpy())
             done += len(x)
 
     def sample(self, n: int, seed: int, conditions: dict[str, str] | None = None) -> pd.DataFrame:

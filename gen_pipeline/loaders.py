@@ -18,6 +18,51 @@ FEATURES = "features"
 BatchSource = Callable[[int], Iterable[torch.Tensor]]
 
 
+def prefetched(batches: BatchSource, depth: int = 4) -> BatchSource:
+    """Run a source in a background thread, ``depth`` batches ahead of the training step.
+
+    For petastorm, whose reader turns each row group's list column into a matrix row by row
+    (``np.vstack`` in ``ArrowReaderWorker.read_next``) on the consuming thread: here that work
+    overlaps the step instead of adding to it. A consumer that stops early stops the thread.
+    """
+    import queue
+    import threading
+
+    done = object()
+
+    def epoch_batches(epoch: int) -> Iterable[torch.Tensor]:
+        q: queue.Queue = queue.Queue(maxsize=depth)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for batch in batches(epoch):
+                    while not stop.is_set():
+                        try:
+                            q.put(batch, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                q.put(done)
+            except BaseException as e:  # re-raised on the training thread
+                q.put(e)
+
+        thread = threading.Thread(target=produce, name=f"prefetch-epoch-{epoch}", daemon=True)
+        thread.start()
+        try:
+            while (item := q.get()) is not done:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+
+    return epoch_batches
+
+
 def petastorm_source(path: str | Path, rank: int, world: int, batch_size: int, seed: int) -> BatchSource:
     from petastorm import make_batch_reader
     from petastorm.pytorch import BatchedDataLoader
@@ -35,7 +80,7 @@ def petastorm_source(path: str | Path, rank: int, world: int, batch_size: int, s
                 for batch in loader:
                     yield batch[FEATURES].float()
 
-    return epoch_batches
+    return prefetched(epoch_batches)
 
 
 def ray_data_source(batch_size: int, seed: int, dataset_name: str = "train", pin_memory: bool = False) -> BatchSource:
@@ -49,7 +94,7 @@ def ray_data_source(batch_size: int, seed: int, dataset_name: str = "train", pin
         for batch in shard.iter_torch_batches(batch_size=batch_size, dtypes=torch.float32,
                                               local_shuffle_buffer_size=4 * batch_size,
                                               local_shuffle_seed=seed + epoch, drop_last=False,
-                                              pin_memory=pin_memory):
+                                              pin_memory=pin_memory, prefetch_batches=4):
             yield batch[FEATURES]
 
     return epoch_batches
@@ -72,8 +117,8 @@ def memory_source(data: torch.Tensor, rank: int, world: int, batch_size: int, se
 
     def epoch_batches(epoch: int) -> Iterable[torch.Tensor]:
         g = torch.Generator().manual_seed(seed + epoch)
-        order = torch.randperm(shard.shape[0], generator=g)
+        shuffled = shard[torch.randperm(shard.shape[0], generator=g)]  # one gather per epoch
         for i in range(0, shard.shape[0], batch_size):
-            yield shard[order[i:i + batch_size]]
+            yield shuffled[i:i + batch_size]
 
     return epoch_batches

@@ -184,6 +184,8 @@ class TableTransformer:
                                        freqs=tuple(col["frequencies"])))
                 offset += k
         self.output_dim = offset
+        # categorical span start -> its column in the (N, S) codes that ``draw_categories`` returns
+        self.code_index = {sp.start: i for i, sp in enumerate(sp for sp in self.spans if sp.kind == "categorical")}
 
     def condition(self, column: str, value: str) -> tuple[int, int]:
         """Where ``column == value`` sits in the encoding: (span start, category index)."""
@@ -234,11 +236,12 @@ class TableTransformer:
         return ((x - col["mean"]) / col["std"])[:, None]
 
     @staticmethod
-    def _decode_continuous(col: dict, block: np.ndarray) -> np.ndarray:
-        """(N, width) encoding (mode as one-hot, logits or probabilities) -> (N,) values."""
+    def _decode_continuous(col: dict, block: np.ndarray, mode: np.ndarray | None = None) -> np.ndarray:
+        """(N, width) encoding (mode as one-hot, logits or probabilities, or given as ``mode``
+        codes) -> (N,) values."""
         z = block[:, 0].astype(np.float64)
         if col["method"] == "vgm":
-            mode = np.argmax(block[:, 1:], axis=1)
+            mode = np.argmax(block[:, 1:], axis=1) if mode is None else mode
             x = np.clip(z, -1.0, 1.0) * 4.0 * np.asarray(col["stds"])[mode] + np.asarray(col["means"])[mode]
         elif col["method"] == "quantile":
             u = np.clip(ndtr(z), 0.0, 1.0)
@@ -296,22 +299,26 @@ class TableTransformer:
                 out[np.flatnonzero(ok), start + codes[ok]] = 1.0
         return out, reasons
 
-    def inverse_to_arrow(self, x: np.ndarray):
-        """Decode vectors (continuous values, one-hot or probabilities per span) to an Arrow table
-        in the original schema: vectorised numpy per column, categories taken from the vocabulary."""
+    def inverse_to_arrow(self, x: np.ndarray, codes: np.ndarray | None = None):
+        """Decode vectors to an Arrow table in the original schema: vectorised numpy per column,
+        categories taken from the vocabulary. Categorical spans are read from ``codes`` (N, S),
+        one drawn category per span, when given, else by argmax (one-hot or probabilities)."""
         import pyarrow as pa
+
+        def code(start: int, k: int) -> np.ndarray:
+            return codes[:, self.code_index[start]] if codes is not None else np.argmax(x[:, start:start + k], axis=1)
 
         arrays = []
         for col, start in self._layout:
             if col["kind"] == "continuous":
                 w = self._value_width(col)
-                values = self._decode_continuous(col, x[:, start:start + w])
-                mask = (x[:, start + w + 1] > x[:, start + w]) if col["has_nulls"] else None
+                mode = code(start + 1, w - 1) if col["method"] == "vgm" else None
+                values = self._decode_continuous(col, x[:, start:start + w], mode)
+                mask = code(start + w, 2) == 1 if col["has_nulls"] else None
                 arrays.append(pa.array(values.astype(np.int64) if col["dtype"] == "int" else values, mask=mask))
             else:
                 k = len(col["categories"])
-                codes = np.argmax(x[:, start:start + k], axis=1)
-                arrays.append(pa.array(col["categories"], type=pa.string()).take(pa.array(codes)))
+                arrays.append(pa.array(col["categories"], type=pa.string()).take(pa.array(code(start, k))))
         return pa.Table.from_arrays(arrays, schema=self.schema.arrow_schema(model_only=True))
 
     def inverse_transform(self, x: np.ndarray) -> pd.DataFrame:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gen_pipeline.models.base import GenerativeModel, register, sample_spans
+from gen_pipeline.models.base import GenerativeModel, register
 
 
 class _Residual(nn.Module):
@@ -226,8 +226,8 @@ class TabularGAN(GenerativeModel):
         return cond
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None,
-               fixed: dict[int, int] | None = None) -> torch.Tensor:
+    def sample_raw(self, n: int, generator: torch.Generator | None = None,
+                   fixed: dict[int, int] | None = None) -> torch.Tensor:
         was_training = self.generator.training
         self.generator.eval()
         device = next(self.generator.parameters()).device
@@ -237,6 +237,5 @@ class TabularGAN(GenerativeModel):
         for s in self.spans:
             if s.bounded:
                 raw[:, s.start:s.end] = torch.tanh(raw[:, s.start:s.end])
-        out = sample_spans(raw, self.spans, generator)
         self.generator.train(was_training)
-        return out
+        return raw

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gen_pipeline.models.base import GenerativeModel, mlp, register, sample_spans
+from gen_pipeline.models.base import GenerativeModel, mlp, register
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -95,8 +95,8 @@ class TabularVAE(GenerativeModel):
         return {"loss": loss.item(), "recon_nll": nll.item(), "kl": kl.item()}
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None,
-               fixed: dict[int, int] | None = None) -> torch.Tensor:
+    def sample_raw(self, n: int, generator: torch.Generator | None = None,
+                   fixed: dict[int, int] | None = None) -> torch.Tensor:
         device = self.net.log_sigma.device
         z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=device)
         out = self._squash(self.net.decoder(z))
@@ -104,7 +104,7 @@ class TabularVAE(GenerativeModel):
             idx = torch.tensor(self.cont_idx, device=device)
             noise = torch.randn(n, len(self.cont_idx), generator=generator, device=device)
             out[:, idx] = out[:, idx] + noise * self._sigma()
-        return sample_spans(out, self.spans, generator)
+        return out
 
     @torch.no_grad()
     def score(self, x: torch.Tensor) -> torch.Tensor:
