@@ -81,7 +81,8 @@ def test_killed_driver_resumes_its_run_when_started_again(runtime, tiny_config, 
     work = tmp_path / "w"
     shutil.copytree(prepared, work / "runs" / tiny_config.name / "preprocess")
     marker = secrets.token_hex(6)
-    env = {**os.environ, "GP_DRIVER_TEST": marker}
+    # Not the tracking URI this test session's MLflow exported: the CLI uses its work dir's own.
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "GP_DRIVER_TEST": marker}
     cmd = [sys.executable, "-m", "gen_pipeline.cli", "train", "--config", TINY, "--work-dir", str(work),
            "--set", f"train.epochs={epochs}"]
     try:
