@@ -109,6 +109,9 @@ class EvaluateConfig(_Strict):
     primary_metric: Literal["quality_score", "column_shapes", "column_pair_trends", "tstr_f1_mean",
                             "detection_auc", "fid"] = "quality_score"
     min_quality_score: float = Field(default=0.5, ge=0.0, le=1.0)
+    # How much better than the champion (in the primary metric's units) a candidate must be:
+    # "measurably improved", not a difference within the evaluation's sampling noise.
+    min_improvement: float = Field(default=0.0, ge=0.0)
     # Tables: train-synthetic-test-real (SDGym's four classifiers) predicts this categorical model
     # column, F1 on its positive class (None = its rarer class); no label skips it (e.g. Shuttle,
     # whose anomaly label is never generated). Metrics subsample each frame to max_rows rows.

@@ -497,9 +497,12 @@ LOWER_IS_BETTER = frozenset({"detection_auc", "association_diff_mean", "exact_co
 
 
 def gate(candidate: dict[str, float], champion: dict[str, float] | None, primary: str,
-         minimums: dict[str, float] | None = None, maximums: dict[str, float] | None = None) -> tuple[bool, str]:
+         minimums: dict[str, float] | None = None, maximums: dict[str, float] | None = None,
+         min_improvement: float = 0.0) -> tuple[bool, str]:
     """Promote only when the candidate meets every configured bound and beats the champion on
-    ``primary`` (higher is better, except for the metrics in ``LOWER_IS_BETTER``).
+    ``primary`` (higher is better, except for the metrics in ``LOWER_IS_BETTER``) by more than
+    ``min_improvement`` (in the metric's units): a difference inside the evaluation's noise is
+    not an improvement.
 
     A bounded metric the candidate lacks (e.g. TSTR on a table without a label) refuses it: a
     configured check that cannot run is not passed. Returns (promote, reason).
@@ -516,7 +519,8 @@ def gate(candidate: dict[str, float], champion: dict[str, float] | None, primary
     passed = "passes the configured bounds" if checks else "has no configured bounds"
     if champion is None:
         return True, f"{primary}={value:.4f} {passed} and there is no champion yet"
-    lower = primary in LOWER_IS_BETTER
-    if (value < champion[primary]) if lower else (value > champion[primary]):
-        return True, f"{primary}={value:.4f} beats the champion's {champion[primary]:.4f} and {passed}"
-    return False, f"{primary}={value:.4f} does not beat the champion's {champion[primary]:.4f}"
+    gain = champion[primary] - value if primary in LOWER_IS_BETTER else value - champion[primary]
+    margin = f" by more than {min_improvement:.4f}" if min_improvement else ""
+    if gain > min_improvement:
+        return True, f"{primary}={value:.4f} beats the champion's {champion[primary]:.4f}{margin} and {passed}"
+    return False, f"{primary}={value:.4f} does not beat the champion's {champion[primary]:.4f}{margin}"

@@ -164,7 +164,7 @@ def stage_evaluate(cfg: PipelineConfig, rt: Runtime) -> dict:
         # Re-evaluate the champion on the same held-out rows and seed: a like-for-like comparison.
         _, champ = resolve(f"models:/{cfg.model_name}/{champ_mv.version}")
         champ_metrics, _ = evaluate(champ.bundle)
-    promote, reason = gate(metrics, champ_metrics, ev.primary_metric, *_gate_bounds(ev))
+    promote, reason = gate(metrics, champ_metrics, ev.primary_metric, *_gate_bounds(ev), ev.min_improvement)
     if champ_mv is not None and champ_mv.version == cand_mv.version:
         promote, reason = False, "the candidate is already the champion" + ("" if promote else f"; {reason}")
 

@@ -31,6 +31,9 @@ def quiet_environment() -> None:
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(Path(__file__).with_name("ray_data_logging.yaml")))
+    # Ray Data draws progress bars for every epoch's read of the train split: our one line per
+    # epoch is the training's progress.
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 
@@ -114,8 +117,8 @@ class Runtime:
 
         if ray.is_initialized():
             return ray
-        env_vars = {k: os.environ[k] for k in ("PYTHONWARNINGS", "MLFLOW_DISABLE_TELEMETRY", "RAY_DATA_LOGGING_CONFIG")
-                    if k in os.environ}
+        env_vars = {k: os.environ[k] for k in ("PYTHONWARNINGS", "MLFLOW_DISABLE_TELEMETRY", "RAY_DATA_LOGGING_CONFIG",
+                                               "RAY_DATA_DISABLE_PROGRESS_BARS") if k in os.environ}
         runtime_env = {"env_vars": env_vars}
         if os.environ.get("RAY_ADDRESS"):
             ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=runtime_env, log_to_driver=True)

@@ -152,6 +152,15 @@ def test_gate_knows_lower_is_better_for_detection():
     assert gate({"detection_auc": 0.8}, {"detection_auc": 0.7}, "detection_auc")[0] is False
 
 
+def test_gate_wants_more_than_the_noise_margin():
+    champ = {"quality_score": 0.870, "fid": 20.0}
+    ok, reason = gate({"quality_score": 0.872}, champ, "quality_score", min_improvement=0.005)
+    assert not ok and "by more than 0.0050" in reason
+    assert gate({"quality_score": 0.876}, champ, "quality_score", min_improvement=0.005)[0] is True
+    assert gate({"fid": 19.5}, champ, "fid", min_improvement=1.0)[0] is False  # lower is better: 0.5 better
+    assert gate({"fid": 18.5}, champ, "fid", min_improvement=1.0)[0] is True
+
+
 def test_a_tstr_bound_needs_a_label():
     from pydantic import ValidationError
 
