@@ -62,13 +62,10 @@ def _numbered_lines(spark, files: list[Path]):
         (F.col("mid") + F.col("base")).alias("line"), "text")
 
 
-def read_raw_lines(spark, files: list[Path], schema: TableSchema, max_rows_per_file: int | None = None):
-    """Every data line of ``files`` parsed into typed columns plus ``_reason`` (None = usable).
-
-    A header line, blank lines and comment lines (e.g. adult.test's ``|1x3 Cross validator``) are
-    not data. ``max_rows_per_file`` keeps only the lines numbered up to that many after the
-    header (the tiny test configs). Returns (DataFrame, per-file facts).
-    """
+def data_lines(spark, files: list[Path], schema: TableSchema, max_rows_per_file: int | None = None):
+    """(source, line, text) for every line of ``files`` after the header, checked to exist and
+    be non-empty. ``max_rows_per_file`` keeps only the lines numbered up to that many after the
+    header (the tiny test configs). Blank and comment lines are left to ``parse_table``."""
     from pyspark.sql import functions as F
 
     files = [Path(f) for f in files]
@@ -82,14 +79,23 @@ def read_raw_lines(spark, files: list[Path], schema: TableSchema, max_rows_per_f
     lines = lines.where(F.col("line") >= first)
     if max_rows_per_file:
         lines = lines.where(F.col("line") < first + max_rows_per_file)
+    return lines
 
+
+def read_raw_lines(spark, files: list[Path], schema: TableSchema, max_rows_per_file: int | None = None):
+    """Every data line of ``files`` parsed into typed columns plus ``_reason`` (None = usable).
+
+    A header line, blank lines and comment lines (e.g. adult.test's ``|1x3 Cross validator``) are
+    not data. Returns (DataFrame, per-file facts).
+    """
     def parse(batches):
         import pyarrow as pa
 
         for rb in batches:
             yield from parse_table(pa.Table.from_batches([rb]), schema).to_batches()
 
-    inputs = [{"path": str(f), "sha256": _sha256(f), "bytes": f.stat().st_size} for f in files]
+    lines = data_lines(spark, files, schema, max_rows_per_file)
+    inputs = [{"path": str(f), "sha256": _sha256(Path(f)), "bytes": Path(f).stat().st_size} for f in files]
     return lines.mapInArrow(parse, _parsed_schema_ddl(schema)), inputs
 
 
