@@ -357,17 +357,11 @@ def transformer_for(spec: dict):
 # ---------------------------------------------------------------------------------------------
 # Preprocess (Spark)
 # ---------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def run_image_preprocess(spark, source: ImageSource, cfg: PipelineConfig, out_dir: Path) -> dict:
     """Decode ``source`` on Spark into ``out_dir``: encoded/<split>, quarantine/, spec, manifest."""
     from pyspark import StorageLevel
+
+    from gen_pipeline.preprocess import file_sha256, reconcile
     from pyspark.sql import functions as F
 
     t0 = time.perf_counter()
@@ -447,10 +441,8 @@ def run_image_preprocess(spark, source: ImageSource, cfg: PipelineConfig, out_di
 
     rows_quarantined = sum(r["count"] for r in stats if not r["ok"])
     rows_written = sum(split_rows.values())
-    if rows_in != rows_written + rows_quarantined + excluded:  # never drop silently
-        raise PipelineError(f"row counts do not reconcile: in={rows_in} written={rows_written} "
-                            f"quarantined={rows_quarantined} excluded={excluded}")
-    inputs = [{"path": str(f), "sha256": _sha256(f), "bytes": f.stat().st_size}
+    reconcile(rows_in, rows_written, rows_quarantined, excluded)
+    inputs = [{"path": str(f), "sha256": file_sha256(f), "bytes": f.stat().st_size}
               for f in source.files[:10_000]]
     config_json = json.dumps(cfg.model_dump(mode="json")["data"], sort_keys=True)
     fingerprint = hashlib.sha256("".join(i["sha256"] for i in inputs).encode() + config_json.encode()).hexdigest()

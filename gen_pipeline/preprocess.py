@@ -26,7 +26,7 @@ from gen_pipeline.transforms import TableTransformer, fit_spec
 SPLITS = ("train", "validation", "test")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -95,8 +95,15 @@ def read_raw_lines(spark, files: list[Path], schema: TableSchema, max_rows_per_f
             yield from parse_table(pa.Table.from_batches([rb]), schema).to_batches()
 
     lines = data_lines(spark, files, schema, max_rows_per_file)
-    inputs = [{"path": str(f), "sha256": _sha256(Path(f)), "bytes": Path(f).stat().st_size} for f in files]
+    inputs = [{"path": str(f), "sha256": file_sha256(Path(f)), "bytes": Path(f).stat().st_size} for f in files]
     return lines.mapInArrow(parse, _parsed_schema_ddl(schema)), inputs
+
+
+def reconcile(rows_in: int, rows_written: int, rows_quarantined: int, rows_excluded: int) -> None:
+    """Never drop silently: every row read is written, quarantined or excluded by train_where."""
+    if rows_in != rows_written + rows_quarantined + rows_excluded:
+        raise PipelineError(f"row counts do not reconcile: in={rows_in} written={rows_written} "
+                            f"quarantined={rows_quarantined} excluded={rows_excluded}")
 
 
 def _with_split(df, cfg: PipelineConfig):
@@ -171,9 +178,7 @@ def run_preprocess(spark, table: RawTable, cfg: PipelineConfig, out_dir: Path) -
 
     rows_quarantined = sum(r["count"] for r in stats if not r["ok"])
     rows_written = sum(split_rows.values())
-    if rows_in != rows_written + rows_quarantined + excluded:  # never drop silently
-        raise PipelineError(f"row counts do not reconcile: in={rows_in} written={rows_written} "
-                            f"quarantined={rows_quarantined} excluded={excluded}")
+    reconcile(rows_in, rows_written, rows_quarantined, excluded)
     per_file = {}
     for r in stats:
         d = per_file.setdefault(r["source"], {"rows_in": 0, "rows_quarantined": 0})
