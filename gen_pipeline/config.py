@@ -53,6 +53,10 @@ class TransformConfig(_Strict):
     continuous: Literal["vgm", "quantile", "standard"] = "quantile"
     num_quantiles: int = Field(default=200, ge=10, le=2000)
     vgm_sample_rows: int = Field(default=20_000, ge=100, le=1_000_000)
+    # vgm: a single value held by at least this share of the rows (a spike such as Adult's
+    # capital_gain = 0) becomes a mode of its own that decodes to exactly that value; 1 turns
+    # point masses off for all but constant columns.
+    vgm_point_share: float = Field(default=0.05, gt=0.0, le=1.0)
 
 
 class ModelConfig(_Strict):

@@ -21,12 +21,16 @@ from scipy.special import ndtr, ndtri
 from gen_pipeline.errors import PipelineError
 from gen_pipeline.schema import TableSchema
 
-SPEC_VERSION = 2  # 2 adds the "vgm" continuous method; a version-1 spec reads unchanged
-SUPPORTED_SPEC_VERSIONS = (1, 2)
+# 2 adds the "vgm" continuous method; 3 adds its point-mass modes (``stds`` of 0). Older specs
+# read unchanged.
+SPEC_VERSION = 3
+SUPPORTED_SPEC_VERSIONS = (1, 2, 3)
 _EPS = 1e-6  # keeps ndtri finite at the ends of the quantile table
 VGM_MAX_MODES = 10
 VGM_MIN_WEIGHT = 0.005  # modes lighter than this are dropped (CTGAN's paper uses the same cut)
 VGM_SAMPLE_ROWS = 20_000  # the bounded sample the mixtures are fitted on
+VGM_POINT_SHARE = 0.05  # a single value held by this share of the rows is a mode of its own
+VGM_MAX_POINTS = 10
 
 
 @dataclass(frozen=True)
@@ -44,11 +48,17 @@ class Span:
 # ---------------------------------------------------------------------------------------------
 # Fitting from Spark aggregates: nothing but small summaries reaches the driver.
 # ---------------------------------------------------------------------------------------------
-def fit_vgm(values: np.ndarray, max_modes: int = VGM_MAX_MODES, seed: int = 0) -> dict:
-    """A Dirichlet-process Gaussian mixture over one column's (non-null) values: its live modes.
+def fit_vgm(values: np.ndarray, max_modes: int = VGM_MAX_MODES, seed: int = 0,
+            point_share: float = VGM_POINT_SHARE) -> dict:
+    """Modes of one column's (non-null) values: point masses, then a Gaussian mixture.
 
-    The weak concentration prior lets the fit switch surplus components off, so a column gets
-    as many modes as its data shows (Adult's capital_gain: a spike at 0 plus a long tail).
+    A single value that holds at least ``point_share`` of the rows (Adult's capital_gain = 0,
+    92% of rows; hours_per_week = 40) is a mode of its own with no width (``stds`` 0), so it
+    decodes to exactly that value: a Gaussian around a spike smears it over neighbouring values
+    once the model's output noise is added (the mixed-type encoding of CTAB-GAN, Zhao et al.
+    2021). The remaining values get a Dirichlet-process Gaussian mixture whose weak concentration
+    prior switches surplus components off, so the column has as many modes as its data shows.
+    ``weights`` are shares of all rows.
     """
     import warnings
 
@@ -56,24 +66,41 @@ def fit_vgm(values: np.ndarray, max_modes: int = VGM_MAX_MODES, seed: int = 0) -
     from sklearn.mixture import BayesianGaussianMixture
 
     x = np.asarray(values, dtype=np.float64)
-    x = x[~np.isnan(x)].reshape(-1, 1)
-    if len(np.unique(x)) < 2:  # a constant column: one mode of unit width
-        return {"means": [float(x[0, 0]) if len(x) else 0.0], "stds": [1.0], "weights": [1.0]}
-    gm = BayesianGaussianMixture(n_components=min(max_modes, len(x)),
-                                 weight_concentration_prior_type="dirichlet_process",
-                                 weight_concentration_prior=1e-3, max_iter=200, n_init=1, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        gm.fit(x)
-    keep = gm.weights_ > VGM_MIN_WEIGHT
-    w = gm.weights_[keep]
-    return {"means": gm.means_[keep, 0].tolist(),
-            "stds": np.sqrt(gm.covariances_[keep].reshape(-1)).clip(1e-6).tolist(),
-            "weights": (w / w.sum()).tolist()}
+    x = x[~np.isnan(x)]
+    if len(np.unique(x)) < 2:  # a constant column: one point mass
+        return {"means": [float(x[0]) if len(x) else 0.0], "stds": [0.0], "weights": [1.0]}
+    distinct, counts = np.unique(x, return_counts=True)
+    top = np.argsort(-counts, kind="stable")[:VGM_MAX_POINTS]
+    points = distinct[top[counts[top] >= point_share * len(x)]]
+    means, stds, weights = [], [], []
+    for v in points:
+        means.append(float(v))
+        stds.append(0.0)
+        weights.append(float(np.mean(x == v)))
+    rest = x[~np.isin(x, points)]
+    if len(np.unique(rest)) >= 2:
+        gm = BayesianGaussianMixture(n_components=min(max_modes, len(rest)),
+                                     weight_concentration_prior_type="dirichlet_process",
+                                     weight_concentration_prior=1e-3, max_iter=200, n_init=1, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gm.fit(rest.reshape(-1, 1))
+        share = len(rest) / len(x)
+        keep = gm.weights_ * share > VGM_MIN_WEIGHT
+        w = gm.weights_[keep] / gm.weights_[keep].sum() * share
+        means += gm.means_[keep, 0].tolist()
+        stds += np.sqrt(gm.covariances_[keep].reshape(-1)).clip(1e-6).tolist()
+        weights += w.tolist()
+    elif len(rest):  # one leftover value: a point mass too
+        means.append(float(rest[0]))
+        stds.append(0.0)
+        weights.append(len(rest) / len(x))
+    total = sum(weights)
+    return {"means": means, "stds": stds, "weights": [w / total for w in weights]}
 
 
 def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: int = 200,
-             sample_rows: int = VGM_SAMPLE_ROWS) -> dict:
+             sample_rows: int = VGM_SAMPLE_ROWS, point_share: float = VGM_POINT_SHARE) -> dict:
     """Fit every column's encoding from aggregates of a Spark DataFrame of typed rows.
 
     Only summaries reach the driver, plus (for ``vgm``) a seeded sample of about
@@ -118,7 +145,7 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
                 entry["quantiles"] = [float(v) for v in stats[f"{c.name}__q"]]
                 entry["probs"] = probs
             elif method == "vgm":
-                entry.update(fit_vgm(sample[c.name].to_numpy()))
+                entry.update(fit_vgm(sample[c.name].to_numpy(), point_share=point_share))
             columns.append(entry)
         else:
             counts = df.groupBy(c.name).count().collect()  # one row per category: bounded
@@ -221,13 +248,21 @@ class TableTransformer:
     def _encode_continuous(col: dict, x: np.ndarray) -> np.ndarray:
         """(N,) values -> (N, width) encoding."""
         if col["method"] == "vgm":
-            mu, sd, w = (np.asarray(col[k]) for k in ("means", "stds", "weights"))
-            z = (x[:, None] - mu) / sd  # (N, K)
-            # The mode with the highest responsibility (deterministic, so reruns encode alike).
-            mode = np.argmax(np.log(w) - np.log(sd) - 0.5 * z * z, axis=1)
+            mu, sd, w = (np.asarray(col[k], dtype=np.float64) for k in ("means", "stds", "weights"))
+            point = sd == 0  # a point-mass mode: only its own value, offset 0
+            width = np.where(point, 1.0, sd)
+            z = (x[:, None] - mu) / width  # (N, K)
+            # The Gaussian mode with the highest responsibility (deterministic, so reruns encode
+            # alike); a value equal to a point mass takes that mode.
+            logp = np.where(point, -np.inf, np.log(w) - np.log(width) - 0.5 * z * z)
+            at_point = point & (x[:, None] == mu)
+            if point.all():  # no Gaussian mode: the nearest point mass
+                logp = -np.abs(x[:, None] - mu)
+            mode = np.where(at_point.any(1), np.argmax(at_point, axis=1), np.argmax(logp, axis=1))
+            rows = np.arange(len(x))
             out = np.zeros((len(x), 1 + len(mu)))
-            out[:, 0] = np.clip(z[np.arange(len(x)), mode] / 4.0, -0.99, 0.99)  # offset within 4 sd
-            out[np.arange(len(x)), 1 + mode] = 1.0
+            out[:, 0] = np.where(point[mode], 0.0, np.clip(z[rows, mode] / 4.0, -0.99, 0.99))  # offset within 4 sd
+            out[rows, 1 + mode] = 1.0
             return out
         if col["method"] == "quantile":
             q, p = np.asarray(col["quantiles"]), np.asarray(col["probs"])
