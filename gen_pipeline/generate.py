@@ -2,8 +2,13 @@
 
 Each task rebuilds the model once per Python worker from a broadcast bundle (no MLflow access
 needed on executors), seeds from (run seed, partition index) so a retried task or a rerun gives
-the same rows, decodes to the original types and yields Arrow batches. The output is committed
-atomically with ``_lineage.json`` beside Spark's ``_SUCCESS``.
+the same rows, decodes to the original types as Arrow tables and writes its own Parquet file
+``part-<partition>.parquet`` with pyarrow, straight from those tables: no trip of every row
+through the JVM's row-based Parquet writer, which cost about as much as sampling itself. A
+file appears under its final name only when complete (written beside it, then renamed), so a
+retried or speculative attempt replaces it with identical bytes. Tasks return one small row
+each; the driver writes ``_SUCCESS`` and ``_lineage.json`` and commits the folder atomically.
+The output path must be a filesystem the executors and the driver share (as for the commit).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 from pathlib import Path
 
 from gen_pipeline.bundle import ModelBundle, partition_seed
+from gen_pipeline.errors import PipelineError
 from gen_pipeline.storage import commit, staging_dir, write_json
 
 _CACHE: dict[str, ModelBundle] = {}  # per Python worker: bundle digest -> rebuilt model
@@ -82,6 +88,36 @@ def rows_per_partition(rows: int, partitions: int, index: int) -> int:
     return rows // partitions + (1 if index < rows % partitions else 0)
 
 
+def write_part(tables, folder: Path, partition: int) -> tuple[int, int]:
+    """Stream Arrow tables into ``folder/part-<partition>.parquet``; returns (rows, bytes).
+
+    Dictionary encoding for string columns only (categories repeat; float values rarely do),
+    snappy, one row group per sampled chunk. Written under a hidden name, then renamed.
+    """
+    import uuid
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    final = Path(folder) / f"part-{partition:05d}.parquet"
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+    writer, rows = None, 0
+    try:
+        for table in tables:
+            if writer is None:
+                strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
+                writer = pq.ParquetWriter(tmp, table.schema, compression="snappy", use_dictionary=strings or False)
+            writer.write_table(table)
+            rows += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        return 0, 0
+    os.replace(tmp, final)
+    return rows, final.stat().st_size
+
+
 def run_generate(spark, bundle: ModelBundle, *, rows: int, seed: int, out: Path, lineage: dict,
                  partition_rows: int = 250_000, conditions: dict[str, str] | None = None) -> dict:
     """Write ``rows`` synthetic rows to ``out`` (Parquet, original schema); returns the lineage.
@@ -95,7 +131,12 @@ def run_generate(spark, bundle: ModelBundle, *, rows: int, seed: int, out: Path,
     schema = bundle.schema
     fault = _fault_injection()
 
+    stage = staging_dir(out)
+    stage.mkdir(parents=True)
+
     def generate(batches):
+        import pyarrow as pa
+
         b = bundle_on_worker(bc, key)
         for rb in batches:
             for p in rb.column(0).to_pylist():
@@ -103,20 +144,27 @@ def run_generate(spark, bundle: ModelBundle, *, rows: int, seed: int, out: Path,
                     open(fault[1], "w").close()
                     raise RuntimeError(f"injected fault in partition {p} (GEN_PIPELINE_FAULT_GENERATE)")
                 n = rows_per_partition(rows, partitions, p)
-                for table in b.sample_arrow(n, partition_seed(seed, p), conditions=conditions):
-                    yield from table.to_batches()
+                written, size = write_part(b.sample_arrow(n, partition_seed(seed, p), conditions=conditions),
+                                           stage, p)
+                yield pa.RecordBatch.from_pydict({"partition": [p], "rows": [written], "bytes": [size]})
 
     ids = spark.range(0, partitions, 1, numPartitions=partitions)
-    df = ids.mapInArrow(generate, schema.spark_ddl(model_only=True))
-    stage = staging_dir(out)
+    parts = ids.mapInArrow(generate, "partition long, rows long, bytes long")
     t0 = time.perf_counter()
     given = f", conditions={conditions}" if conditions else ""
     print(f"[generate] {rows:,} rows over {partitions} partitions, seed={seed}{given} -> {out}", flush=True)
     with Progress(spark, "generate", rows, partitions):
-        df.write.mode("overwrite").parquet(str(stage))
+        done = parts.collect()  # one small row per partition
+    written = sum(r["rows"] for r in done)
+    if written != rows or len(done) != partitions:
+        raise PipelineError(f"generate wrote {written:,} rows in {len(done)} parts; expected {rows:,} in {partitions}")
+    for tmp in stage.glob(".part-*.tmp"):  # left by a failed or losing speculative attempt
+        tmp.unlink()
+    (stage / "_SUCCESS").touch()
     seconds = time.perf_counter() - t0
     lineage = {**lineage, "rows": rows, "seed": seed, "conditions": conditions or {}, "partitions": partitions,
                "columns": [c.name for c in schema.model_columns],
+               "bytes": sum(r["bytes"] for r in done),
                "seconds": round(seconds, 2), "rows_per_s": round(rows / seconds),
                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json(stage / "_lineage.json", lineage)
