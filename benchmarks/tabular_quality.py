@@ -35,7 +35,7 @@ SDV_MODELS = ("sdv_gaussian_copula", "sdv_tvae", "sdv_ctgan")
 # name -> (config, overrides): each our model is the training job on a named config
 OUR_MODELS = {
     "ours_tvae": ("configs/adult_tvae.yaml", []),
-    "ours_tvae_vgm": ("configs/adult_tvae.yaml", ["name=adult_tvae_vgm", "transform.continuous=vgm"]),
+    "ours_tvae_quantile": ("configs/adult_tvae.yaml", ["name=adult_tvae_quantile", "transform.continuous=quantile"]),
     "ours_ctgan": ("configs/adult_ctgan.yaml", []),
 }
 
