@@ -86,14 +86,14 @@ def fit_sdv(name: str, train: pd.DataFrame, schema, rows: int, seed: int) -> tup
     return (out["adult"] if isinstance(out, dict) else out), seconds
 
 
-def fit_ours(name: str, work: Path, rows: int, seed: int) -> tuple[pd.DataFrame, float]:
+def fit_ours(name: str, work: Path, rows: int, seed: int, extra: list[str], tag: str) -> tuple[pd.DataFrame, float]:
     from gen_pipeline.config import load_config
     from gen_pipeline.pipeline import preprocess_dir, stage_preprocess, stage_train
     from gen_pipeline.registry import resolve
     from gen_pipeline.runtime import Runtime
 
     path, overrides = OUR_MODELS[name]
-    cfg = load_config(REPO / path, [*overrides, f"model_name=bench_{name}"])
+    cfg = load_config(REPO / path, [*overrides, *extra, f"model_name=bench_{name}{tag}"])
     rt = Runtime.from_env(work / "pipeline")
     if not (preprocess_dir(cfg, rt) / "manifest.json").is_file():  # its own encoding, the same split
         stage_preprocess(cfg, rt)
@@ -111,6 +111,9 @@ def main() -> None:
     parser.add_argument("--phase", choices=["all", "fit", "evaluate"], default="all")
     parser.add_argument("--reuse", action="store_true", help="evaluate kept samples instead of refitting")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override for our models' configs, e.g. --set train.epochs=60")
+    parser.add_argument("--tag", default="", help="suffix of the kept samples' folders, to compare variants")
     args = parser.parse_args()
     work = args.work_dir.resolve()
     names = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -122,7 +125,7 @@ def main() -> None:
     rows = len(train)  # SDGym's protocol: as many synthetic rows as real training rows
     if args.phase in ("all", "fit"):
         for name in names:
-            d = work / "models" / name
+            d = work / "models" / f"{name}{args.tag}"
             if args.reuse and (d / "meta.json").is_file():
                 continue
             d.mkdir(parents=True, exist_ok=True)
@@ -131,7 +134,7 @@ def main() -> None:
             if name in SDV_MODELS:
                 synth, seconds = fit_sdv(name, train, schema, rows, args.seed)
             else:
-                synth, seconds = fit_ours(name, work, rows, args.seed)
+                synth, seconds = fit_ours(name, work, rows, args.seed, args.extra, args.tag)
             _plain(synth, schema).to_parquet(d / "synthetic.parquet")
             meta = {"train_seconds": round(seconds, 1), "loadavg_before": round(load0, 2),
                     "loadavg_after": round(os.getloadavg()[0], 2), "rows": rows,
@@ -144,7 +147,7 @@ def main() -> None:
     from gen_pipeline.evaluate import tabular_report
 
     table = {"real_train_rows": len(train), "real_test_rows": len(test), "models": {}}
-    for name in names:
+    for name in (f"{n}{args.tag}" for n in names):
         d = work / "models" / name
         if not (d / "meta.json").is_file():
             print(f"[bench] {name}: no samples kept under {d}; fit it first", flush=True)
