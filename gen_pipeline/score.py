@@ -4,13 +4,15 @@ Rows are read with the model's own schema and encoded with its own transform spe
 cannot be parsed or encoded (wrong field count, not a number, unseen category) is written with
 a ``reason`` and a null score instead of failing the job: rows in == rows scored + rows rejected.
 
-One Arrow pass does the work: each task parses its lines and scores them in the same Python
-worker (no second trip through the JVM), and the summary (counts, quantiles, ROC-AUC against
-label columns) is one aggregation over the written score and label columns.
+One Arrow pass does the work: each task parses its lines, scores them and writes its own Parquet
+part with pyarrow in the same Python worker (no second trip through the JVM, no JVM Parquet
+writer), and returns a small summary (counts, a score histogram per label value) that the
+driver merges into the row counts, score quantiles and ROC-AUC: no second pass over the output.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import numpy as np
 
 from gen_pipeline.bundle import ModelBundle
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.generate import Progress, broadcast_bundle, bundle_on_worker
+from gen_pipeline.generate import Progress, broadcast_bundle, bundle_on_worker, write_part
 from gen_pipeline.preprocess import data_lines
 from gen_pipeline.schema import REASON, TableSchema, parse_table
 from gen_pipeline.storage import commit, staging_dir, write_json
@@ -58,24 +60,69 @@ def auc_from_histogram(bins: np.ndarray, positives: np.ndarray, negatives: np.nd
     return float((pos * (neg_below + 0.5 * neg)).sum() / (n_pos * n_neg))
 
 
-def summarise(spark, path: Path, labels: list[str]) -> dict:
-    """Counts, score quantiles and ROC-AUC per binary label column, reading only those columns."""
-    from pyspark.sql import functions as F
+class ScoreSummary:
+    """What the job reports of its scores, built per task and merged on the driver: row counts
+    and a histogram of asinh(score) (overall, and per 0/1 label value), so no second pass over
+    the output is needed. Bins are ``AUC_BINS_PER_UNIT`` per unit of asinh(score)."""
 
-    df = spark.read.parquet(str(path)).select("score", *labels)
-    first = df.agg(F.count(F.lit(1)).alias("rows"), F.count("score").alias("scored"),
-                   F.expr("percentile_approx(score, array(0.5, 0.99), 10000)").alias("q")).first()
-    out = {"rows": int(first["rows"]), "scored": int(first["scored"]), "q": first["q"], "aucs": {}}
-    for label in labels:  # rank quality of the score against a known 0/1 label
-        y = F.col(label).cast("double")
-        hist = (df.where(F.col("score").isNotNull() & y.isin(0.0, 1.0))
-                .groupBy(F.floor(F.asinh("score") * AUC_BINS_PER_UNIT).alias("bin"))
-                .agg(F.sum((y == 1.0).cast("long")).alias("pos"), F.sum((y == 0.0).cast("long")).alias("neg"))
-                .collect())  # at most a few thousand bins per unit of asinh(score): bounded
-        if hist:
-            b, p, n = (np.array([r[k] for r in hist]) for k in ("bin", "pos", "neg"))
-            out["aucs"][f"roc_auc_{label}"] = auc_from_histogram(b, p, n)
-    return out
+    def __init__(self, labels: list[str]):
+        self.rows = self.scored = 0
+        self.bins: dict[int, int] = {}
+        self.labels: dict[str, dict[int, list[int]]] = {label: {} for label in labels}
+
+    def add(self, table) -> None:
+        """Count one scored Arrow table (``score_table``'s output)."""
+        score = table.column("score").to_numpy(zero_copy_only=False)
+        ok = ~np.isnan(score)
+        self.rows += len(score)
+        self.scored += int(ok.sum())
+        b = np.floor(np.arcsinh(score[ok]) * AUC_BINS_PER_UNIT).astype(np.int64)
+        for k, n in zip(*np.unique(b, return_counts=True)):
+            self.bins[int(k)] = self.bins.get(int(k), 0) + int(n)
+        for label, hist in self.labels.items():
+            y = np.asarray(table.column(label).to_numpy(zero_copy_only=False), dtype=np.float64)[ok]
+            for value, slot in ((1.0, 0), (0.0, 1)):
+                for k, n in zip(*np.unique(b[y == value], return_counts=True)):
+                    hist.setdefault(int(k), [0, 0])[slot] += int(n)
+
+    def to_json(self) -> str:
+        return json.dumps({"rows": self.rows, "scored": self.scored, "bins": self.bins, "labels": self.labels})
+
+    @classmethod
+    def merge(cls, parts: list[str], labels: list[str]) -> "ScoreSummary":
+        out = cls(labels)
+        for text in parts:
+            d = json.loads(text)
+            out.rows += d["rows"]
+            out.scored += d["scored"]
+            for k, n in d["bins"].items():
+                out.bins[int(k)] = out.bins.get(int(k), 0) + n
+            for label, hist in d["labels"].items():
+                for k, (pos, neg) in hist.items():
+                    slot = out.labels[label].setdefault(int(k), [0, 0])
+                    slot[0] += pos
+                    slot[1] += neg
+        return out
+
+    def quantiles(self, qs: tuple[float, ...]) -> list[float] | None:
+        """Score quantiles read off the histogram (bin centres: about 0.05% relative error)."""
+        if not self.bins:
+            return None
+        bins = np.array(sorted(self.bins))
+        cum = np.cumsum([self.bins[k] for k in bins])
+        at = [bins[min(np.searchsorted(cum, q * cum[-1]), len(bins) - 1)] for q in qs]
+        return [float(np.sinh((k + 0.5) / AUC_BINS_PER_UNIT)) for k in at]
+
+    def roc_aucs(self) -> dict[str, float]:
+        out = {}
+        for label, hist in self.labels.items():
+            if hist:
+                b = np.array(list(hist))
+                counts = np.array(list(hist.values()))
+                auc = auc_from_histogram(b, counts[:, 0], counts[:, 1])
+                if not np.isnan(auc):
+                    out[f"roc_auc_{label}"] = auc
+        return out
 
 
 def run_score(spark, bundle: ModelBundle, *, inputs: list[Path], out: Path, lineage: dict) -> dict:
@@ -83,31 +130,45 @@ def run_score(spark, bundle: ModelBundle, *, inputs: list[Path], out: Path, line
         raise PipelineError(f"model family {bundle.config.model.family!r} has no anomaly score; "
                             "score with a VAE (model.family=tvae)")
     schema = bundle.schema
+    labels = schema.label_columns
     lines = data_lines(spark, inputs, schema)
     bc, key = broadcast_bundle(spark, bundle)
-    out_ddl = f"source string, line bigint, {schema.spark_ddl()}, score double, reason string"
+    stage = staging_dir(out)
+    stage.mkdir(parents=True)
 
     def score(batches):
         import pyarrow as pa
+        from pyspark import TaskContext
 
         b = bundle_on_worker(bc, key)
-        for rb in batches:
-            yield from score_table(b, parse_table(pa.Table.from_batches([rb]), schema), schema).to_batches()
+        summary = ScoreSummary(labels)
 
-    stage = staging_dir(out)
+        def tables():
+            for rb in batches:
+                table = score_table(b, parse_table(pa.Table.from_batches([rb]), schema), schema)
+                summary.add(table)
+                yield table
+
+        write_part(tables(), stage, TaskContext.get().partitionId())
+        yield pa.RecordBatch.from_pydict({"summary": [summary.to_json()]})
+
     t0 = time.perf_counter()
-    scored = lines.mapInArrow(score, out_ddl)
+    scored = lines.mapInArrow(score, "summary string")
     with Progress(spark, "score", 0, scored.rdd.getNumPartitions()):
-        scored.write.mode("overwrite").parquet(str(stage))
-    summary = summarise(spark, stage, schema.label_columns)
-    rows_in, scored_n, q = summary["rows"], summary["scored"], summary["q"]
+        parts = [r["summary"] for r in scored.collect()]  # one small row per task
+    for tmp in stage.glob(".part-*.tmp"):  # left by a failed attempt
+        tmp.unlink()
+    (stage / "_SUCCESS").touch()
+    summary = ScoreSummary.merge(parts, labels)
+    rows_in, scored_n, q = summary.rows, summary.scored, summary.quantiles((0.5, 0.99))
+    aucs = summary.roc_aucs()
     lineage = {**lineage, "inputs": [str(p) for p in inputs], "rows_in": rows_in, "rows_scored": scored_n,
                "rows_rejected": rows_in - scored_n, "score": "negative ELBO (nats per row)",
                "score_median": q[0] if q else None, "score_p99": q[1] if q else None,
-               **summary["aucs"], "seconds": round(time.perf_counter() - t0, 2)}
+               **aucs, "seconds": round(time.perf_counter() - t0, 2)}
     write_json(stage / "_lineage.json", lineage)
     commit(stage, out)
     print(f"[score] rows in={rows_in:,} scored={scored_n:,} rejected={rows_in - scored_n:,} "
           f"median score={lineage['score_median']} "
-          + "".join(f"{k}={v:.4f} " for k, v in summary["aucs"].items()) + f"-> {out}", flush=True)
+          + "".join(f"{k}={v:.4f} " for k, v in aucs.items()) + f"-> {out}", flush=True)
     return lineage

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -44,20 +45,55 @@ def mlp(dims: list[int], act: Callable[[], nn.Module] = nn.ReLU, last_act: bool 
     return nn.Sequential(*layers)
 
 
+def forward_numpy(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``seq(x)`` for a CPU stack of Linear and ReLU layers, computed with numpy's BLAS.
+
+    For sampling (no gradients): the weights are numpy views of the parameters, never copies,
+    so the result always follows the current weights. On this project's CPUs numpy's OpenBLAS
+    runs these (65,536 x 128) @ (128 x 128) products twice as fast as torch's MKL, which skips
+    its AVX-512 kernels on AMD processors; results agree to float32 rounding. Anything else
+    (another layer type, a GPU tensor) runs through torch.
+    """
+    if x.device.type != "cpu" or not all(isinstance(m, (nn.Linear, nn.ReLU)) for m in seq):
+        return seq(x)
+    h = x.detach().float().numpy()
+    for m in seq:
+        if isinstance(m, nn.Linear):
+            h = h @ m.weight.detach().numpy().T  # (N, in) @ (in, out)
+            if m.bias is not None:
+                h += m.bias.detach().numpy()
+        else:
+            np.maximum(h, 0.0, out=h)
+    return torch.from_numpy(h)
+
+
 def draw_categories(x: torch.Tensor, spans: list[Span], generator: torch.Generator | None) -> torch.Tensor:
     """One category per categorical span, drawn from the softmax of its logits: (N, S) int64.
 
-    Inverse CDF with one uniform per span (the count of cumulative probabilities below it) is an
-    exact draw; it needs one exp per logit where Gumbel-max needs two logs and a uniform per
-    logit, and it never builds one-hot rows (2.4x faster on Adult's 104 categorical dims).
+    Inverse CDF with one uniform per span and row: the category is the number of cumulative
+    probabilities below the uniform, an exact draw that never builds one-hot rows. Computed in
+    numpy on the transposed logits, so every step runs over one contiguous row of N values
+    (torch's cumsum and bool sums over the short strided spans took 5x longer on Adult's 162
+    encoded dims). Sampling runs on the CPU (Spark tasks, evaluation).
     """
     cats = [s for s in spans if s.kind == "categorical"]
-    u = torch.rand(x.shape[0], len(cats), generator=generator, device=x.device, dtype=torch.float32)
-    codes = torch.empty(x.shape[0], len(cats), dtype=torch.long, device=x.device)
+    n = x.shape[0]
+    u = torch.rand(len(cats), n, generator=generator, dtype=torch.float32).numpy()
+    idx = np.concatenate([np.arange(s.start, s.end) for s in cats]) if cats else np.zeros(0, np.int64)
+    logits = np.ascontiguousarray(x.detach().cpu().float().numpy()[:, idx].T)  # (C, N)
+    codes = np.zeros((len(cats), n), dtype=np.int64)
+    row = 0
     for i, s in enumerate(cats):
-        cum = torch.softmax(x[:, s.start:s.end].float(), dim=1).cumsum_(1)  # (N, K)
-        codes[:, i] = (cum < u[:, i:i + 1]).sum(1).clamp_(max=s.end - s.start - 1)
-    return codes
+        k = s.end - s.start
+        e = logits[row:row + k]
+        row += k
+        e = np.exp(e - e.max(axis=0))  # (K, N), unnormalised probabilities
+        threshold = u[i] * e.sum(axis=0)
+        below = e[0].copy()  # running cumulative sum
+        for j in range(1, k):  # the last cumulative sum is the total: never below the threshold
+            codes[i] += below < threshold
+            below += e[j]
+    return torch.from_numpy(np.ascontiguousarray(codes.T))
 
 
 def one_hot_spans(x: torch.Tensor, codes: torch.Tensor, spans: list[Span]) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gen_pipeline.models.base import GenerativeModel, mlp, register
+from gen_pipeline.models.base import GenerativeModel, forward_numpy, mlp, register
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -99,7 +99,10 @@ class TabularVAE(GenerativeModel):
                    fixed: dict[int, int] | None = None) -> torch.Tensor:
         device = self.net.log_sigma.device
         z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=device)
-        out = self._squash(self.net.decoder(z))
+        out = forward_numpy(self.net.decoder, z)
+        if self.bounded_idx:  # in place: no copy of the whole (N, D) output as in training's _squash
+            idx = torch.tensor(self.bounded_idx, device=device)
+            out[:, idx] = torch.tanh(out[:, idx])
         if self.cont_idx:
             idx = torch.tensor(self.cont_idx, device=device)
             noise = torch.randn(n, len(self.cont_idx), generator=generator, device=device)

@@ -129,3 +129,31 @@ def test_resume_from_checkpoint_matches_an_unbroken_run(family, tmp_path):
     _train(resumed, data, 4, state=state)
     for (k, a), b in zip(unbroken.state_dict().items(), resumed.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), k
+
+
+def test_numpy_forward_of_a_linear_relu_stack_matches_torch():
+    from torch import nn
+
+    from gen_pipeline.models.base import forward_numpy, mlp
+
+    torch.manual_seed(0)
+    seq, x = mlp([8, 32, 32, 5], last_act=False), torch.randn(1000, 8)
+    with torch.no_grad():
+        assert torch.allclose(forward_numpy(seq, x), seq(x), atol=1e-5)
+        other = nn.Sequential(nn.Linear(8, 4), nn.Tanh())  # not Linear/ReLU only: torch runs it
+        assert torch.equal(forward_numpy(other, x), other(x))
+
+
+def test_drawn_categories_follow_the_softmax_of_each_span():
+    from gen_pipeline.models.base import draw_categories
+
+    spans = [Span("continuous", 0, 1), Span("categorical", 1, 4), Span("categorical", 4, 6)]
+    n = 200_000
+    logits = torch.tensor([0.0, 1.0, 0.0, -1.0, 300.0, -300.0])  # extreme logits: no overflow
+    x = logits.repeat(n, 1)
+    codes = draw_categories(x, spans, torch.Generator().manual_seed(0))
+    assert codes.shape == (n, 2) and codes.dtype == torch.int64
+    freq = torch.bincount(codes[:, 0], minlength=3).double() / n
+    assert torch.allclose(freq, torch.softmax(logits[1:4].double(), 0), atol=0.005)
+    assert (codes[:, 1] == 0).all()
+    assert torch.equal(codes, draw_categories(x, spans, torch.Generator().manual_seed(0)))  # seeded
