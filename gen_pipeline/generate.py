@@ -36,8 +36,13 @@ def bundle_on_worker(bc, key: str) -> ModelBundle:
     """The model, rebuilt once per Python worker and reused by every task it runs."""
     if key not in _CACHE:
         import torch
+        from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(1)  # one core per task; also keeps float results identical across runs
+        # One core per task (Spark runs one task per core): torch's and numpy's BLAS threads
+        # would otherwise oversubscribe the cores. One thread also keeps float results
+        # identical across runs.
+        torch.set_num_threads(1)
+        threadpool_limits(1)
         _CACHE[key] = ModelBundle.from_bytes(bc.value)
     return _CACHE[key]
 
