@@ -73,6 +73,7 @@ class ModelBundle:
         """
         g = torch.Generator().manual_seed(seed)
         fixed = self.conditions(conditions)
+        chunk = min(chunk, self.model.max_sample_chunk)  # e.g. 4,096 images: a conv forward's activations
         if not isinstance(self.transformer, TableTransformer):  # images: pixels, no categories to draw
             for done in range(0, n, chunk):
                 yield self.transformer.inverse_to_arrow(self.model.sample(min(chunk, n - done), generator=g).numpy())

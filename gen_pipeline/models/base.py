@@ -114,6 +114,7 @@ class GenerativeModel(nn.Module):
     """Fit on encoded batches, ``sample(n, generator)``, ``score(x)``."""
 
     family: str = "base"
+    max_sample_chunk: int = 65_536  # rows per sampling forward: bounds activation memory
 
     def __init__(self, cfg: ModelConfig, spans: list[Span], data_dim: int):
         super().__init__()

@@ -61,3 +61,10 @@ def test_conditions_give_only_matching_rows_reproducibly(bundle):
 def test_bad_conditions_name_the_column_and_value(bundle, pairs, message):
     with pytest.raises(PipelineError, match=message):
         bundle.sample(10, seed=0, conditions=pairs)
+
+
+def test_sampling_runs_in_chunks_no_larger_than_the_model_allows(bundle, monkeypatch):
+    # Conv models set 4,096 images per forward: a 65,536-image DCGAN forward needs ~9 GB.
+    monkeypatch.setattr(bundle.model, "max_sample_chunk", 700)
+    sizes = [t.num_rows for t in bundle.sample_arrow(2500, seed=1)]
+    assert sizes == [700, 700, 700, 400]
