@@ -50,6 +50,7 @@ def anomaly(work: Path, components: int) -> dict:
     scored = pq.read_table(work / "outputs/fashion_vae_anomaly/scored").to_pandas()
     scored = scored[scored["score"].notna()].sort_values("index")
     ours = roc_auc_score(scored["anomaly"], scored["score"])
+    plain = roc_auc_score(scored["anomaly"], scored["neg_elbo"]) if "neg_elbo" in scored else None
     pre = work / "runs/fashion_vae_anomaly/preprocess"
     x_train, y_train = read_encoded(pre, "train")
     x_test, y_test = read_encoded(pre, "test")
@@ -58,7 +59,8 @@ def anomaly(work: Path, components: int) -> dict:
     err = ((x_test[:, :784] - recon) ** 2).sum(1)
     normal = sorted(set(y_train.tolist()))
     baseline = roc_auc_score(~np.isin(y_test, normal), err)
-    return {"normal_classes": normal, "test_images": int(len(scored)), "roc_auc_vae_neg_elbo": round(ours, 4),
+    return {"normal_classes": normal, "test_images": int(len(scored)), "roc_auc_vae_score": round(ours, 4),
+            "roc_auc_vae_plain_neg_elbo": None if plain is None else round(plain, 4),
             "roc_auc_pca_reconstruction": round(baseline, 4), "pca_components": components}
 
 

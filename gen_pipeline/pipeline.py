@@ -242,7 +242,8 @@ def stage_score(cfg: PipelineConfig, rt: Runtime, model: str | None = None, inpu
         lineage = {"model_uri": uri, "model_name": mv.name, "model_version": mv.version, "run_id": mv.run_id}
         lineage = run_image_score(rt.spark(), pyfunc.bundle, source, out=out_path, lineage=lineage)
         return {"scored": str(out_path), "rows_in": lineage["rows_in"], "rows_scored": lineage["rows_scored"],
-                "roc_auc_anomaly": lineage["roc_auc_anomaly"]}
+                "roc_auc_anomaly": lineage["roc_auc_anomaly"],
+                "roc_auc_anomaly_neg_elbo": lineage["roc_auc_anomaly_neg_elbo"]}
     paths = [Path(p) for p in inputs] if inputs else [raw_table(cfg.data.dataset, rt.datasets_dir).files[-1]]
     out_path = Path(out) if out else default_output(cfg, rt, "scored")
     lineage = {"model_uri": uri, "model_name": mv.name, "model_version": mv.version, "run_id": mv.run_id}

@@ -213,8 +213,34 @@ def test_conv_vae_trained_on_zeros_scores_other_digits_as_anomalies(digits, like
     scores = model.score(torch.from_numpy(x)).numpy()
     assert np.isfinite(scores).all()
     assert roc_auc_score(y != 0, scores) > 0.9
+    neg = model.neg_elbo(torch.from_numpy(x)).numpy()
+    assert np.allclose(scores, neg - model.nll_floor(torch.from_numpy(x)).numpy(), atol=1e-3)
     elbo = model.elbo(torch.from_numpy(x[y == 0]), generator=torch.Generator().manual_seed(0))
-    assert -elbo.mean().item() == pytest.approx(scores[y == 0].mean(), rel=0.1)  # MC ELBO vs the mean decode
+    assert -elbo.mean().item() == pytest.approx(neg[y == 0].mean(), rel=0.1)  # MC ELBO vs the mean decode
+
+
+def test_bernoulli_floor_is_the_pixels_own_entropy():
+    """A grey pixel costs at least log 2 nats under a Bernoulli likelihood, a black or white one
+    nothing: the anomaly score takes that floor off, so an image is not anomalous for being grey."""
+    tr = ImageTransformer(SPEC)
+    x = np.zeros((3, tr.output_dim), np.float32)
+    x[1, :64] = 1.0
+    x[2, :64] = 0.5
+    x = torch.from_numpy(x)
+
+    def vae(likelihood):
+        return build_model(ModelConfig(family="conv_vae", conditional=False, latent_dim=4, base_channels=8,
+                                       likelihood=likelihood), tr.spans, tr.output_dim)
+
+    assert vae("continuous_bernoulli").nll_floor(x).numpy() == pytest.approx([0.0] * 3)  # a normalised density
+    model = vae("bernoulli")
+    floor = model.nll_floor(x)
+    assert floor.numpy() == pytest.approx([0.0, 0.0, 64 * np.log(2)], abs=1e-4)
+    img = x[:, :64]
+    for logits in (torch.zeros_like(img), torch.randn(img.shape, generator=torch.Generator().manual_seed(0))):
+        assert (model.nll(img, logits) >= floor - 1e-4).all()  # no decoder beats the floor...
+    perfect = torch.logit(img.clamp(1e-6, 1 - 1e-6))
+    assert model.nll(img, perfect).numpy() == pytest.approx(floor.numpy(), abs=1e-2)  # ...the perfect one reaches it
 
 
 def test_unconditional_models_leave_the_label_empty_and_grids_render(tmp_path):
