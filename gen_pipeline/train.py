@@ -292,7 +292,7 @@ def _worker_loop(loop_cfg: dict) -> None:
     else:
         from gen_pipeline.loaders import ray_data_source
 
-        batches = ray_data_source(cfg.train.batch_size, cfg.train.seed, pin_memory=device.type == "cuda")
+        batches = ray_data_source(cfg.train.batch_size, cfg.train.seed, pin_memory=device.type == "cuda", rank=rank)
 
     fail_at = loop_cfg.get("fail_at_epoch")
     if fail_at and rank == world - 1 and not resumed:

@@ -45,6 +45,25 @@ def test_ddp_training_with_each_loader_logs_every_epoch(ray_cluster, runtime, ti
     assert result.state_dict and all(v.isfinite().all() for v in result.state_dict.values() if v.is_floating_point())
 
 
+def test_ray_data_windows_give_every_row_once_per_epoch_reshuffled(ray_cluster, prepared):
+    import ray.data
+    import torch
+
+    from gen_pipeline.loaders import read_features, windowed_batches
+
+    path = prepared / "encoded" / "train"
+    expected = read_features(path)
+    it = ray.data.read_parquet(str(path)).select_columns(["features"]).iterator()
+    batches = windowed_batches(it, batch_size=64, seed=3, window=4)
+    epochs = [list(batches(e)) for e in (0, 1)]
+    assert all(len(b) == 64 for b in epochs[0][:-1]) and 0 < len(epochs[0][-1]) <= 64
+    rows = [torch.cat(e) for e in epochs]
+    key = lambda t: sorted(map(tuple, t.tolist()))  # noqa: E731
+    assert key(rows[0]) == key(expected) and key(rows[1]) == key(expected)  # each row once, none lost
+    assert not torch.equal(rows[0], rows[1])  # next epoch: reshuffled
+    assert not torch.equal(rows[0], expected)  # shuffled at all
+
+
 def test_killed_worker_costs_only_the_epoch_in_progress(ray_cluster, runtime, tiny_config, prepared):
     # The memory loader's order is a function of (seed, epoch, rank) and fit reseeds every epoch,
     # so the run that lost a worker must retrace the unbroken run's numbers, not just come close.
