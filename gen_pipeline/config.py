@@ -95,6 +95,11 @@ class TrainConfig(_Strict):
     use_gpu: bool = False
     # memory: each worker reads the encoded Parquet into tensors once (tables that fit in RAM).
     loader: Literal["petastorm", "ray_data", "memory"] = "ray_data"
+    # ray_data: a train split whose decoded size is at most this share of Ray's object store is
+    # read from Parquet once and kept there (Dataset.materialize), so later epochs skip the
+    # Parquet decode (6x more rows/s on Adult); a larger one streams from Parquet every epoch.
+    # 0 always streams.
+    ray_data_cache_fraction: float = Field(default=0.25, ge=0.0, le=1.0)
     max_failures: int = Field(default=2, ge=0)
     checkpoints_to_keep: int = Field(default=2, ge=1)
     # The Ray Train run (a folder under ray_results/). None: the unfinished run of this config and

@@ -347,6 +347,28 @@ class TrainResult:
     seconds: float
 
 
+_VALUE_BYTES = {"FLOAT": 4, "DOUBLE": 8, "INT32": 4, "INT64": 8, "BOOLEAN": 1}
+
+
+def fits_object_store(path: Path, ray, fraction: float) -> bool:
+    """Whether the Parquet files under ``path``, decoded, take at most ``fraction`` of the Ray
+    cluster's object store. Decoded size from the footers: values x width for fixed-width
+    columns (the encoded size can be far smaller: dictionaries, runs), else the uncompressed size."""
+    import pyarrow.parquet as pq
+
+    if fraction <= 0:
+        return False
+    decoded = 0
+    for f in Path(path).glob("*.parquet"):
+        meta = pq.ParquetFile(f).metadata
+        for i in range(meta.num_row_groups):
+            for j in range(meta.num_columns):
+                c = meta.row_group(i).column(j)
+                width = _VALUE_BYTES.get(c.physical_type)
+                decoded += c.num_values * width if width else c.total_uncompressed_size
+    return decoded <= fraction * ray.cluster_resources().get("object_store_memory", 0)
+
+
 def train_on_ray(cfg: PipelineConfig, runtime, preprocess_dir: Path, *, mlflow_run_id: str | None,
                  run_name: str, fail_at_epoch: int | None = None) -> TrainResult:
     """Run the DDP training on Ray Train; returns the final weights from the last checkpoint.
@@ -380,12 +402,17 @@ def train_on_ray(cfg: PipelineConfig, runtime, preprocess_dir: Path, *, mlflow_r
         "mlflow_run_id": mlflow_run_id, "fail_at_epoch": fail_at_epoch,
         "resume": {"path": str(found[0]), "epoch": found[1]} if found else None,
     }
-    datasets = None
+    datasets, how = None, ""
     if cfg.train.loader == "ray_data":
         import ray.data
 
-        datasets = {"train": ray.data.read_parquet(str(train_path)).select_columns(["features"])}
-    print(f"[train] {cfg.model.family} on {world} Ray Train worker(s), loader={cfg.train.loader}, "
+        ds = ray.data.read_parquet(str(train_path)).select_columns(["features"])
+        how = " (streamed from Parquet)"
+        if fits_object_store(train_path, ray, cfg.train.ray_data_cache_fraction):
+            ds = ds.materialize()  # decoded once; every epoch streams the blocks from the object store
+            how = " (cached in the object store)"
+        datasets = {"train": ds}
+    print(f"[train] {cfg.model.family} on {world} Ray Train worker(s), loader={cfg.train.loader}{how}, "
           f"{train_rows} rows, {steps} steps/epoch x {cfg.train.epochs} epochs", flush=True)
     trainer = TorchTrainer(
         _worker_loop,

@@ -30,10 +30,13 @@ def prepared(spark, runtime, tiny_config):
     return preprocess_dir(tiny_config, runtime)
 
 
-@pytest.mark.parametrize("loader,family", [("ray_data", "tvae"), ("petastorm", "gan")])
-def test_ddp_training_with_each_loader_logs_every_epoch(ray_cluster, runtime, tiny_config, prepared, loader, family):
+@pytest.mark.parametrize("loader,family,cache", [("ray_data", "tvae", 0.25), ("ray_data", "gan", 0.0),
+                                                 ("petastorm", "gan", 0.0)])
+def test_ddp_training_with_each_loader_logs_every_epoch(ray_cluster, runtime, tiny_config, prepared, loader, family,
+                                                        cache, capsys):
     cfg = tiny_config.model_copy(update={
-        "train": tiny_config.train.model_copy(update={"loader": loader, "epochs": 2}),
+        "train": tiny_config.train.model_copy(update={"loader": loader, "epochs": 2,
+                                                      "ray_data_cache_fraction": cache}),
         "model": tiny_config.model.model_copy(update={"family": family, "pac": 4})})
     runtime.mlflow("tests-train")
     with mlflow.start_run() as run:
@@ -43,6 +46,8 @@ def test_ddp_training_with_each_loader_logs_every_epoch(ray_cluster, runtime, ti
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, key)
     assert [m.step for m in history] == [1, 2]  # rank 0 logged each epoch to MLflow
     assert result.state_dict and all(v.isfinite().all() for v in result.state_dict.values() if v.is_floating_point())
+    if loader == "ray_data":  # cached when the split fits the object store's share, else streamed
+        assert ("cached in the object store" if cache else "streamed from Parquet") in capsys.readouterr().out
 
 
 def test_ray_data_windows_give_every_row_once_per_epoch_reshuffled(ray_cluster, prepared):

@@ -49,3 +49,25 @@ def test_latest_checkpoint_skips_one_cut_short_by_the_kill(tmp_path):
     data = (tmp_path / "checkpoint_3" / CHECKPOINT_FILE).read_bytes()
     (tmp_path / "checkpoint_3" / CHECKPOINT_FILE).write_bytes(data[: len(data) // 2])  # a partial write
     assert latest_checkpoint(tmp_path) == (tmp_path / "checkpoint_2", 2)
+
+
+def test_ray_data_caches_a_split_only_when_it_fits_the_object_store_share(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gen_pipeline.train import fits_object_store
+
+    rows = pa.array(list(np.ones((1000, 25), np.float32)), pa.list_(pa.float32()))  # ~100 kB decoded
+    pq.write_table(pa.table({"features": rows}), tmp_path / "part-00000.parquet")
+
+    class Ray:  # the one call fits_object_store makes
+        def __init__(self, store: int):
+            self.store = store
+
+        def cluster_resources(self):
+            return {"object_store_memory": self.store}
+
+    assert fits_object_store(tmp_path, Ray(10_000_000), 0.25)
+    assert not fits_object_store(tmp_path, Ray(200_000), 0.25)  # 100 kB > a quarter of 200 kB
+    assert not fits_object_store(tmp_path, Ray(10_000_000), 0.0)  # 0: always stream
