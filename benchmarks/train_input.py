@@ -10,8 +10,10 @@ by our Ray Train shell (``train_on_ray``, DDP) with 1 and 2 workers, fed from:
 Adult's encoded train split (39k rows) is tiled ``--copies`` times into Parquet files laid out
 as preprocess writes them, so an epoch is long enough that per-epoch start-up is measured at
 its real weight rather than dominating. samples/s is the mean over epochs after the first
-(the first includes reader start-up and Ray Data's first read); targets: (b)/(a) and (c)/(a)
->= 0.9 at the same worker count.
+(the first includes reader start-up and Ray Data's first read), averaged over ``--repeats``
+runs made in alternating order (memory, petastorm, Ray Data, then Ray Data, petastorm, memory)
+so that a drift in the shared machine's load falls on every loader alike; targets: (b)/(a) and
+(c)/(a) >= 0.9 at the same worker count.
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--loaders", default="memory,petastorm,ray_data")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="runs per loader, in alternating order (ABC, CBA, ...) so drift in the "
+                             "machine's load cancels out of the ratios")
     args = parser.parse_args()
     work = Path(args.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -99,11 +104,18 @@ def main() -> None:
                      ["splits"]["train"], "batch_size": cfg.train.batch_size, "epochs": args.epochs,
                      "loadavg_1_5_15_at_start": [round(x, 2) for x in load]}
     rt.ray()
+    loaders = args.loaders.split(",")
     for workers in map(int, args.workers.split(",")):
-        for loader in args.loaders.split(","):
-            results[f"{loader}_{workers}w"] = measure(cfg, rt, pre, loader, workers, args.epochs)
-            print(f"[bench] {loader} x{workers}: {results[f'{loader}_{workers}w']['samples_per_s']:.0f} samples/s",
-                  flush=True)
+        runs: dict[str, list[dict]] = {loader: [] for loader in loaders}
+        for r in range(args.repeats):
+            for loader in loaders if r % 2 == 0 else loaders[::-1]:
+                runs[loader].append(measure(cfg, rt, pre, loader, workers, args.epochs))
+                print(f"[bench] {loader} x{workers} run {r + 1}: {runs[loader][-1]['samples_per_s']:.0f} samples/s",
+                      flush=True)
+        for loader, measured in runs.items():
+            results[f"{loader}_{workers}w"] = {
+                "samples_per_s": statistics.mean(m["samples_per_s"] for m in measured),
+                "samples_per_s_per_run": [round(m["samples_per_s"]) for m in measured], "runs": measured}
         base = results.get(f"memory_{workers}w", {}).get("samples_per_s")
         for loader in ("petastorm", "ray_data"):
             if base and f"{loader}_{workers}w" in results:

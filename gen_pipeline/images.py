@@ -360,9 +360,9 @@ def transformer_for(spec: dict):
 def run_image_preprocess(spark, source: ImageSource, cfg: PipelineConfig, out_dir: Path) -> dict:
     """Decode ``source`` on Spark into ``out_dir``: encoded/<split>, quarantine/, spec, manifest."""
     from pyspark import StorageLevel
+    from pyspark.sql import functions as F
 
     from gen_pipeline.preprocess import file_sha256, reconcile
-    from pyspark.sql import functions as F
 
     t0 = time.perf_counter()
     size, classes = source.size, source.classes

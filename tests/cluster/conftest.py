@@ -119,6 +119,8 @@ def listening_sockets(pids: list[int]) -> set[tuple[str, str, int]]:
     for pid in pids:
         try:
             argv = (Path("/proc") / str(pid) / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if not argv[0]:  # exiting (a zombie's cmdline is empty): no name to report, no sockets left
+                continue
             name = " ".join([Path(argv[0]).name, *argv[1:3]])[:100]
             for fd in (Path("/proc") / str(pid) / "fd").iterdir():
                 target = os.readlink(fd)

@@ -40,7 +40,8 @@ def test_ddp_training_with_each_loader_logs_every_epoch(ray_cluster, runtime, ti
         "model": tiny_config.model.model_copy(update={"family": family, "pac": 4})})
     runtime.mlflow("tests-train")
     with mlflow.start_run() as run:
-        result = train_on_ray(cfg, runtime, prepared, mlflow_run_id=run.info.run_id, run_name=f"t-{loader}")
+        result = train_on_ray(cfg, runtime, prepared, mlflow_run_id=run.info.run_id,
+                              run_name=f"t-{loader}-{family}-{cache}")  # one run each: a name's finished run is reused
     assert len(result.history) == 2
     key = "loss" if family == "tvae" else "loss_d"
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, key)
