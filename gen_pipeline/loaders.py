@@ -103,9 +103,8 @@ def windowed_batches(iterator, batch_size: int, seed: int, rank: int = 0, window
     same work per batch and delivered 1.5-2x fewer rows/s on this machine. The order is not
     reproducible run to run: Ray Data's reads finish, and its streaming split hands out blocks,
     in whatever order the tasks run (the memory loader is the one whose order is a function of
-    (seed, epoch, rank), for the tests that need it). ``pin_memory`` (on
-    CUDA): each window is pinned once, so the host-to-device copies of its batches run
-    asynchronously.
+    (seed, epoch, rank), for the tests that need it). ``pin_memory`` (on CUDA): each window is
+    pinned once, so the host-to-device copies of its batches run asynchronously.
     """
 
     def epoch_batches(epoch: int) -> Iterable[torch.Tensor]:
