@@ -123,6 +123,14 @@ def write_part(tables, folder: Path, partition: int) -> tuple[int, int]:
     return rows, final.stat().st_size
 
 
+def parts_complete(stage: Path) -> None:
+    """After every task has reported: drop the temporary files ``write_part`` left behind (a
+    failed attempt, a losing speculative one) and mark the folder complete with ``_SUCCESS``."""
+    for tmp in stage.glob(".part-*.tmp"):
+        tmp.unlink()
+    (stage / "_SUCCESS").touch()
+
+
 def run_generate(spark, bundle: ModelBundle, *, rows: int, seed: int, out: Path, lineage: dict,
                  partition_rows: int = 250_000, conditions: dict[str, str] | None = None) -> dict:
     """Write ``rows`` synthetic rows to ``out`` (Parquet, original schema); returns the lineage.
@@ -163,9 +171,7 @@ def run_generate(spark, bundle: ModelBundle, *, rows: int, seed: int, out: Path,
     written = sum(r["rows"] for r in done)
     if written != rows or len(done) != partitions:
         raise PipelineError(f"generate wrote {written:,} rows in {len(done)} parts; expected {rows:,} in {partitions}")
-    for tmp in stage.glob(".part-*.tmp"):  # left by a failed or losing speculative attempt
-        tmp.unlink()
-    (stage / "_SUCCESS").touch()
+    parts_complete(stage)
     seconds = time.perf_counter() - t0
     lineage = {**lineage, "rows": rows, "seed": seed, "conditions": conditions or {}, "partitions": partitions,
                "columns": [c.name for c in schema.model_columns],

@@ -70,9 +70,8 @@ def run_image_score(spark, bundle, source: ImageSource, *, out: Path, lineage: d
                 if good:
                     pix = np.frombuffer(b"".join(rows[i][4] for i in good), np.uint8).reshape(len(good), -1)
                     x = torch.from_numpy(b.transformer.encode(pix, [rows[i][3] for i in good]))
-                    neg = b.model.neg_elbo(x)
-                    s = (neg - b.model.nll_floor(x)).double().numpy()
-                    for i, v, e in zip(good, s, neg.double().numpy()):
+                    s, neg = (t.double().numpy() for t in b.model.score_and_neg_elbo(x))
+                    for i, v, e in zip(good, s, neg):
                         scores[i], elbos[i] = float(v), float(e)
                 labels = [r[3] for r in rows]
                 anomaly = [None if (lab is None or not one_class) else int(lab not in normal) for lab in labels]

@@ -137,11 +137,10 @@ def arrow_features(table) -> torch.Tensor:
 
 def read_features(path: str | Path) -> torch.Tensor:
     """The whole ``features`` column of an encoded Parquet folder as one (N, D) float32 tensor."""
-    import numpy as np
     import pyarrow.dataset as ds
 
     table = ds.dataset(str(path), format="parquet").to_table(columns=[FEATURES])
-    return torch.from_numpy(np.array(arrow_features(table).numpy(), dtype=np.float32))  # a writable copy
+    return arrow_features(table).clone()  # a writable copy
 
 
 def memory_source(data: torch.Tensor, rank: int, world: int, batch_size: int, seed: int) -> BatchSource:

@@ -20,7 +20,7 @@ import numpy as np
 
 from gen_pipeline.bundle import ModelBundle
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.generate import Progress, broadcast_bundle, bundle_on_worker, write_part
+from gen_pipeline.generate import Progress, broadcast_bundle, bundle_on_worker, parts_complete, write_part
 from gen_pipeline.preprocess import data_lines
 from gen_pipeline.schema import REASON, TableSchema, parse_table
 from gen_pipeline.storage import commit, staging_dir, write_json
@@ -156,9 +156,7 @@ def run_score(spark, bundle: ModelBundle, *, inputs: list[Path], out: Path, line
     scored = lines.mapInArrow(score, "summary string")
     with Progress(spark, "score", 0, scored.rdd.getNumPartitions()):
         parts = [r["summary"] for r in scored.collect()]  # one small row per task
-    for tmp in stage.glob(".part-*.tmp"):  # left by a failed attempt
-        tmp.unlink()
-    (stage / "_SUCCESS").touch()
+    parts_complete(stage)
     summary = ScoreSummary.merge(parts, labels)
     rows_in, scored_n, q = summary.rows, summary.scored, summary.quantiles((0.5, 0.99))
     aucs = summary.roc_aucs()

@@ -159,8 +159,13 @@ class ConvVAE(GenerativeModel):
         return F.binary_cross_entropy(img, img, reduction="none").sum(1)
 
     @torch.no_grad()
+    def score_and_neg_elbo(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(``score``, ``neg_elbo``) per image from one forward pass: (B,), (B,)."""
+        neg = self.neg_elbo(x)
+        return neg - self.nll_floor(x), neg
+
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Anomaly score per image in nats (higher = more anomalous): the negative ELBO above the
         image's ``nll_floor``, i.e. the KL term plus each pixel's KL from its value to the
         decoder's prediction. With the floor removed the T-shirt model's ROC-AUC is 0.92."""
-        return self.neg_elbo(x) - self.nll_floor(x)
+        return self.score_and_neg_elbo(x)[0]
