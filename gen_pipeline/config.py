@@ -93,6 +93,10 @@ class TrainConfig(_Strict):
     num_workers: int = Field(default=2, ge=1)
     cpus_per_worker: float = Field(default=0.5, gt=0.0)
     use_gpu: bool = False
+    # On a GPU: bf16 autocast, or plain float32. The shipped models are small enough that their
+    # steps are bound by kernel launches, not arithmetic: float32 measured 10-35% faster on an
+    # H200 (benchmarks/RESULTS.md), with the same losses. bf16 pays off for wider models.
+    precision: Literal["bf16", "fp32"] = "bf16"
     # memory: each worker reads the encoded Parquet into tensors once (tables that fit in RAM).
     loader: Literal["petastorm", "ray_data", "memory"] = "ray_data"
     # ray_data: a train split whose decoded size is at most this share of Ray's object store is

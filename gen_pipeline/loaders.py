@@ -83,16 +83,16 @@ def petastorm_source(path: str | Path, rank: int, world: int, batch_size: int, s
     return prefetched(epoch_batches)
 
 
-def ray_data_source(batch_size: int, seed: int, dataset_name: str = "train", pin_memory: bool = False,
+def ray_data_source(batch_size: int, seed: int, dataset_name: str = "train", device: torch.device | None = None,
                     rank: int = 0) -> BatchSource:
     """This Ray Train worker's shard of the dataset ``dataset_name``: see ``windowed_batches``."""
     import ray.train
 
-    return windowed_batches(ray.train.get_dataset_shard(dataset_name), batch_size, seed, rank, pin_memory=pin_memory)
+    return windowed_batches(ray.train.get_dataset_shard(dataset_name), batch_size, seed, rank, device=device)
 
 
 def windowed_batches(iterator, batch_size: int, seed: int, rank: int = 0, window: int = 16,
-                     pin_memory: bool = False) -> BatchSource:
+                     device: torch.device | None = None) -> BatchSource:
     """Batches from a Ray Data iterator (a dataset's ``iterator()`` or a Train worker's shard),
     shuffled per epoch within windows.
 
@@ -103,18 +103,22 @@ def windowed_batches(iterator, batch_size: int, seed: int, rank: int = 0, window
     same work per batch and delivered 1.5-2x fewer rows/s on this machine. The order is not
     reproducible run to run: Ray Data's reads finish, and its streaming split hands out blocks,
     in whatever order the tasks run (the memory loader is the one whose order is a function of
-    (seed, epoch, rank), for the tests that need it). ``pin_memory`` (on CUDA): each window is
-    pinned once, so the host-to-device copies of its batches run asynchronously.
+    (seed, epoch, rank), for the tests that need it). On a CUDA ``device`` each window is pinned
+    and copied to the GPU in one asynchronous transfer, and shuffled there: a training step
+    never waits for a host copy of its batch.
     """
+    cuda = device is not None and device.type == "cuda"
 
     def epoch_batches(epoch: int) -> Iterable[torch.Tensor]:
         g = torch.Generator().manual_seed((seed + epoch) * 1_000_003 + rank)
         for table in iterator.iter_batches(batch_size=window * batch_size, batch_format="pyarrow",
                                            prefetch_batches=2):
             rows = arrow_features(table)
-            rows = rows[torch.randperm(rows.shape[0], generator=g)]  # one gather per window
-            if pin_memory:
-                rows = rows.pin_memory()
+            perm = torch.randperm(rows.shape[0], generator=g)
+            if cuda:
+                rows = rows.pin_memory().to(device, non_blocking=True)
+                perm = perm.to(device, non_blocking=True)
+            rows = rows[perm]  # one gather per window
             for i in range(0, rows.shape[0], batch_size):
                 yield rows[i:i + batch_size]
 

@@ -37,6 +37,9 @@ class FitState:
     resumed_from: list[int] = field(default_factory=list)  # epochs a restarted run resumed at
 
 
+_NOT_LOSSES = ("samples_per_s", "epoch_seconds", "gpu_peak_mib")
+
+
 def _fmt_seconds(s: float) -> str:
     return f"{int(s // 60)}m{int(s % 60):02d}s"
 
@@ -54,32 +57,40 @@ def fit(model: GenerativeModel, batches: BatchSource, *, epochs: int, steps_per_
     """
     state = state or FitState()
     start, first_epoch = time.perf_counter(), state.start_epoch
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN time its conv kernels once
     model.train()
     for epoch in range(first_epoch, epochs):
         t0 = time.perf_counter()
         if seed is not None:
             torch.manual_seed(seed * 1_000_003 + epoch)
-        sums: dict[str, float] = {}
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        sums: dict[str, torch.Tensor] = {}
         source = itertools.chain.from_iterable(batches(epoch) for _ in itertools.count())
         for _, batch in zip(range(steps_per_epoch), source):
-            if device.type == "cuda" and not batch.is_cuda:
+            if cuda and not batch.is_cuda:
                 batch = batch.pin_memory()  # page-locked, so the copy below runs asynchronously
             batch = batch.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 metrics = model.train_step(batch)
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v
+            for k, v in metrics.items():  # summed on the device: no wait for the GPU per step
+                sums[k] = sums[k] + v if k in sums else v
+        metrics = {k: float(v) / steps_per_epoch for k, v in sums.items()}  # waits for the last step
         seconds = time.perf_counter() - t0
-        metrics = {k: v / steps_per_epoch for k, v in sums.items()}
         metrics["samples_per_s"] = steps_per_epoch * batch_rows / seconds
         metrics["epoch_seconds"] = seconds
+        if cuda:
+            metrics["gpu_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
         state.history.append(metrics)
         state.start_epoch = epoch + 1
         if log:
             elapsed = time.perf_counter() - start
             eta = elapsed / (epoch + 1 - first_epoch) * (epochs - epoch - 1)
-            losses = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k not in ("samples_per_s", "epoch_seconds"))
-            log(f"[train] epoch {epoch + 1}/{epochs} {losses} samples/s={metrics['samples_per_s']:.0f} "
+            losses = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k not in _NOT_LOSSES)
+            gpu = f" gpu_peak={metrics['gpu_peak_mib']:.0f}MiB" if cuda else ""
+            log(f"[train] epoch {epoch + 1}/{epochs} {losses} samples/s={metrics['samples_per_s']:.0f}{gpu} "
                 f"elapsed={_fmt_seconds(elapsed)} eta={_fmt_seconds(eta)}")
         if on_epoch_end:
             on_epoch_end(epoch, metrics)
@@ -258,6 +269,11 @@ def _worker_loop(loop_cfg: dict) -> None:
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, transformer.spans, transformer.output_dim)
     device = ray.train.torch.get_device()
+    if rank == 0:
+        backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "none"
+        how = "bf16 autocast" if cfg.train.precision == "bf16" else "float32"
+        name = f" ({torch.cuda.get_device_name(device)}, {how})" if device.type == "cuda" else ""
+        print(f"[train] {world} worker(s) on {device.type}{name}, process group: {backend}", flush=True)
     model.to(device)
     model.configure_optimizers(cfg.train.lr, cfg.train.weight_decay)
 
@@ -287,12 +303,13 @@ def _worker_loop(loop_cfg: dict) -> None:
     elif cfg.train.loader == "memory":
         from gen_pipeline.loaders import memory_source, read_features
 
-        batches = memory_source(read_features(loop_cfg["train_path"]), rank, world, cfg.train.batch_size,
-                                cfg.train.seed)
+        # On a GPU the table goes to the device once, so a step never waits for a host copy.
+        batches = memory_source(read_features(loop_cfg["train_path"]).to(device), rank, world,
+                                cfg.train.batch_size, cfg.train.seed)
     else:
         from gen_pipeline.loaders import ray_data_source
 
-        batches = ray_data_source(cfg.train.batch_size, cfg.train.seed, pin_memory=device.type == "cuda", rank=rank)
+        batches = ray_data_source(cfg.train.batch_size, cfg.train.seed, device=device, rank=rank)
 
     fail_at = loop_cfg.get("fail_at_epoch")
     if fail_at and rank == world - 1 and not resumed:
@@ -335,7 +352,7 @@ def _worker_loop(loop_cfg: dict) -> None:
     fit(model, batches, epochs=cfg.train.epochs, steps_per_epoch=loop_cfg["steps_per_epoch"],
         batch_rows=cfg.train.batch_size * world, device=device, state=state,
         on_epoch_end=on_epoch_end, log=(lambda s: print(s, flush=True)) if rank == 0 else None,
-        autocast=device.type == "cuda", seed=cfg.train.seed * 1000 + rank)
+        autocast=device.type == "cuda" and cfg.train.precision == "bf16", seed=cfg.train.seed * 1000 + rank)
 
 
 @dataclass

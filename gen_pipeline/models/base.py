@@ -45,6 +45,13 @@ def mlp(dims: list[int], act: Callable[[], nn.Module] = nn.ReLU, last_act: bool 
     return nn.Sequential(*layers)
 
 
+def adam(params, **kwargs) -> torch.optim.Adam:
+    """Adam over ``params``; on CUDA its fused kernel, one launch per step for all tensors
+    (the default issues several per tensor, and small models' steps are launch-bound on a GPU)."""
+    params = list(params)
+    return torch.optim.Adam(params, fused=True if params and params[0].is_cuda else None, **kwargs)
+
+
 def forward_numpy(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """``seq(x)`` for a CPU stack of Linear and ReLU layers, computed with numpy's BLAS.
 
@@ -131,7 +138,9 @@ class GenerativeModel(nn.Module):
         """Wrap the networks that take gradient steps (DDP); the raw ones keep the state dict."""
         raise NotImplementedError
 
-    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+    def train_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimisation step; returns its metrics as detached 0-dim tensors, so a CUDA step
+        queues its kernels without waiting for the GPU (``fit`` reads them once per epoch)."""
         raise NotImplementedError
 
     def optimizer_state(self) -> dict:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gen_pipeline.models.base import GenerativeModel, register
+from gen_pipeline.models.base import GenerativeModel, adam, register
 from gen_pipeline.models.conv import DownTower, UpTower, geometry, label_planes, one_hot_labels, split_batch
 
 
@@ -78,7 +78,7 @@ class ConvVAE(GenerativeModel):
         object.__setattr__(self, "_run", self.net)  # the DDP-wrapped view, not part of state_dict
 
     def configure_optimizers(self, lr: float, weight_decay: float) -> None:
-        self.optimizers = {"vae": torch.optim.Adam(self.net.parameters(), lr=lr, weight_decay=weight_decay)}
+        self.optimizers = {"vae": adam(self.net.parameters(), lr=lr, weight_decay=weight_decay)}
 
     def distribute(self, wrap) -> None:
         object.__setattr__(self, "_run", wrap(self.net))
@@ -99,7 +99,7 @@ class ConvVAE(GenerativeModel):
         # KL(N(mu, sigma^2) || N(0, I)) per image, Kingma & Welling 2014, appendix B.
         return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
 
-    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+    def train_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         opt = self.optimizers["vae"]
         opt.zero_grad(set_to_none=True)
         x, y = self._split(batch)
@@ -110,7 +110,7 @@ class ConvVAE(GenerativeModel):
         loss = nll + kl  # the negative ELBO, nats per image
         loss.backward()
         opt.step()
-        return {"loss": loss.item(), "recon_nll": nll.item(), "kl": kl.item()}
+        return {"loss": loss.detach(), "recon_nll": nll.detach(), "kl": kl.detach()}
 
     def _mean(self, logits: torch.Tensor) -> torch.Tensor:
         return cb_mean(logits) if self.cfg.likelihood == "continuous_bernoulli" else torch.sigmoid(logits)

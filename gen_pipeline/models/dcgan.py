@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gen_pipeline.models.base import GenerativeModel, register
+from gen_pipeline.models.base import GenerativeModel, adam, register
 from gen_pipeline.models.conv import DownTower, UpTower, geometry, init_dcgan, label_planes, one_hot_labels, \
     split_batch
 
@@ -59,8 +59,8 @@ class DCGAN(GenerativeModel):
     def configure_optimizers(self, lr: float, weight_decay: float) -> None:
         betas = (0.5, 0.999)  # the DCGAN paper's setting
         self.optimizers = {
-            "generator": torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas),
-            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=betas),
+            "generator": adam(self.generator.parameters(), lr=lr, betas=betas),
+            "discriminator": adam(self.discriminator.parameters(), lr=lr, betas=betas),
         }
 
     def distribute(self, wrap) -> None:
@@ -70,7 +70,7 @@ class DCGAN(GenerativeModel):
     def _condition(self, y: torch.Tensor) -> torch.Tensor:
         return y if self.k else y[:, :0]
 
-    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+    def train_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         real, y = split_batch(batch, self.side)
         y = self._condition(y)
         n = real.shape[0]
@@ -96,9 +96,9 @@ class DCGAN(GenerativeModel):
         opt_g.step()
 
         with torch.no_grad():
-            d_real = torch.sigmoid(logits[:n]).mean().item()
-            d_fake = torch.sigmoid(logits[n:]).mean().item()
-        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "d_real": d_real, "d_fake": d_fake}
+            d_real = torch.sigmoid(logits[:n].float()).mean()
+            d_fake = torch.sigmoid(logits[n:].float()).mean()
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "d_real": d_real, "d_fake": d_fake}
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None,

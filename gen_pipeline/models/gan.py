@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gen_pipeline.models.base import GenerativeModel, register
+from gen_pipeline.models.base import GenerativeModel, adam, register
 
 
 class _Residual(nn.Module):
@@ -84,9 +84,8 @@ class TabularGAN(GenerativeModel):
     def configure_optimizers(self, lr: float, weight_decay: float) -> None:
         betas = (0.5, 0.9)  # as in the CTGAN and WGAN-GP papers
         self.optimizers = {
-            "generator": torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas, weight_decay=weight_decay),
-            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=betas,
-                                              weight_decay=weight_decay),
+            "generator": adam(self.generator.parameters(), lr=lr, betas=betas, weight_decay=weight_decay),
+            "discriminator": adam(self.discriminator.parameters(), lr=lr, betas=betas, weight_decay=weight_decay),
         }
 
     def distribute(self, wrap) -> None:
@@ -147,7 +146,7 @@ class TabularGAN(GenerativeModel):
         return (a * real + (1 - a) * fake).requires_grad_(True)
 
     # ---- training ------------------------------------------------------------------------
-    def train_step(self, batch: torch.Tensor) -> dict[str, float]:
+    def train_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         n = batch.shape[0] - batch.shape[0] % self.cfg.pac
         real = batch[:n]
         opt_d, opt_g = self.optimizers["discriminator"], self.optimizers["generator"]
@@ -197,13 +196,13 @@ class TabularGAN(GenerativeModel):
         loss_g.backward()
         opt_g.step()
 
-        out = {"loss_d": loss_d.item(), "loss_g": loss_adv.item(), "loss_cond": loss_cond.item()}
+        out = {"loss_d": loss_d.detach(), "loss_g": loss_adv.detach(), "loss_cond": loss_cond.detach()}
         with torch.no_grad():
             if wgan:  # the critic's estimate of the Wasserstein distance: should shrink
-                out["w_distance"] = (s_real.mean() - s_fake.mean()).item()
+                out["w_distance"] = s_real.mean() - s_fake.mean()
             else:
-                out["d_real"] = torch.sigmoid(s_real).mean().item()
-                out["d_fake"] = torch.sigmoid(s_fake).mean().item()
+                out["d_real"] = torch.sigmoid(s_real).mean()
+                out["d_fake"] = torch.sigmoid(s_fake).mean()
         return out
 
     # ---- inference -----------------------------------------------------------------------

@@ -157,3 +157,31 @@ def test_drawn_categories_follow_the_softmax_of_each_span():
     assert torch.allclose(freq, torch.softmax(logits[1:4].double(), 0), atol=0.005)
     assert (codes[:, 1] == 0).all()
     assert torch.equal(codes, draw_categories(x, spans, torch.Generator().manual_seed(0)))  # seeded
+
+
+def test_tvae_nll_of_all_spans_at_once_equals_one_cross_entropy_per_span():
+    """The one-pass categorical term (spans of different widths, logits far apart) against the
+    plain per-span cross-entropy, value and gradient."""
+    from torch.nn import functional as F
+
+    spans = [Span("continuous", 0, 1), Span("categorical", 1, 4), Span("categorical", 4, 6),
+             Span("categorical", 6, 11)]
+    model = build_model(ModelConfig(family="tvae", latent_dim=4, hidden_dims=(8,)), spans, 11)
+    torch.manual_seed(1)
+    x = torch.zeros(64, 11)
+    x[:, 0] = torch.randn(64)
+    for s in spans[1:]:
+        x[torch.arange(64), s.start + torch.randint(s.end - s.start, (64,))] = 1.0
+    recon = torch.randn(64, 11)
+    recon[:, 4] += 80.0  # one span's logits far above another's: the shift must be per span
+    recon.requires_grad_(True)
+    got = model._nll_per_row(x, recon)
+    sigma = model._sigma()[0]
+    ref = 0.5 * ((x[:, 0] - recon[:, 0]) / sigma) ** 2 + torch.log(sigma) + 0.5 * np.log(2 * np.pi)
+    for s in spans[1:]:
+        ref = ref + F.cross_entropy(recon[:, s.start:s.end], x[:, s.start:s.end].argmax(1), reduction="none")
+    assert torch.allclose(got, ref, atol=1e-5)
+    g_got, = torch.autograd.grad(got.sum(), recon)
+    g_ref, = torch.autograd.grad(ref.sum(), recon)
+    assert torch.allclose(g_got, g_ref, atol=1e-6)
+    assert "_cat_grid" not in model.state_dict()  # index buffers are rebuilt, never saved
