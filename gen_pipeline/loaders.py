@@ -75,12 +75,42 @@ def petastorm_source(path: str | Path, rank: int, world: int, batch_size: int, s
             with make_batch_reader(url, schema_fields=[FEATURES], cur_shard=rank, shard_count=world,
                                    num_epochs=1, shuffle_row_groups=True, seed=seed + epoch,
                                    workers_count=1, reader_pool_type="thread") as reader:
+                _matrix_by_arrow(reader)
                 loader = BatchedDataLoader(reader, batch_size=batch_size,
                                            shuffling_queue_capacity=4 * batch_size)
                 for batch in loader:
                     yield batch[FEATURES].float()
 
     return prefetched(epoch_batches)
+
+
+class _ArrowMatrixResults:
+    """petastorm's results reader for ``make_batch_reader``, with the ``features`` list column
+    made a matrix by Arrow, without a per-row step.
+
+    petastorm 0.12.1 (pinned, STACK.md) turns each row group's list column into one numpy array
+    per row (``to_pandas``) and stacks them (``np.vstack``): about 0.3 s of GIL-holding Python
+    per 200k rows, on the thread the training step needs. Here the same matrix is a view of the
+    Arrow buffer (``arrow_features``). The reader calls ``read_next`` on whatever object it holds
+    as its results reader; ``_matrix_by_arrow`` swaps ours in, and leaves any other petastorm's
+    reader as it is.
+    """
+
+    batched_output = True
+
+    def read_next(self, workers_pool, schema, ngram):
+        from petastorm.workers_pool import EmptyResultError
+
+        try:
+            table = workers_pool.get_results()
+        except EmptyResultError:
+            raise StopIteration from None
+        return schema.make_namedtuple(**{FEATURES: _features_numpy(table)})
+
+
+def _matrix_by_arrow(reader) -> None:
+    if type(getattr(reader, "_results_queue_reader", None)).__name__ == "ArrowReaderWorkerResultsQueueReader":
+        reader._results_queue_reader = _ArrowMatrixResults()
 
 
 def ray_data_source(batch_size: int, seed: int, dataset_name: str = "train", device: torch.device | None = None,
@@ -125,18 +155,22 @@ def windowed_batches(iterator, batch_size: int, seed: int, rank: int = 0, window
     return epoch_batches
 
 
-def arrow_features(table) -> torch.Tensor:
-    """The ``features`` column (list<float32>, every list of length D) as an (N, D) tensor,
-    sharing the Arrow buffer where it can (read-only: index it, do not write to it)."""
+def _features_numpy(table):
+    """The ``features`` column (list<float32>, every list of length D) as an (N, D) float32
+    array, a read-only view of the Arrow buffer where it can be."""
     import numpy as np
 
     col = table.column(FEATURES).combine_chunks()
     flat = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), -1)
-    if flat.dtype != np.float32:
-        flat = flat.astype(np.float32)
+    return flat if flat.dtype == np.float32 else flat.astype(np.float32)
+
+
+def arrow_features(table) -> torch.Tensor:
+    """The ``features`` column (list<float32>, every list of length D) as an (N, D) tensor,
+    sharing the Arrow buffer where it can (read-only: index it, do not write to it)."""
     with warnings.catch_warnings():  # torch warns that the Arrow buffer is not writable
         warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(flat)
+        return torch.from_numpy(_features_numpy(table))
 
 
 def read_features(path: str | Path) -> torch.Tensor:
