@@ -1,9 +1,9 @@
 """Batch sources for training over the encoded Parquet, one interface for every loader.
 
 Each ``*_source`` returns ``epoch -> iterable of (B, D) float32 tensors`` for this rank.
-petastorm reads its own shard of the row groups (``cur_shard=rank``); Ray Data takes the shard
-Ray Train hands this worker; memory reads the table once and strides over it. Only the numeric
-``features`` column ever reaches torch.
+petastorm reads its own shard of the row groups (``cur_shard=rank``); Ray Data reads this rank's
+split of the cached dataset, or its streaming shard of one read from Parquet every epoch; memory
+reads the table once and strides over it. Only the numeric ``features`` column ever reaches torch.
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def _matrix_by_arrow(reader) -> None:
 
 def ray_data_source(batch_size: int, seed: int, dataset_name: str = "train", device: torch.device | None = None,
                     rank: int = 0) -> BatchSource:
-    """This Ray Train worker's shard of the dataset ``dataset_name``: see ``windowed_batches``."""
+    """This Ray Train worker's iterator over the dataset ``dataset_name`` (its own split, or its
+    streaming shard of a split dataset): see ``windowed_batches``."""
     import ray.train
 
     return windowed_batches(ray.train.get_dataset_shard(dataset_name), batch_size, seed, rank, device=device)
