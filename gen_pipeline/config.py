@@ -94,7 +94,7 @@ class TrainConfig(_Strict):
     cpus_per_worker: float = Field(default=0.5, gt=0.0)
     use_gpu: bool = False
     # On a GPU: bf16 autocast, or plain float32. The shipped models are small enough that their
-    # steps are bound by kernel launches, not arithmetic: float32 measured 10-35% faster on an
+    # steps are bound by kernel launches, not arithmetic: float32 measured 9-35% faster on an
     # H200 (benchmarks/RESULTS.md), with the same losses. bf16 pays off for wider models.
     precision: Literal["bf16", "fp32"] = "bf16"
     # memory: each worker reads the encoded Parquet into tensors once (tables that fit in RAM).
