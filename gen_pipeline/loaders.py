@@ -21,9 +21,9 @@ BatchSource = Callable[[int], Iterable[torch.Tensor]]
 def prefetched(batches: BatchSource, depth: int = 4) -> BatchSource:
     """Run a source in a background thread, ``depth`` batches ahead of the training step.
 
-    For petastorm, whose reader turns each row group's list column into a matrix row by row
-    (``np.vstack`` in ``ArrowReaderWorker.read_next``) on the consuming thread: here that work
-    overlaps the step instead of adding to it. A consumer that stops early stops the thread.
+    For petastorm, whose loader does its work on the consuming thread (waiting for the next row
+    group, copying it into its shuffling buffer, gathering each batch): here that work overlaps
+    the step instead of adding to it. A consumer that stops early stops the thread.
     """
     import queue
     import threading

@@ -309,9 +309,8 @@ def _worker_loop(loop_cfg: dict) -> None:
     else:
         from gen_pipeline.loaders import ray_data_source
 
-        cached = f"train_{rank}" in loop_cfg.get("datasets", [])  # this rank's own split, else its streaming shard
-        batches = ray_data_source(cfg.train.batch_size, cfg.train.seed, f"train_{rank}" if cached else "train",
-                                  device=device, rank=rank)
+        name = f"train_{rank}" if loop_cfg["split_per_rank"] else "train"  # its own split, or its streaming shard
+        batches = ray_data_source(cfg.train.batch_size, cfg.train.seed, name, device=device, rank=rank)
 
     fail_at = loop_cfg.get("fail_at_epoch")
     if fail_at and rank == world - 1 and not resumed:
@@ -438,7 +437,7 @@ def train_on_ray(cfg: PipelineConfig, runtime, preprocess_dir: Path, *, mlflow_r
             datasets = {f"train_{rank}": shard for rank, shard in enumerate(shards)}
             data_config = DataConfig(datasets_to_split=[])
             how = " (cached in the object store)"
-    loop_cfg["datasets"] = sorted(datasets or {})
+    loop_cfg["split_per_rank"] = data_config is not None
     print(f"[train] {cfg.model.family} on {world} Ray Train worker(s), loader={cfg.train.loader}{how}, "
           f"{train_rows} rows, {steps} steps/epoch x {cfg.train.epochs} epochs", flush=True)
     trainer = TorchTrainer(
