@@ -5,7 +5,7 @@
 The same model (configs/adult_tvae.yaml: Adult TVAE, batch 500) and the same training step, run
 by our Ray Train shell (``train_on_ray``, DDP) with 1 and 2 workers, fed from:
   (a) tensors already in memory (``train.loader=memory``: each worker reads the table once);
-  (b) petastorm (``make_batch_reader`` over this worker's row groups + ``BatchedDataLoader``);
+  (b) petastorm (``make_batch_reader`` over this worker's row groups, shuffled per row group);
   (c) Ray Data (``read_parquet`` -> the worker's shard -> ``iter_torch_batches``).
 Adult's encoded train split (39k rows) is tiled ``--copies`` times into Parquet files laid out
 as preprocess writes them, so an epoch is long enough that per-epoch start-up is measured at
@@ -49,8 +49,11 @@ def tiled(pre: Path, out: Path, copies: int, files: int) -> Path:
 
     manifest = json.loads((pre / "manifest.json").read_text())
     rows = manifest["splits"]["train"] * copies
-    if (out / "manifest.json").is_file() and json.loads((out / "manifest.json").read_text())["splits"]["train"] == rows:
-        return out
+    layout = "zstd, plain floats"  # a folder tiled with another layout is written again
+    if (out / "manifest.json").is_file():
+        done = json.loads((out / "manifest.json").read_text())
+        if done["splits"]["train"] == rows and done.get("tiled_layout") == layout:
+            return out
     shutil.rmtree(out, ignore_errors=True)
     (out / "encoded" / "train").mkdir(parents=True)
     table = ds.dataset(str(pre / "encoded" / "train"), format="parquet").to_table(columns=["features"])
@@ -58,9 +61,10 @@ def tiled(pre: Path, out: Path, copies: int, files: int) -> Path:
     per_file = -(-big.num_rows // files)
     for i in range(files):  # one row group per file, as Spark writes a file this size
         pq.write_table(big.slice(i * per_file, per_file), out / "encoded" / "train" / f"part-{i:05d}.parquet",
-                       row_group_size=per_file)
+                       row_group_size=per_file, use_dictionary=False, compression="zstd")  # as preprocess
     shutil.copy(pre / "transform_spec.json", out / "transform_spec.json")
     manifest["splits"]["train"] = big.num_rows
+    manifest["tiled_layout"] = layout
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
 

@@ -8,6 +8,8 @@ reads the table once and strides over it. Only the numeric ``features`` column e
 
 from __future__ import annotations
 
+import queue
+import threading
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable
@@ -18,70 +20,120 @@ FEATURES = "features"
 BatchSource = Callable[[int], Iterable[torch.Tensor]]
 
 
-def prefetched(batches: BatchSource, depth: int = 4) -> BatchSource:
-    """Run a source in a background thread, ``depth`` batches ahead of the training step.
+class Prefetched:
+    """A source run in background threads, ``depth`` batches ahead of the training step, and
+    across the epoch boundary.
 
-    For petastorm, whose loader does its work on the consuming thread (waiting for the next row
-    group, copying it into its shuffling buffer, gathering each batch): here that work overlaps
-    the step instead of adding to it. A consumer that stops early stops the thread.
+    For petastorm, whose work (reading and decoding each row group, shuffling) would otherwise
+    add to the step's time instead of overlapping it. As soon as epoch e's reader is exhausted,
+    epoch e+1's reader starts filling its own queue while the step still works through e's
+    last batches: the next epoch's first batch is waiting when the step asks for it (before,
+    each epoch began with 0.14 s of reading on the 2-worker benchmark, 4% of its epoch). Which
+    rows an epoch gives is unchanged: each epoch has its own reader. A consumer that stops
+    early stops its thread; ``close`` stops the one reading ahead (``fit`` calls it).
     """
-    import queue
-    import threading
 
-    done = object()
+    def __init__(self, batches: BatchSource, depth: int = 32):
+        self._batches, self._depth = batches, depth
+        self._lock = threading.Lock()
+        self._ahead: _Producer | None = None
+        self._closed = False
 
-    def epoch_batches(epoch: int) -> Iterable[torch.Tensor]:
-        q: queue.Queue = queue.Queue(maxsize=depth)
-        stop = threading.Event()
+    def __call__(self, epoch: int) -> Iterable[torch.Tensor]:
+        with self._lock:
+            producer, self._ahead = self._ahead, None
+        if producer is None or producer.epoch != epoch:
+            if producer is not None:
+                producer.stop()
+            producer = self._start(epoch)
+        return producer.drain()
 
-        def produce() -> None:
-            try:
-                for batch in batches(epoch):
-                    while not stop.is_set():
-                        try:
-                            q.put(batch, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-                q.put(done)
-            except BaseException as e:  # re-raised on the training thread
-                q.put(e)
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            producer, self._ahead = self._ahead, None
+        if producer is not None:
+            producer.stop()
 
-        thread = threading.Thread(target=produce, name=f"prefetch-epoch-{epoch}", daemon=True)
-        thread.start()
+    def _start(self, epoch: int) -> "_Producer":
+        return _Producer(self._batches, epoch, self._depth, on_exhausted=self._read_ahead)
+
+    def _read_ahead(self, epoch: int) -> None:
+        """Called on epoch ``epoch - 1``'s thread once its reader is exhausted."""
+        with self._lock:
+            if self._closed:
+                return
+            stale, self._ahead = self._ahead, self._start(epoch)
+        if stale is not None:
+            stale.stop()
+
+
+class _Producer:
+    """One epoch of a source, read on its own thread into a bounded queue."""
+
+    _DONE = object()
+
+    def __init__(self, batches: BatchSource, epoch: int, depth: int, on_exhausted: Callable[[int], None]):
+        self.epoch = epoch
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(batches, on_exhausted),
+                                        name=f"prefetch-epoch-{epoch}", daemon=True)
+        self._thread.start()
+
+    def _produce(self, batches: BatchSource, on_exhausted: Callable[[int], None]) -> None:
         try:
-            while (item := q.get()) is not done:
+            for batch in batches(self.epoch):
+                if not self._put(batch):
+                    return
+        except BaseException as e:  # re-raised on the training thread
+            self._put(e)
+            return
+        on_exhausted(self.epoch + 1)
+        self._put(self._DONE)
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def drain(self) -> Iterable[torch.Tensor]:
+        try:
+            while (item := self._queue.get()) is not self._DONE:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
         finally:
-            stop.set()
-            thread.join(timeout=30)
+            self.stop()
 
-    return epoch_batches
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
 
 
-def petastorm_source(path: str | Path, rank: int, world: int, batch_size: int, seed: int) -> BatchSource:
+def petastorm_source(path: str | Path, rank: int, world: int, batch_size: int, seed: int) -> Prefetched:
+    """This rank's row groups of an encoded split (``cur_shard=rank``), read by petastorm in a
+    new order every epoch (``shuffle_row_groups``, seeded by (seed, epoch)); the rows of each row
+    group are shuffled as they arrive and sliced into batches (``shuffled_batches``)."""
     from petastorm import make_batch_reader
-    from petastorm.pytorch import BatchedDataLoader
 
     url = "file://" + str(Path(path).resolve())  # as_uri() would escape characters petastorm keeps
 
     def epoch_batches(epoch: int) -> Iterable[torch.Tensor]:
+        g = torch.Generator().manual_seed((seed + epoch) * 1_000_003 + rank)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with make_batch_reader(url, schema_fields=[FEATURES], cur_shard=rank, shard_count=world,
                                    num_epochs=1, shuffle_row_groups=True, seed=seed + epoch,
-                                   workers_count=1, reader_pool_type="thread") as reader:
+                                   reader_pool_type="dummy") as reader:
                 _matrix_by_arrow(reader)
-                loader = BatchedDataLoader(reader, batch_size=batch_size,
-                                           shuffling_queue_capacity=4 * batch_size)
-                for batch in loader:
-                    yield batch[FEATURES].float()
+                yield from shuffled_batches((_as_tensor(group.features) for group in reader), batch_size, g)
 
-    return prefetched(epoch_batches)
+    return Prefetched(epoch_batches)
 
 
 class _ArrowMatrixResults:
@@ -138,22 +190,44 @@ def windowed_batches(iterator, batch_size: int, seed: int, rank: int = 0, window
     and copied to the GPU in one asynchronous transfer, and shuffled there: a training step
     never waits for a host copy of its batch.
     """
-    cuda = device is not None and device.type == "cuda"
-
     def epoch_batches(epoch: int) -> Iterable[torch.Tensor]:
         g = torch.Generator().manual_seed((seed + epoch) * 1_000_003 + rank)
-        for table in iterator.iter_batches(batch_size=window * batch_size, batch_format="pyarrow",
-                                           prefetch_batches=2):
-            rows = arrow_features(table)
-            perm = torch.randperm(rows.shape[0], generator=g)
-            if cuda:
-                rows = rows.pin_memory().to(device, non_blocking=True)
-                perm = perm.to(device, non_blocking=True)
-            rows = rows[perm]  # one gather per window
-            for i in range(0, rows.shape[0], batch_size):
-                yield rows[i:i + batch_size]
+        windows = (arrow_features(table) for table in iterator.iter_batches(
+            batch_size=window * batch_size, batch_format="pyarrow", prefetch_batches=2))
+        yield from shuffled_batches(windows, batch_size, g, device)
 
     return epoch_batches
+
+
+def shuffled_batches(chunks: Iterable[torch.Tensor], batch_size: int, g: torch.Generator,
+                     device: torch.device | None = None) -> Iterable[torch.Tensor]:
+    """Batches of ``batch_size`` rows from a stream of (N, D) chunks, each chunk's rows in the
+    order of one permutation drawn from ``g``. Rows a chunk leaves over (fewer than a batch) go
+    to the front of the next chunk, so only the stream's last batch can be short. On a CUDA
+    ``device`` each chunk is pinned and copied in one asynchronous transfer, and shuffled there.
+    """
+    cuda = device is not None and device.type == "cuda"
+    left = None
+    for rows in chunks:
+        perm = torch.randperm(rows.shape[0], generator=g)
+        if cuda:
+            rows = rows.pin_memory().to(device, non_blocking=True)
+            perm = perm.to(device, non_blocking=True)
+        rows = rows[perm]  # one gather per chunk
+        start = 0
+        if left is not None:  # complete the batch the previous chunk began
+            start = min(batch_size - left.shape[0], rows.shape[0])
+            left = torch.cat([left, rows[:start]])
+            if left.shape[0] < batch_size:
+                continue
+            yield left
+        n = rows.shape[0]
+        full = n - (n - start) % batch_size
+        for i in range(start, full, batch_size):
+            yield rows[i:i + batch_size]
+        left = rows[full:] if full < n else None
+    if left is not None:
+        yield left
 
 
 def _features_numpy(table):
@@ -169,9 +243,13 @@ def _features_numpy(table):
 def arrow_features(table) -> torch.Tensor:
     """The ``features`` column (list<float32>, every list of length D) as an (N, D) tensor,
     sharing the Arrow buffer where it can (read-only: index it, do not write to it)."""
-    with warnings.catch_warnings():  # torch warns that the Arrow buffer is not writable
+    return _as_tensor(_features_numpy(table))
+
+
+def _as_tensor(array) -> torch.Tensor:
+    with warnings.catch_warnings():  # torch warns that an Arrow buffer is not writable
         warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(_features_numpy(table))
+        return torch.from_numpy(array)
 
 
 def read_features(path: str | Path) -> torch.Tensor:

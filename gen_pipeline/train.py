@@ -94,6 +94,8 @@ def fit(model: GenerativeModel, batches: BatchSource, *, epochs: int, steps_per_
                 f"elapsed={_fmt_seconds(elapsed)} eta={_fmt_seconds(eta)}")
         if on_epoch_end:
             on_epoch_end(epoch, metrics)
+    if hasattr(batches, "close"):
+        batches.close()  # a source reading ahead into the next epoch stops
     return state
 
 

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from gen_pipeline.loaders import memory_source, petastorm_source, read_features
+from gen_pipeline.loaders import Prefetched, memory_source, petastorm_source, read_features, shuffled_batches
 
 
 def _encoded(folder, rows=1200, dim=7, files=4):
@@ -45,6 +45,7 @@ def test_petastorm_gives_every_row_once_per_epoch_reshuffled(tmp_path, monkeypat
             batches = list(source(epoch))
             assert all(b.shape == (64, 7) and b.dtype == torch.float32 for b in batches[:-1])
             epochs[epoch].append(torch.cat(batches))
+        source.close()  # stops the reader that started on epoch 2
     for shards in epochs.values():  # the ranks' shards together: every row exactly once
         assert _rows(torch.cat(shards)) == _rows(expected)
     assert not torch.equal(epochs[0][0], epochs[1][0])  # the next epoch is reshuffled
@@ -58,3 +59,38 @@ def test_memory_source_strides_its_shard_and_reshuffles_per_epoch(tmp_path):
     again = torch.cat(list(memory_source(data, 0, 2, 100, seed=1)(0)))
     assert torch.equal(again, shards[0])  # a function of (seed, epoch, rank)
     assert not torch.equal(torch.cat(list(memory_source(data, 0, 2, 100, seed=1)(1))), shards[0])
+
+
+def test_shuffled_batches_carry_leftover_rows_so_only_the_last_batch_is_short():
+    data = torch.arange(1000, dtype=torch.float32).reshape(-1, 1)
+    sizes = [37, 300, 5, 5, 153, 500]  # chunks shorter than a batch, and leftovers, included
+    chunks = torch.split(data, sizes)
+    batches = list(shuffled_batches(chunks, 64, torch.Generator().manual_seed(0)))
+    assert [b.shape[0] for b in batches] == [64] * 15 + [40]
+    assert _rows(torch.cat(batches)) == _rows(data)
+    assert not torch.equal(torch.cat(batches), data)  # shuffled within chunks
+
+
+def test_prefetched_reads_the_next_epoch_ahead_and_close_stops_it():
+    import threading
+    import time
+
+    started, before = [], set(threading.enumerate())
+
+    def source(epoch):
+        started.append(epoch)
+        for i in range(3):
+            yield torch.full((2, 1), float(epoch * 10 + i))
+
+    batches = Prefetched(source, depth=2)
+    assert [float(b[0]) for b in batches(0)] == [0, 1, 2]
+    deadline = time.monotonic() + 10
+    while started != [0, 1] and time.monotonic() < deadline:  # epoch 1 starts without being asked
+        time.sleep(0.01)
+    assert started == [0, 1]
+    assert [float(b[0]) for b in batches(1)] == [10, 11, 12]  # the batches read ahead, in order
+    assert [float(b[0]) for b in batches(1)] == [10, 11, 12]  # asked again (a short shard): read again
+    batches.close()
+    time.sleep(0.2)
+    ahead = [t for t in set(threading.enumerate()) - before if t.name.startswith("prefetch-epoch-")]
+    assert not ahead  # close stopped the reader that had started on epoch 2
