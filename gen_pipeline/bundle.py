@@ -21,7 +21,11 @@ from gen_pipeline.models.base import draw_categories
 from gen_pipeline.images import transformer_for
 from gen_pipeline.transforms import TableTransformer
 
-SAMPLE_CHUNK = 65_536
+# Rows per sampling forward. A 65,536-row chunk's arrays (latent, activations, logits: 33-42 MB
+# each) are above glibc's largest heap-reuse size (32 MB), so every chunk mapped fresh pages and
+# took ~150,000 page faults per million rows; at 16,384 rows they are reused. Adult TVAE,
+# sample + write on one core: 214k -> 258k rows/s (medians of 4). One Parquet row group each.
+SAMPLE_CHUNK = 16_384
 MAX_REJECTION_DRAWS = 2_000_000  # conditional sampling gives up after this many draws if ...
 MIN_ACCEPTANCE = 1e-3  # ... fewer than this share of them matched
 
