@@ -73,6 +73,11 @@ def has_champion(work: Path, name: str) -> bool:
 def load_bundle(work: Path, model: str):
     import mlflow
 
+    # Import this checkout's package first. Loading the pyfunc puts the copy of the code that
+    # was logged with the model at the front of sys.path, and a package not yet imported would
+    # come from there: with --reuse-models, (a) would time an older version of the sampler.
+    import gen_pipeline.bundle  # noqa: F401
+
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
     return mlflow.pyfunc.load_model(model).unwrap_python_model().bundle
 
