@@ -6,7 +6,7 @@ The same model (configs/adult_tvae.yaml: Adult TVAE, batch 500) and the same tra
 by our Ray Train shell (``train_on_ray``, DDP) with 1 and 2 workers, fed from:
   (a) tensors already in memory (``train.loader=memory``: each worker reads the table once);
   (b) petastorm (``make_batch_reader`` over this worker's row groups, shuffled per row group);
-  (c) Ray Data (``read_parquet`` -> the worker's shard -> ``iter_torch_batches``).
+  (c) Ray Data (``read_parquet`` -> the worker's split or shard -> ``loaders.windowed_batches``).
 Adult's encoded train split (39k rows) is tiled ``--copies`` times into Parquet files laid out
 as preprocess writes them, so an epoch is long enough that per-epoch start-up is measured at
 its real weight rather than dominating. samples/s is the mean over epochs after the first

@@ -60,18 +60,31 @@ def forward_numpy(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     runs these (65,536 x 128) @ (128 x 128) products twice as fast as torch's MKL, which skips
     its AVX-512 kernels on AMD processors; results agree to float32 rounding. Anything else
     (another layer type, a GPU tensor) runs through torch.
+
+    The result is column-major: the last product is computed as (out, in) @ (in, N), so each
+    output column is one contiguous run of N values, and ``draw_categories`` reads every
+    categorical span as a (K, N) block in place. Transposing a row-major result took a third of
+    the category draw's time.
     """
     if x.device.type != "cpu" or not all(isinstance(m, (nn.Linear, nn.ReLU)) for m in seq):
         return seq(x)
+    last = max((i for i, m in enumerate(seq) if isinstance(m, nn.Linear)), default=-1)
     h = x.detach().float().numpy()
-    for m in seq:
+    for i, m in enumerate(seq):
         if isinstance(m, nn.Linear):
-            h = h @ m.weight.detach().numpy().T  # (N, in) @ (in, out)
-            if m.bias is not None:
-                h += m.bias.detach().numpy()
+            w = m.weight.detach().numpy()
+            b = m.bias.detach().numpy() if m.bias is not None else None
+            if i == last:  # (out, in) @ (in, N): the transposed result, row-major
+                h = w @ h.T
+                if b is not None:
+                    h += b[:, None]
+            else:
+                h = h @ w.T  # (N, in) @ (in, out)
+                if b is not None:
+                    h += b
         else:
             np.maximum(h, 0.0, out=h)
-    return torch.from_numpy(h)
+    return torch.from_numpy(h).T if last >= 0 else torch.from_numpy(h)
 
 
 def draw_categories(x: torch.Tensor, spans: list[Span], generator: torch.Generator | None) -> torch.Tensor:
@@ -81,19 +94,19 @@ def draw_categories(x: torch.Tensor, spans: list[Span], generator: torch.Generat
     probabilities below the uniform, an exact draw that never builds one-hot rows. Computed in
     numpy on the transposed logits, so every step runs over one contiguous row of N values
     (torch's cumsum and bool sums over the short strided spans took 5x longer on Adult's 162
-    encoded dims). Sampling runs on the CPU (Spark tasks, evaluation).
+    encoded dims); a column-major ``x`` is read in place, any other is transposed once.
+    Sampling runs on the CPU (Spark tasks, evaluation).
     """
     cats = [s for s in spans if s.kind == "categorical"]
     n = x.shape[0]
     u = torch.rand(len(cats), n, generator=generator, dtype=torch.float32).numpy()
-    idx = np.concatenate([np.arange(s.start, s.end) for s in cats]) if cats else np.zeros(0, np.int64)
-    logits = np.ascontiguousarray(x.detach().cpu().float().numpy()[:, idx].T)  # (C, N)
+    columns = x.detach().cpu().float().numpy().T  # (D, N): a view of column-major x (forward_numpy's)
+    if not columns.flags.c_contiguous:
+        columns = np.ascontiguousarray(columns)
     codes = np.zeros((len(cats), n), dtype=np.int64)
-    row = 0
     for i, s in enumerate(cats):
         k = s.end - s.start
-        e = logits[row:row + k]
-        row += k
+        e = columns[s.start:s.end]
         e = np.exp(e - e.max(axis=0))  # (K, N), unnormalised probabilities
         threshold = u[i] * e.sum(axis=0)
         below = e[0].copy()  # running cumulative sum
