@@ -70,7 +70,8 @@ def forward_numpy(seq: nn.Sequential, x: torch.Tensor, block: int = 2048) -> tor
     draw's time.
     """
     linear = [i for i, m in enumerate(seq) if isinstance(m, nn.Linear)]
-    if x.device.type != "cpu" or not linear or not all(isinstance(m, (nn.Linear, nn.ReLU)) for m in seq):
+    if (x.device.type != "cpu" or not linear or linear[0] != 0  # (an in-place ReLU first would write to x)
+            or not all(isinstance(m, (nn.Linear, nn.ReLU)) for m in seq)):
         return seq(x)
     params = {i: (seq[i].weight.detach().numpy(), None if seq[i].bias is None else seq[i].bias.detach().numpy())
               for i in linear}
@@ -111,17 +112,22 @@ def draw_categories(x: torch.Tensor, spans: list[Span], generator: torch.Generat
     columns = x.detach().cpu().float().numpy().T  # (D, N): a view of column-major x (forward_numpy's)
     if not columns.flags.c_contiguous:
         columns = np.ascontiguousarray(columns)
-    codes = np.zeros((len(cats), n), dtype=np.int64)
+    codes = np.empty((n, len(cats)), dtype=np.int64)
+    less = np.empty(n, dtype=bool)
     for i, s in enumerate(cats):
         k = s.end - s.start
-        e = columns[s.start:s.end]
-        e = np.exp(e - e.max(axis=0))  # (K, N), unnormalised probabilities
-        threshold = u[i] * e.sum(axis=0)
+        e = columns[s.start:s.end] - columns[s.start:s.end].max(axis=0)
+        np.exp(e, out=e)  # (K, N), unnormalised probabilities
+        threshold = e.sum(axis=0)
+        threshold *= u[i]
         below = e[0].copy()  # running cumulative sum
+        count = np.zeros(n, dtype=np.uint8 if k < 256 else np.int64)  # a narrow counter: fewer bytes per add
         for j in range(1, k):  # the last cumulative sum is the total: never below the threshold
-            codes[i] += below < threshold
+            np.less(below, threshold, out=less)
+            count += less
             below += e[j]
-    return torch.from_numpy(np.ascontiguousarray(codes.T))
+        codes[:, i] = count
+    return torch.from_numpy(codes)
 
 
 def one_hot_spans(x: torch.Tensor, codes: torch.Tensor, spans: list[Span]) -> torch.Tensor:

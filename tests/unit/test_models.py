@@ -139,7 +139,11 @@ def test_numpy_forward_of_a_linear_relu_stack_matches_torch():
     torch.manual_seed(0)
     seq, x = mlp([8, 32, 32, 5], last_act=False), torch.randn(1000, 8)
     with torch.no_grad():
-        assert torch.allclose(forward_numpy(seq, x), seq(x), atol=1e-5)
+        for block in (300, 2048):  # several blocks (the last one short), and one
+            assert torch.allclose(forward_numpy(seq, x, block=block), seq(x), atol=1e-5)
+        assert forward_numpy(seq, x).T.is_contiguous()  # column-major: each output column contiguous
+        relu_last = mlp([8, 16, 5], last_act=True)
+        assert torch.allclose(forward_numpy(relu_last, x, block=300), relu_last(x), atol=1e-5)
         other = nn.Sequential(nn.Linear(8, 4), nn.Tanh())  # not Linear/ReLU only: torch runs it
         assert torch.equal(forward_numpy(other, x), other(x))
 
@@ -157,6 +161,8 @@ def test_drawn_categories_follow_the_softmax_of_each_span():
     assert torch.allclose(freq, torch.softmax(logits[1:4].double(), 0), atol=0.005)
     assert (codes[:, 1] == 0).all()
     assert torch.equal(codes, draw_categories(x, spans, torch.Generator().manual_seed(0)))  # seeded
+    column_major = x.T.contiguous().T  # as forward_numpy returns it: read in place, same draws
+    assert torch.equal(codes, draw_categories(column_major, spans, torch.Generator().manual_seed(0)))
 
 
 def test_tvae_nll_of_all_spans_at_once_equals_one_cross_entropy_per_span():
