@@ -57,7 +57,7 @@ def forward_numpy(seq: nn.Sequential, x: torch.Tensor, block: int = 2048) -> tor
 
     For sampling (no gradients): the weights are numpy views of the parameters, never copies,
     so the result always follows the current weights. On this project's CPUs numpy's OpenBLAS
-    runs these (65,536 x 128) @ (128 x 128) products twice as fast as torch's MKL, which skips
+    runs these (rows x 128) @ (128 x 128) products twice as fast as torch's MKL, which skips
     its AVX-512 kernels on AMD processors; results agree to float32 rounding. Anything else
     (another layer type, a GPU tensor) runs through torch.
 
