@@ -47,9 +47,11 @@ def tiled(pre: Path, out: Path, copies: int, files: int) -> Path:
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
+    from gen_pipeline.preprocess import ENCODED_PARQUET_OPTIONS as written_as
+
     manifest = json.loads((pre / "manifest.json").read_text())
     rows = manifest["splits"]["train"] * copies
-    layout = "zstd, plain floats"  # a folder tiled with another layout is written again
+    layout = json.dumps(written_as, sort_keys=True)  # a folder tiled with another layout is written again
     if (out / "manifest.json").is_file():
         done = json.loads((out / "manifest.json").read_text())
         if done["splits"]["train"] == rows and done.get("tiled_layout") == layout:
@@ -61,7 +63,8 @@ def tiled(pre: Path, out: Path, copies: int, files: int) -> Path:
     per_file = -(-big.num_rows // files)
     for i in range(files):  # one row group per file, as Spark writes a file this size
         pq.write_table(big.slice(i * per_file, per_file), out / "encoded" / "train" / f"part-{i:05d}.parquet",
-                       row_group_size=per_file, use_dictionary=False, compression="zstd")  # as preprocess
+                       row_group_size=per_file, compression=written_as["compression"],
+                       use_dictionary=written_as["parquet.enable.dictionary"] == "true")
     shutil.copy(pre / "transform_spec.json", out / "transform_spec.json")
     manifest["splits"]["train"] = big.num_rows
     manifest["tiled_layout"] = layout

@@ -129,7 +129,7 @@ def petastorm_source(path: str | Path, rank: int, world: int, batch_size: int, s
     url = "file://" + str(Path(path).resolve())  # as_uri() would escape characters petastorm keeps
 
     def epoch_batches(epoch: int) -> Iterable[torch.Tensor]:
-        g = torch.Generator().manual_seed((seed + epoch) * 1_000_003 + rank)
+        g = _epoch_generator(seed, epoch, rank)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with make_batch_reader(url, schema_fields=[FEATURES], cur_shard=rank, shard_count=world,
@@ -196,7 +196,7 @@ def windowed_batches(iterator, batch_size: int, seed: int, rank: int = 0, window
     never waits for a host copy of its batch.
     """
     def epoch_batches(epoch: int) -> Iterable[torch.Tensor]:
-        g = torch.Generator().manual_seed((seed + epoch) * 1_000_003 + rank)
+        g = _epoch_generator(seed, epoch, rank)
         windows = (arrow_features(table) for table in iterator.iter_batches(
             batch_size=window * batch_size, batch_format="pyarrow", prefetch_batches=2))
         yield from shuffled_batches(windows, batch_size, g, device)
@@ -233,6 +233,11 @@ def shuffled_batches(chunks: Iterable[torch.Tensor], batch_size: int, g: torch.G
         left = rows[full:] if full < n else None
     if left is not None:
         yield left
+
+
+def _epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """The shuffling RNG of one rank's epoch (``shuffled_batches``)."""
+    return torch.Generator().manual_seed((seed + epoch) * 1_000_003 + rank)
 
 
 def _features_numpy(table):

@@ -176,11 +176,8 @@ def run_preprocess(spark, table: RawTable, cfg: PipelineConfig, out_dir: Path) -
     for split in SPLITS:
         part = good.filter(F.col("split") == split).repartition(cfg.data.num_files, "_key").sortWithinPartitions("_key")
         part.select(*schema.names).write.mode("overwrite").parquet(str(stage / "clean" / split))
-        writer = part.select(*schema.names).mapInArrow(_encode_fn(spec, schema), "features array<float>") \
-            .write.mode("overwrite")
-        for key, value in ENCODED_PARQUET_OPTIONS.items():
-            writer = writer.option(key, value)
-        writer.parquet(str(stage / "encoded" / split))
+        part.select(*schema.names).mapInArrow(_encode_fn(spec, schema), "features array<float>") \
+            .write.mode("overwrite").options(**ENCODED_PARQUET_OPTIONS).parquet(str(stage / "encoded" / split))
     parsed.unpersist()
 
     rows_quarantined = sum(r["count"] for r in stats if not r["ok"])
