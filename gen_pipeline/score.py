@@ -129,6 +129,7 @@ def run_score(spark, bundle: ModelBundle, *, inputs: list[Path], out: Path, line
     if bundle.config.model.family != "tvae":
         raise PipelineError(f"model family {bundle.config.model.family!r} has no anomaly score; "
                             "score with a VAE (model.family=tvae)")
+    t0 = time.perf_counter()  # the job's time: from numbering the input's lines to the commit
     schema = bundle.schema
     labels = schema.label_columns
     lines = data_lines(spark, inputs, schema)
@@ -152,7 +153,6 @@ def run_score(spark, bundle: ModelBundle, *, inputs: list[Path], out: Path, line
         write_part(tables(), stage, TaskContext.get().partitionId())
         yield pa.RecordBatch.from_pydict({"summary": [summary.to_json()]})
 
-    t0 = time.perf_counter()
     scored = lines.mapInArrow(score, "summary string")
     with Progress(spark, "score", 0, scored.rdd.getNumPartitions()):
         parts = [r["summary"] for r in scored.collect()]  # one small row per task

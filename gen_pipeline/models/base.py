@@ -52,8 +52,15 @@ def adam(params, **kwargs) -> torch.optim.Adam:
     return torch.optim.Adam(params, fused=True if params and params[0].is_cuda else None, **kwargs)
 
 
-def forward_numpy(seq: nn.Sequential, x: torch.Tensor, block: int = 2048) -> torch.Tensor:
+def forward_numpy(seq: nn.Sequential, x: torch.Tensor | Callable[[int], torch.Tensor], n: int | None = None,
+                  block: int = 2048) -> torch.Tensor:
     """``seq(x)`` for a CPU stack of Linear and ReLU layers, computed with numpy's BLAS.
+
+    ``x`` is the (N, in) input, or a function that returns the next ``rows`` rows of an ``n``-row
+    input (sampling noise): it is called block by block, in order, so each block of noise is drawn
+    just before it is used, still in cache. ``torch.randn`` draws the same values a block at a
+    time as in one call, and 16,384 x 128 normals took 7.2 ms in blocks of 2,048 rows instead of
+    8.8-10.5 ms at once.
 
     For sampling (no gradients): the weights are numpy views of the parameters, never copies,
     so the result always follows the current weights. On this project's CPUs numpy's OpenBLAS
@@ -70,15 +77,18 @@ def forward_numpy(seq: nn.Sequential, x: torch.Tensor, block: int = 2048) -> tor
     draw's time.
     """
     linear = [i for i, m in enumerate(seq) if isinstance(m, nn.Linear)]
-    if (x.device.type != "cpu" or not linear or linear[0] != 0  # (an in-place ReLU first would write to x)
+    if (not linear or seq[linear[0]].weight.device.type != "cpu"
+            or linear[0] != 0  # (an in-place ReLU first would write to x)
             or not all(isinstance(m, (nn.Linear, nn.ReLU)) for m in seq)):
-        return seq(x)
+        return seq(x(n) if callable(x) else x)
+    if not callable(x):
+        blocks, n = iter(x.split(block)), x.shape[0]
+        x = lambda rows: next(blocks)  # noqa: E731
     params = {i: (seq[i].weight.detach().numpy(), None if seq[i].bias is None else seq[i].bias.detach().numpy())
               for i in linear}
-    x = x.detach().float().numpy()
-    out = np.empty((params[linear[-1]][0].shape[0], x.shape[0]), dtype=np.float32)  # (out, N)
-    for start in range(0, x.shape[0], block):
-        h = x[start:start + block]
+    out = np.empty((params[linear[-1]][0].shape[0], n), dtype=np.float32)  # (out, N)
+    for start in range(0, n, block):
+        h = x(min(block, n - start)).detach().float().numpy()
         for i, m in enumerate(seq):
             if i in params:
                 w, b = params[i]

@@ -122,8 +122,8 @@ class TabularVAE(GenerativeModel):
     def sample_raw(self, n: int, generator: torch.Generator | None = None,
                    fixed: dict[int, int] | None = None) -> torch.Tensor:
         device = self.net.log_sigma.device
-        z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=device)
-        out = forward_numpy(self.net.decoder, z)
+        out = forward_numpy(self.net.decoder, n=n, x=lambda rows: torch.randn(
+            rows, self.cfg.latent_dim, generator=generator, device=device))  # prior noise, a block at a time
         if self.bounded_idx:  # in place: no copy of the whole (N, D) output as in training's _squash
             out[:, self._bounded] = torch.tanh(out[:, self._bounded])
         if self.cont_idx:
