@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/generate.py --rows 10000000 --work-dir work/bench
 
 Generation, same model (Adult TVAE; speed does not depend on how long it trained), same cores:
-  (a) one Python process, torch with all cores' threads + pyarrow, writing one Parquet file;
+  (a) one Python process, torch and BLAS with all cores' threads + pyarrow, writing one Parquet
+      file with the sampler and writer settings of a Spark task;
   (b) our Spark generate job end to end (decode to the original schema, atomic commit), run as
       the CLI in a subprocess, at 1M and at --rows rows, with the driver's peak memory;
   (c) SDV 2.0 (comparison only): TVAE and GaussianCopula ``sample(1_000_000)``.
@@ -83,16 +84,19 @@ def load_bundle(work: Path, model: str):
 
 
 def single_process_generate(bundle, rows: int, out: Path, threads: int) -> float:
-    import pyarrow.parquet as pq
+    """What one Spark task does (same sampler, same Parquet settings), as one process with every
+    core's threads over all the rows."""
+    import shutil
+
     import torch
 
+    from gen_pipeline.generate import write_part
+
     torch.set_num_threads(threads)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
     t0 = time.perf_counter()
-    writer = None
-    for table in bundle.sample_arrow(rows, seed=7):
-        writer = writer or pq.ParquetWriter(out, table.schema)
-        writer.write_table(table)
-    writer.close()
+    write_part(bundle.sample_arrow(rows, seed=7, dictionary=True), out, 0, string_statistics=False)
     return rows / (time.perf_counter() - t0)
 
 
@@ -150,7 +154,7 @@ def main() -> None:
     # ---- generation ----------------------------------------------------------------------
     bundle = load_bundle(work, "models:/bench_adult@champion")
     results["generate_a_single_process_rows_per_s"] = single_process_generate(
-        bundle, args.rows, work / "single_process.parquet", threads=cores)
+        bundle, args.rows, work / "single_process", threads=cores)
     for n, key in ((1_000_000, "1m"), (args.rows, "full")):
         r = sh(["generate", *adult, "--rows", str(n), "--seed", "7", "--out", str(work / f"gen_{key}")], work,
                monitor=True)

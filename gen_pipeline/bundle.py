@@ -68,8 +68,12 @@ class ModelBundle:
         """``{"sex": "Female"}`` -> {span start: category index}; bad names and values raise."""
         return dict(self.transformer.condition(c, v) for c, v in (pairs or {}).items())
 
-    def sample_arrow(self, n: int, seed: int, chunk: int = SAMPLE_CHUNK, conditions: dict[str, str] | None = None):
+    def sample_arrow(self, n: int, seed: int, chunk: int = SAMPLE_CHUNK, conditions: dict[str, str] | None = None,
+                     dictionary: bool = False):
         """Yield Arrow tables (original schema) totalling ``n`` rows, deterministic for ``seed``.
+
+        With ``dictionary`` categorical columns come as dictionary arrays (for writing Parquet:
+        see ``TableTransformer.inverse_to_arrow``); images ignore it.
 
         With ``conditions`` ({column: value}, categorical columns) only matching rows come out:
         a conditional model (the GAN) is asked for the first value directly; every draw is then
@@ -102,7 +106,7 @@ class ModelBundle:
                         f"--condition {conditions}: only {done + len(x):,} of {drawn:,} sampled rows match; "
                         "the model almost never produces this combination (ask for fewer conditions)")
             if len(x):
-                yield self.transformer.inverse_to_arrow(x.numpy(), codes.numpy())
+                yield self.transformer.inverse_to_arrow(x.numpy(), codes.numpy(), dictionary=dictionary)
             done += len(x)
 
     def sample(self, n: int, seed: int, conditions: dict[str, str] | None = None) -> pd.DataFrame:

@@ -106,6 +106,8 @@ def write_part(tables, folder: Path, partition: int, string_statistics: bool = T
     snappy, one row group per table. Without ``string_statistics`` only the numeric columns get
     statistics: every row group of sampled rows holds nearly every category, so a string
     column's min/max could never skip one, and computing them took a fifth of the write.
+    Dictionary-typed columns (``sample_arrow(dictionary=True)``) are written as the strings
+    they stand for: no Arrow schema is stored, so every reader sees plain string columns.
     Written under a hidden name, then renamed.
     """
     import uuid
@@ -119,10 +121,12 @@ def write_part(tables, folder: Path, partition: int, string_statistics: bool = T
     try:
         for table in tables:
             if writer is None:
-                strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
+                coded = [f.name for f in table.schema if pa.types.is_dictionary(f.type)]
+                strings = coded + [f.name for f in table.schema if pa.types.is_string(f.type)]
                 numeric = [f.name for f in table.schema if f.name not in strings]
                 writer = pq.ParquetWriter(tmp, table.schema, compression="snappy", use_dictionary=strings or False,
-                                          write_statistics=True if string_statistics else numeric or False)
+                                          write_statistics=True if string_statistics else numeric or False,
+                                          store_schema=not coded)
             writer.write_table(table)
             rows += table.num_rows
     finally:
@@ -169,8 +173,8 @@ def run_generate(spark, bundle: ModelBundle, *, rows: int, seed: int, out: Path,
                     open(fault[1], "w").close()
                     raise RuntimeError(f"injected fault in partition {p} (GEN_PIPELINE_FAULT_GENERATE)")
                 n = rows_per_partition(rows, partitions, p)
-                written, size = write_part(b.sample_arrow(n, partition_seed(seed, p), conditions=conditions),
-                                           stage, p, string_statistics=False)
+                written, size = write_part(b.sample_arrow(n, partition_seed(seed, p), conditions=conditions,
+                                                          dictionary=True), stage, p, string_statistics=False)
                 yield pa.RecordBatch.from_pydict({"partition": [p], "rows": [written], "bytes": [size]})
 
     ids = spark.range(0, partitions, 1, numPartitions=partitions)

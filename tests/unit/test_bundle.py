@@ -68,3 +68,21 @@ def test_sampling_runs_in_chunks_no_larger_than_the_model_allows(bundle, monkeyp
     monkeypatch.setattr(bundle.model, "max_sample_chunk", 700)
     sizes = [t.num_rows for t in bundle.sample_arrow(2500, seed=1)]
     assert sizes == [700, 700, 700, 400]
+
+
+def test_dictionary_columns_write_the_same_rows_as_strings(bundle, tmp_path):
+    """The generate job's path (categories as dictionary indices, written without an Arrow
+    schema) reads back as the same rows and plain string columns, the missing category as null."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gen_pipeline.generate import write_part
+
+    plain = pa.concat_tables(bundle.sample_arrow(5000, seed=9, chunk=2048))
+    coded = list(bundle.sample_arrow(5000, seed=9, chunk=2048, dictionary=True))
+    assert pa.types.is_dictionary(coded[0].schema.field("job").type)
+    rows, _ = write_part(iter(coded), tmp_path, 0, string_statistics=False)
+    back = pq.read_table(tmp_path / "part-00000.parquet")
+    assert rows == 5000 and back.schema.equals(SCHEMA.arrow_schema(model_only=True))
+    assert back.equals(plain)
+    assert 0 < back.column("job").null_count < 5000  # the None category: null, as in the string path
