@@ -204,6 +204,7 @@ def stage_generate(cfg: PipelineConfig, rt: Runtime, model: str | None = None, r
     rows = cfg.generate.rows if rows is None else rows
     if not 0 < rows <= MAX_ROWS:
         raise PipelineError(f"--rows {rows}: must be between 1 and {MAX_ROWS:,}")
+    spark = rt.spark_started()  # the JVM starts while the model loads
     rt.mlflow(cfg.name)
     uri = model or f"models:/{cfg.model_name}@champion"
     mv, pyfunc = resolve(uri)
@@ -214,7 +215,7 @@ def stage_generate(cfg: PipelineConfig, rt: Runtime, model: str | None = None, r
         tr = pyfunc.bundle.transformer
         lineage["image"] = {"column": "image", "dtype": "uint8", "shape": [tr.size, tr.size], "layout": "row-major",
                             "label": "condition class (null: unconditional model)", "classes": tr.classes}
-    lineage = run_generate(rt.spark(), pyfunc.bundle, rows=rows,
+    lineage = run_generate(spark(), pyfunc.bundle, rows=rows,
                            seed=cfg.generate.seed if seed is None else seed, out=out_path, lineage=lineage,
                            partition_rows=cfg.generate.rows_per_partition, conditions=conditions)
     if image:  # a PNG grid of the first rows, for a quick look
@@ -230,6 +231,7 @@ def stage_score(cfg: PipelineConfig, rt: Runtime, model: str | None = None, inpu
     from gen_pipeline.registry import resolve
     from gen_pipeline.score import run_score
 
+    spark = rt.spark_started()  # the JVM starts while the model loads
     rt.mlflow(cfg.name)
     uri = model or f"models:/{cfg.model_name}@champion"
     mv, pyfunc = resolve(uri)
@@ -240,14 +242,14 @@ def stage_score(cfg: PipelineConfig, rt: Runtime, model: str | None = None, inpu
         source = score_inputs(image_source(cfg, rt.datasets_dir), inputs, pyfunc.bundle.transformer.size)
         out_path = Path(out) if out else default_output(cfg, rt, "scored")
         lineage = {"model_uri": uri, "model_name": mv.name, "model_version": mv.version, "run_id": mv.run_id}
-        lineage = run_image_score(rt.spark(), pyfunc.bundle, source, out=out_path, lineage=lineage)
+        lineage = run_image_score(spark(), pyfunc.bundle, source, out=out_path, lineage=lineage)
         return {"scored": str(out_path), "rows_in": lineage["rows_in"], "rows_scored": lineage["rows_scored"],
                 "roc_auc_anomaly": lineage["roc_auc_anomaly"],
                 "roc_auc_anomaly_neg_elbo": lineage["roc_auc_anomaly_neg_elbo"]}
     paths = [Path(p) for p in inputs] if inputs else [raw_table(cfg.data.dataset, rt.datasets_dir).files[-1]]
     out_path = Path(out) if out else default_output(cfg, rt, "scored")
     lineage = {"model_uri": uri, "model_name": mv.name, "model_version": mv.version, "run_id": mv.run_id}
-    lineage = run_score(rt.spark(), pyfunc.bundle, inputs=paths, out=out_path, lineage=lineage)
+    lineage = run_score(spark(), pyfunc.bundle, inputs=paths, out=out_path, lineage=lineage)
     return {"scored": str(out_path), "rows_in": lineage["rows_in"], "rows_scored": lineage["rows_scored"]}
 
 

@@ -12,6 +12,7 @@ import hashlib
 import os
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +115,31 @@ class Runtime:
         spark = builder.getOrCreate()
         spark.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "ERROR"))
         return spark
+
+    def spark_started(self, app_name: str = "gen_pipeline"):
+        """Start ``spark()`` on a daemon thread; returns a function that waits for the session.
+
+        The generate and score stages load their model from MLflow meanwhile: the two took
+        about 4 s and 5 s one after the other. A daemon thread never holds up an exit on an
+        error (the JVM stops when this process does)."""
+        box: dict = {}
+
+        def start() -> None:
+            try:
+                box["spark"] = self.spark(app_name)
+            except BaseException as e:  # re-raised in the caller's thread
+                box["error"] = e
+
+        thread = threading.Thread(target=start, name="spark-start", daemon=True)
+        thread.start()
+
+        def wait():
+            thread.join()
+            if "error" in box:
+                raise box["error"]
+            return box["spark"]
+
+        return wait
 
     def ray(self):
         """Connect to ``RAY_ADDRESS`` if set, else start a small local Ray (idempotent)."""

@@ -291,6 +291,23 @@ def test_a_routable_driver_host_and_spark_submit_are_respected(spark_options):
     assert not {"spark.master", "spark.driver.host", "spark.driver.bindAddress"} & set(submitted)
 
 
+def test_spark_started_in_the_background_gives_the_session_or_its_error(spark_options, monkeypatch, tmp_path):
+    from pyspark.sql import SparkSession
+
+    from gen_pipeline.runtime import Runtime
+
+    spark_options()  # getOrCreate captured: a fake session, no JVM
+    assert isinstance(Runtime.from_env(tmp_path).spark_started()(), _FakeSession)
+
+    def fail(builder):
+        raise RuntimeError("Java gateway process exited before sending its port number")
+
+    monkeypatch.setattr(SparkSession.Builder, "getOrCreate", fail)
+    wait = Runtime.from_env(tmp_path).spark_started()
+    with pytest.raises(RuntimeError, match="Java gateway"):  # raised where the session is needed
+        wait()
+
+
 def test_embedded_ray_and_mlflow_stay_local(monkeypatch, tmp_path):
     import ray
 
