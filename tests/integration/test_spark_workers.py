@@ -3,7 +3,7 @@ import caches from task to task instead of re-reading pyspark.zip before each on
 
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_reused_workers_keep_their_zip_import_caches(spark):
