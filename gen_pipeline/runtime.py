@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,24 +123,16 @@ class Runtime:
         The generate and score stages load their model from MLflow meanwhile: the two took
         about 4 s and 5 s one after the other. A daemon thread never holds up an exit on an
         error (the JVM stops when this process does)."""
-        box: dict = {}
+        session: Future = Future()
 
         def start() -> None:
             try:
-                box["spark"] = self.spark(app_name)
-            except BaseException as e:  # re-raised in the caller's thread
-                box["error"] = e
+                session.set_result(self.spark(app_name))
+            except BaseException as e:  # re-raised by session.result() in the caller's thread
+                session.set_exception(e)
 
-        thread = threading.Thread(target=start, name="spark-start", daemon=True)
-        thread.start()
-
-        def wait():
-            thread.join()
-            if "error" in box:
-                raise box["error"]
-            return box["spark"]
-
-        return wait
+        threading.Thread(target=start, name="spark-start", daemon=True).start()
+        return session.result
 
     def ray(self):
         """Connect to ``RAY_ADDRESS`` if set, else start a small local Ray (idempotent)."""

@@ -142,6 +142,10 @@ def test_numpy_forward_of_a_linear_relu_stack_matches_torch():
         for block in (300, 2048):  # several blocks (the last one short), and one
             assert torch.allclose(forward_numpy(seq, x, block=block), seq(x), atol=1e-5)
         assert forward_numpy(seq, x).T.is_contiguous()  # column-major: each output column contiguous
+        g = torch.Generator().manual_seed(1)
+        drawn = forward_numpy(seq, lambda rows: torch.randn(rows, 8, generator=g), n=1000, block=300)
+        assert torch.equal(drawn, forward_numpy(seq, torch.randn(1000, 8, generator=torch.Generator().manual_seed(1)),
+                                                block=300))  # input drawn block by block: the same rows
         relu_last = mlp([8, 16, 5], last_act=True)
         assert torch.allclose(forward_numpy(relu_last, x, block=300), relu_last(x), atol=1e-5)
         other = nn.Sequential(nn.Linear(8, 4), nn.Tanh())  # not Linear/ReLU only: torch runs it
