@@ -1,7 +1,7 @@
-"""Everything needed to rebuild a trained model, framework-free: config, transform spec, weights.
-
-The MLflow pyfunc (``registry.py``) and the Spark generate/score tasks both rebuild the model
-from a bundle, so a registered model is self-describing.
+"""Everything needed to rebuild a trained model, framework-free: config, transform spec,
+manifest, weights. The one bundle format: the MLflow model (``registry.py``) stores exactly
+these four as artifacts, and the Spark generate/score tasks receive them as the bytes of
+``to_bytes``, so a registered model is self-describing.
 """
 
 from __future__ import annotations
@@ -16,16 +16,17 @@ import torch
 
 from gen_pipeline.config import PipelineConfig
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.models import GenerativeModel, build_model
-from gen_pipeline.models.base import draw_categories
-from gen_pipeline.images import transformer_for
-from gen_pipeline.transforms import TableTransformer
+from gen_pipeline.kinds import kind_of
+from gen_pipeline.models import build_model, family
+from gen_pipeline.models.base import GenerativeModel
 
 # Rows per sampling forward. A 65,536-row chunk's arrays (latent, activations, logits: 33-42 MB
 # each) are above glibc's largest heap-reuse size (32 MB), so every chunk mapped fresh pages and
 # took ~150,000 page faults per million rows; at 16,384 rows they are reused. Adult TVAE,
 # sample + write on one core: 214k -> 258k rows/s (medians of 4). One Parquet row group each.
 SAMPLE_CHUNK = 16_384
+FILES = {"weights": "weights.pt", "model_config": "model_config.json", "transform_spec": "transform_spec.json",
+         "manifest": "manifest.json"}  # artifact name -> file name: the bundle's one format
 MAX_REJECTION_DRAWS = 2_000_000  # conditional sampling gives up after this many draws if ...
 MIN_ACCEPTANCE = 1e-3  # ... fewer than this share of them matched
 
@@ -41,7 +42,9 @@ class ModelBundle:
         self.config = config
         self.spec = spec
         self.manifest = manifest or {}
-        self.transformer = transformer_for(spec)  # a table or an image set
+        self.kind = kind_of(spec=spec)
+        self.family = family(config.model.family)  # what the model can do (gen_pipeline.models)
+        self.transformer = self.kind.transformer(spec)
         self.model: GenerativeModel = build_model(config.model, self.transformer.spans, self.transformer.output_dim)
         self.model.load_state_dict(state_dict)
         self.model.eval()
@@ -50,18 +53,48 @@ class ModelBundle:
     def schema(self):
         return self.transformer.schema
 
-    # ---- (de)serialisation: tensors and strings only, loaded with weights_only=True ----------
+    # ---- the one format: four files (tensors and JSON only, loaded with weights_only=True) ----
+    def to_parts(self) -> dict[str, bytes]:
+        """{artifact name: file bytes}: what the MLflow model stores (``FILES``) and what
+        ``to_bytes`` ships to Spark tasks."""
+        buf = io.BytesIO()
+        torch.save(self.model.state_dict(), buf)
+        return {"weights": buf.getvalue(),
+                "model_config": json.dumps(self.config.model_dump(mode="json"), indent=1).encode(),
+                "transform_spec": json.dumps(self.spec).encode(),
+                "manifest": json.dumps(self.manifest, indent=1).encode()}
+
+    @classmethod
+    def from_parts(cls, parts: dict[str, bytes]) -> "ModelBundle":
+        state = torch.load(io.BytesIO(parts["weights"]), map_location="cpu", weights_only=True)
+        config = PipelineConfig.model_validate(json.loads(parts["model_config"]))
+        return cls(config, json.loads(parts["transform_spec"]), state, json.loads(parts["manifest"]))
+
+    def save(self, folder) -> dict[str, str]:
+        """Write the four files into ``folder``; returns {artifact name: path}."""
+        from pathlib import Path
+
+        paths = {}
+        for name, data in self.to_parts().items():
+            path = Path(folder) / FILES[name]
+            path.write_bytes(data)
+            paths[name] = str(path)
+        return paths
+
+    @classmethod
+    def load(cls, paths: dict[str, str]) -> "ModelBundle":
+        from pathlib import Path
+
+        return cls.from_parts({name: Path(paths[name]).read_bytes() for name in FILES})
+
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        torch.save({"config": json.dumps(self.config.model_dump(mode="json")), "spec": json.dumps(self.spec),
-                    "manifest": json.dumps(self.manifest), "state_dict": self.model.state_dict()}, buf)
+        torch.save(self.to_parts(), buf)
         return buf.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "ModelBundle":
-        d = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        return cls(PipelineConfig.model_validate(json.loads(d["config"])), json.loads(d["spec"]),
-                   d["state_dict"], json.loads(d["manifest"]))
+        return cls.from_parts(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
 
     # ---- the two things a bundle does ---------------------------------------------------------
     def conditions(self, pairs: dict[str, str] | None) -> dict[int, int]:
@@ -73,40 +106,31 @@ class ModelBundle:
         """Yield Arrow tables (original schema) totalling ``n`` rows, deterministic for ``seed``.
 
         With ``dictionary`` categorical columns come as dictionary arrays (for writing Parquet:
-        see ``TableTransformer.inverse_to_arrow``); images ignore it.
+        see ``TableTransformer.inverse_to_arrow``); other kinds ignore it.
 
-        With ``conditions`` ({column: value}, categorical columns) only matching rows come out:
-        a conditional model (the GAN) is asked for the first value directly; every draw is then
-        filtered, so the rows follow the model's conditional distribution given all the values.
+        With ``conditions`` ({column: value}) only matching rows come out: a conditional model
+        is asked for the values directly; every draw is then filtered, so the rows follow the
+        model's conditional distribution given all the values.
         """
         g = torch.Generator().manual_seed(seed)
         fixed = self.conditions(conditions)
         chunk = min(chunk, self.model.max_sample_chunk)  # e.g. 4,096 images: a conv forward's activations
-        if not isinstance(self.transformer, TableTransformer):  # images: pixels, no categories to draw
-            for done in range(0, n, chunk):
-                yield self.transformer.inverse_to_arrow(self.model.sample(min(chunk, n - done), generator=g).numpy())
-            return
-        code_of = self.transformer.code_index
+        tr = self.transformer
         done = drawn = 0
         while done < n:
             k = min(chunk, n - done)
-            if not fixed:
-                x = self.model.sample_raw(k, generator=g)
-                codes = draw_categories(x, self.transformer.spans, g)
-            else:
-                x = self.model.sample_raw(chunk, generator=g, fixed=fixed)
-                codes = draw_categories(x, self.transformer.spans, g)
+            x = self.model.sample_raw(chunk if fixed else k, generator=g, fixed=fixed)
+            codes = tr.draw(x, g)  # categories from their logits (tables); None where nothing is drawn
+            if fixed:
                 drawn += chunk
-                keep = torch.ones(chunk, dtype=torch.bool)
-                for start, index in fixed.items():
-                    keep &= codes[:, code_of[start]] == index
-                x, codes = x[keep][:k], codes[keep][:k]
+                keep = tr.matches(x, codes, fixed)
+                x, codes = x[keep][:k], None if codes is None else codes[keep][:k]
                 if drawn >= MAX_REJECTION_DRAWS and (done + len(x)) < drawn * MIN_ACCEPTANCE:
                     raise PipelineError(
                         f"--condition {conditions}: only {done + len(x):,} of {drawn:,} sampled rows match; "
                         "the model almost never produces this combination (ask for fewer conditions)")
             if len(x):
-                yield self.transformer.inverse_to_arrow(x.numpy(), codes.numpy(), dictionary=dictionary)
+                yield tr.to_arrow(x.numpy(), None if codes is None else codes.numpy(), dictionary=dictionary)
             done += len(x)
 
     def sample(self, n: int, seed: int, conditions: dict[str, str] | None = None) -> pd.DataFrame:
@@ -119,9 +143,19 @@ class ModelBundle:
 
     def score(self, df: pd.DataFrame) -> tuple[np.ndarray, list[str | None]]:
         """Per-row anomaly score (NaN where the row cannot be encoded) and the reason."""
+        if not self.family.can_score:
+            raise PipelineError(f"model family {self.family.name!r} has no anomaly score; score with a family "
+                                f"that has one ({', '.join(scoring_families(self.kind.name))})")
         x, reasons = self.transformer.transform(df, strict=False)
         scores = np.full(len(df), np.nan)
         ok = np.array([r is None for r in reasons], dtype=bool)
         if ok.any():
             scores[ok] = self.model.score(torch.from_numpy(x[ok])).double().numpy()
         return scores, reasons
+
+
+def scoring_families(kind: str) -> list[str]:
+    """The registered families that can score rows of ``kind``."""
+    from gen_pipeline.models import FAMILIES
+
+    return [name for name, spec in FAMILIES.items() if spec.can_score and kind in spec.kinds]

@@ -47,18 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args) -> dict:
-    from gen_pipeline import pipeline
     from gen_pipeline.config import load_config
     from gen_pipeline.runtime import Runtime
+    from gen_pipeline.stages.evaluate import stage_evaluate
+    from gen_pipeline.stages.generate import stage_generate
+    from gen_pipeline.stages.preprocess import stage_preprocess
+    from gen_pipeline.stages.run import run_all
+    from gen_pipeline.stages.score import stage_score
+    from gen_pipeline.stages.train import stage_train
 
     cfg = load_config(args.config, args.overrides)
     rt = Runtime.from_env(args.work_dir)
     if args.stage == "preprocess":
-        return pipeline.stage_preprocess(cfg, rt)
+        return stage_preprocess(cfg, rt)
     if args.stage == "train":
-        return pipeline.stage_train(cfg, rt, fail_at_epoch=args.fail_at_epoch)
+        return stage_train(cfg, rt, fail_at_epoch=args.fail_at_epoch)
     if args.stage == "evaluate":
-        return pipeline.stage_evaluate(cfg, rt)
+        return stage_evaluate(cfg, rt)
     if args.stage == "generate":
         conditions = {}
         for pair in args.conditions:
@@ -66,11 +71,11 @@ def _dispatch(args) -> dict:
             if not sep or not column:
                 raise PipelineError(f"--condition {pair!r}: expected COLUMN=VALUE, e.g. --condition sex=Female")
             conditions[column.strip()] = value
-        return pipeline.stage_generate(cfg, rt, model=args.model, rows=args.rows, seed=args.seed, out=args.out,
-                                       conditions=conditions or None)
+        return stage_generate(cfg, rt, model=args.model, rows=args.rows, seed=args.seed, out=args.out,
+                              conditions=conditions or None)
     if args.stage == "score":
-        return pipeline.stage_score(cfg, rt, model=args.model, inputs=args.inputs, out=args.out)
-    outputs = pipeline.run_all(cfg, rt, rows=args.rows, seed=args.seed)
+        return stage_score(cfg, rt, model=args.model, inputs=args.inputs, out=args.out)
+    outputs = run_all(cfg, rt, rows=args.rows, seed=args.seed)
     print("\n[run] done in {0}s. Outputs:".format(outputs["seconds"]))
     print(f"  preprocess : {outputs['preprocess']['preprocess']}")
     print(f"  model      : {outputs['train']['model']} = version {outputs['train']['version']} "

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gen_pipeline.errors import PipelineError
 
@@ -25,7 +25,7 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where the raw table comes from and how it is split."""
 
-    dataset: Literal["adult", "shuttle", "fashion_mnist", "digits", "image_folder", "image_npz"] = "adult"
+    dataset: str = "adult"  # one of the registered kinds' datasets (gen_pipeline.kinds)
     # Image sets: the folder of PNGs (one subfolder per class) or the .npz file to read, and the
     # image side every image must have (None = the dataset's own: 28 Fashion-MNIST, 8 digits).
     path: str | None = None
@@ -35,6 +35,10 @@ class DataConfig(_Strict):
     train_where: str | None = None
     # Read at most this many data lines of each raw file (None = all): the tiny test configs.
     max_rows_per_file: int | None = Field(default=None, gt=0)
+    # hash: every record is split by a hash; files: a dataset's official test file is the test
+    # split and the validation rows are carved from its training file (as the papers do for
+    # Adult: train on adult.data, test on adult.test), by hash for sets without one.
+    split: Literal["hash", "files"] = "hash"
     validation_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
     test_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
     split_salt: str = "gen_pipeline"
@@ -62,7 +66,7 @@ class TransformConfig(_Strict):
 class ModelConfig(_Strict):
     """Which model family and its size."""
 
-    family: Literal["tvae", "gan", "dcgan", "conv_vae"] = "tvae"
+    family: str = "tvae"  # a registered family (gen_pipeline.models.FAMILIES)
     latent_dim: int = Field(default=64, ge=2)
     hidden_dims: tuple[int, ...] = (128, 128)
     # GAN only
@@ -119,9 +123,9 @@ class EvaluateConfig(_Strict):
     seed: int = 1234
     # The gate: the metric a candidate must beat the champion on (detection_auc and fid: lower
     # is better), and the bounds it must meet first.
-    primary_metric: Literal["quality_score", "column_shapes", "column_pair_trends", "tstr_f1_mean",
-                            "detection_auc", "fid"] = "quality_score"
-    min_quality_score: float = Field(default=0.5, ge=0.0, le=1.0)
+    # None: the kind's default (tables quality_score, images fid). Any metric a kind reports.
+    primary_metric: str | None = None
+    min_quality_score: float | None = Field(default=None, ge=0.0, le=1.0)
     # How much better than the champion (in the primary metric's units) a candidate must be:
     # "measurably improved", not a difference within the evaluation's sampling noise.
     min_improvement: float = Field(default=0.0, ge=0.0)
@@ -137,7 +141,17 @@ class EvaluateConfig(_Strict):
     # Images: the gate's ceiling on FID (lower is better) and the epochs of the pipeline's own
     # classifier (trained on the real train split; its features define FID).
     max_fid: float | None = Field(default=None, gt=0.0)
+    min_conditional_accuracy: float | None = Field(default=None, ge=0.0, le=1.0)
     classifier_epochs: int = Field(default=3, ge=1)
+
+    @field_validator("primary_metric")
+    @classmethod
+    def _known_metric(cls, v: str | None) -> str | None:
+        from gen_pipeline.kinds import all_metrics
+
+        if v is not None and v not in all_metrics():
+            raise ValueError(f"unknown metric {v!r} (known: {', '.join(sorted(all_metrics()))})")
+        return v
 
     @model_validator(mode="after")
     def _tstr_needs_a_label(self) -> "EvaluateConfig":
@@ -167,8 +181,24 @@ class PipelineConfig(_Strict):
     generate: GenerateConfig = GenerateConfig()
 
     @model_validator(mode="after")
+    def _known_dataset_and_family(self) -> "PipelineConfig":
+        from gen_pipeline.kinds import all_datasets, kind_for_dataset
+        from gen_pipeline.models import FAMILIES
+
+        if self.data.dataset not in all_datasets():
+            raise ValueError(f"data.dataset: unknown {self.data.dataset!r} (known: {', '.join(all_datasets())})")
+        if self.model.family not in FAMILIES:
+            raise ValueError(f"model.family: unknown {self.model.family!r} (known: {', '.join(FAMILIES)})")
+        kind = kind_for_dataset(self.data.dataset).name
+        if kind not in FAMILIES[self.model.family].kinds:
+            fits = [f for f, s in FAMILIES.items() if kind in s.kinds]
+            raise ValueError(f"model.family: {self.model.family!r} does not model {kind} data "
+                             f"(data.dataset={self.data.dataset}); use one of {', '.join(fits)}")
+        return self
+
+    @model_validator(mode="after")
     def _pac_divides_batch(self) -> "PipelineConfig":
-        if self.model.family == "gan" and self.train.batch_size % self.model.pac:
+        if self.train.batch_size % self.model.pac:  # PacGAN packs rows into groups of pac
             raise ValueError(
                 f"train.batch_size ({self.train.batch_size}) must be a multiple of model.pac ({self.model.pac})"
             )

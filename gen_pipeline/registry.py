@@ -1,4 +1,7 @@
-"""MLflow adapter: the self-describing pyfunc model, registration, aliases and the gate's tags.
+"""MLflow adapter: the self-describing pyfunc model, registration and aliases.
+
+Every model logged by any release imports ``gen_pipeline.registry.GenerativePyfunc`` (through
+``pyfunc_entry.py``): it stays here.
 
 The logged model carries the weights (a state dict), the model config, the transform spec and
 the preprocess manifest as artifacts, plus this package's code, so
@@ -8,7 +11,6 @@ the preprocess manifest as artifacts, plus this package's code, so
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -17,7 +19,6 @@ import pandas as pd
 import torch
 
 from gen_pipeline.bundle import ModelBundle
-from gen_pipeline.config import PipelineConfig
 from gen_pipeline.errors import PipelineError
 
 CANDIDATE, CHAMPION = "candidate", "champion"
@@ -32,12 +33,7 @@ class GenerativePyfunc(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context):
-        a = context.artifacts
-        state = torch.load(a["weights"], map_location="cpu", weights_only=True)  # tensors only
-        config = PipelineConfig.model_validate(json.loads(Path(a["model_config"]).read_text()))
-        spec = json.loads(Path(a["transform_spec"]).read_text())
-        manifest = json.loads(Path(a["manifest"]).read_text())
-        self.bundle = ModelBundle(config, spec, state, manifest)
+        self.bundle = ModelBundle.load(context.artifacts)  # tensors and JSON only
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         task = (params or {}).get("task", "generate")
@@ -58,11 +54,7 @@ def log_and_register(bundle: ModelBundle, model_name: str) -> tuple[str, str]:
     from mlflow.models import infer_signature
 
     with tempfile.TemporaryDirectory() as d:
-        d = Path(d)
-        torch.save(bundle.model.state_dict(), d / "weights.pt")
-        (d / "model_config.json").write_text(json.dumps(bundle.config.model_dump(mode="json"), indent=1))
-        (d / "transform_spec.json").write_text(json.dumps(bundle.spec))
-        (d / "manifest.json").write_text(json.dumps(bundle.manifest, indent=1))
+        artifacts = bundle.save(d)
         example = pd.DataFrame({"num_rows": [5], "seed": [7]})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "integer columns cannot hold missing values"
@@ -70,8 +62,7 @@ def log_and_register(bundle: ModelBundle, model_name: str) -> tuple[str, str]:
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(_PACKAGE_DIR / "pyfunc_entry.py"),  # models-from-code: nothing pickled
-            artifacts={"weights": str(d / "weights.pt"), "model_config": str(d / "model_config.json"),
-                       "transform_spec": str(d / "transform_spec.json"), "manifest": str(d / "manifest.json")},
+            artifacts=artifacts,
             code_paths=[str(_PACKAGE_DIR)],
             signature=signature,
             input_example=example,

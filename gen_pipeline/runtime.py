@@ -64,13 +64,6 @@ class Runtime:
     def datasets_dir(self) -> Path:
         return Path(os.environ.get("GEN_PIPELINE_DATA_DIR", self.work_dir / "datasets")).resolve()
 
-    def run_dir(self, name: str) -> Path:
-        return self.work_dir / "runs" / name
-
-    @property
-    def ray_storage(self) -> Path:
-        return self.work_dir / "ray_results"
-
     @property
     def embedded_mlflow(self) -> bool:
         return self.user_tracking_uri is None

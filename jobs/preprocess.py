@@ -1,6 +1,6 @@
 """Entry point for the preprocess stage: `spark-submit jobs/preprocess.py --config configs/adult_tvae.yaml [--set key=value]`.
 
-A thin adapter: all logic lives in gen_pipeline (see gen_pipeline/pipeline.py).
+A thin adapter: all logic lives in gen_pipeline (see gen_pipeline/stages/).
 """
 
 import sys

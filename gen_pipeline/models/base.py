@@ -1,7 +1,7 @@
 """The contract every generative model follows, and the name registry.
 
 A model owns its networks, its optimisers and its ``train_step``; the training loop (written
-once in ``gen_pipeline.train``) owns epochs, devices, logging and checkpoints. Pure torch: no
+once in ``gen_pipeline.training.loop``) owns epochs, devices, logging and checkpoints. Pure torch: no
 Spark, Ray or MLflow in here.
 """
 
@@ -14,27 +14,9 @@ import torch
 from torch import nn
 
 from gen_pipeline.config import ModelConfig
-from gen_pipeline.errors import PipelineError
-from gen_pipeline.transforms import Span
+from gen_pipeline.spans import Span
 
 Wrap = Callable[[nn.Module], nn.Module]
-
-_REGISTRY: dict[str, type["GenerativeModel"]] = {}
-
-
-def register(name: str):
-    def deco(cls):
-        _REGISTRY[name] = cls
-        cls.family = name
-        return cls
-    return deco
-
-
-def build_model(cfg: ModelConfig, spans: list[Span], data_dim: int) -> "GenerativeModel":
-    if cfg.family not in _REGISTRY:
-        raise PipelineError(f"model.family: unknown {cfg.family!r} (known: {sorted(_REGISTRY)})")
-    return _REGISTRY[cfg.family](cfg, spans, data_dim)
-
 
 def mlp(dims: list[int], act: Callable[[], nn.Module] = nn.ReLU, last_act: bool = True) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -155,10 +137,11 @@ def sample_spans(x: torch.Tensor, spans: list[Span], generator: torch.Generator 
 
 
 class GenerativeModel(nn.Module):
-    """Fit on encoded batches, ``sample(n, generator)``, ``score(x)``."""
+    """Fit on encoded batches; ``sample_raw(n, generator, fixed)``; ``score(x)`` where the family's
+    spec declares ``can_score``. What a family can do is declared in ``gen_pipeline.models``."""
 
-    family: str = "base"
     max_sample_chunk: int = 65_536  # rows per sampling forward: bounds activation memory
+    conditional: bool = False  # this model (family and config) draws an asked category itself
 
     def __init__(self, cfg: ModelConfig, spans: list[Span], data_dim: int):
         super().__init__()
@@ -187,24 +170,34 @@ class GenerativeModel(nn.Module):
         for k, o in self.optimizers.items():
             o.load_state_dict(state[k])
 
-    # -- inference --------------------------------------------------------------------------
+    # -- inference: one contract for every family -------------------------------------------
     @torch.no_grad()
     def sample_raw(self, n: int, generator: torch.Generator | None = None,
-                   fixed: dict[int, int] | None = None) -> torch.Tensor:
-        """``n`` rows of decoder output: continuous values drawn, categorical spans as LOGITS
-        (``draw_categories`` draws them). ``fixed`` maps a categorical span's start to a category
-        a conditional model should produce; a model that cannot condition ignores it, and the
-        caller (``bundle``) keeps only the rows that match."""
+                   fixed: dict[int, int | torch.Tensor] | None = None) -> torch.Tensor:
+        """``n`` rows of model output: continuous values and pixels drawn, categorical spans as
+        LOGITS (``draw_categories`` draws them). ``fixed`` maps a categorical or label span's
+        start to the category to produce (one index, or an (n,) tensor of indices): a
+        ``conditional`` model produces it; any other ignores it, and the caller (``bundle``)
+        keeps only the rows that match."""
         raise NotImplementedError
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None,
-               fixed: dict[int, int] | None = None) -> torch.Tensor:
-        """``n`` encoded rows, categorical spans one-hot."""
+               fixed: dict[int, int | torch.Tensor] | None = None) -> torch.Tensor:
+        """``n`` encoded rows, categorical spans one-hot (``sample_raw``, then the draw)."""
         return sample_spans(self.sample_raw(n, generator, fixed), self.spans, generator)
 
     @torch.no_grad()
     def score(self, x: torch.Tensor) -> torch.Tensor:
-        raise PipelineError(
-            f"model family {self.family!r} has no anomaly score; train a VAE (model.family=tvae) to score rows"
-        )
+        """Per-row anomaly score (higher = more anomalous); families whose spec says ``can_score``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def score_columns(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The score and any companion figures per row, as named columns of the score output."""
+        return {"score": self.score(x)}
+
+    @torch.no_grad()
+    def elbo(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A Monte-Carlo ELBO per row in nats (families whose spec says ``can_score``)."""
+        raise NotImplementedError

@@ -1,7 +1,7 @@
 """Convolutional towers shared by the image families (DCGAN, conv VAE), in plain torch.
 
 Images arrive flattened in the encoded layout ``(B, S*S + K)``: S*S pixels in [0, 1], then the
-label one-hot over K classes (see ``gen_pipeline.images``). Two stride-2 convolutions take
+label one-hot over K classes (see ``gen_pipeline.kinds.image.transform``). Two stride-2 convolutions take
 S x S to S/4 x S/4 and back (28 -> 7, 8 -> 2), as in DCGAN (Radford et al. 2016).
 """
 
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.transforms import Span
+from gen_pipeline.spans import Span
 
 
 def geometry(spans: list[Span], data_dim: int) -> tuple[int, int]:
@@ -41,12 +41,21 @@ def label_planes(y: torch.Tensor, side: int) -> torch.Tensor:
     return y[:, :, None, None].expand(-1, -1, side, side)
 
 
-def one_hot_labels(n: int, k: int, labels: torch.Tensor | None, generator, device) -> torch.Tensor:
-    """(n, k) one-hot of ``labels`` or of uniform draws; (n, 0) when the model is unconditional."""
+def label_start(spans: list[Span]) -> int | None:
+    """Where the label one-hot starts in the encoded row (None: the set has no classes)."""
+    return next((s.start for s in spans if s.kind == "label"), None)
+
+
+def one_hot_labels(n: int, k: int, fixed: dict | None, start: int | None, generator, device) -> torch.Tensor:
+    """(n, k) one-hot of the asked labels (``fixed[start]``: one class or an (n,) tensor) or of
+    uniform draws; (n, 0) when the model is unconditional."""
     if k == 0:
         return torch.zeros(n, 0, device=device)
+    labels = (fixed or {}).get(start)
     if labels is None:
         labels = torch.randint(k, (n,), generator=generator, device=device)
+    elif not torch.is_tensor(labels):
+        labels = torch.full((n,), int(labels), dtype=torch.long)
     return torch.nn.functional.one_hot(labels.to(device).long(), k).float()
 
 

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gen_pipeline.models.base import GenerativeModel, adam, register
-from gen_pipeline.models.conv import DownTower, UpTower, geometry, label_planes, one_hot_labels, split_batch
+from gen_pipeline.models.base import GenerativeModel, adam
+from gen_pipeline.models.conv import (DownTower, UpTower, geometry, label_planes, label_start, one_hot_labels,
+                                       split_batch)
 
 
 def cb_log_norm(logits: torch.Tensor) -> torch.Tensor:
@@ -66,7 +67,6 @@ class _ConvVAENet(nn.Module):
         return self.decode(z, y), mu, logvar
 
 
-@register("conv_vae")
 class ConvVAE(GenerativeModel):
     max_sample_chunk = 4096  # images per forward when generating: bounds activation memory
 
@@ -74,6 +74,8 @@ class ConvVAE(GenerativeModel):
         super().__init__(cfg, spans, data_dim)
         self.side, k = geometry(spans, data_dim)
         self.k = k if cfg.conditional else 0
+        self.conditional = self.k > 0
+        self.label_start = label_start(spans)
         self.net = _ConvVAENet(self.side, self.k, cfg.latent_dim, cfg.base_channels)
         object.__setattr__(self, "_run", self.net)  # the DDP-wrapped view, not part of state_dict
 
@@ -116,13 +118,13 @@ class ConvVAE(GenerativeModel):
         return cb_mean(logits) if self.cfg.likelihood == "continuous_bernoulli" else torch.sigmoid(logits)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None,
-               labels: torch.Tensor | None = None) -> torch.Tensor:
+    def sample_raw(self, n: int, generator: torch.Generator | None = None,
+                   fixed: dict | None = None) -> torch.Tensor:
         """(n, S*S + K): the decoder's mean image for z ~ N(0, I) (the usual way to show VAE
         samples: per-pixel noise adds nothing a person or FID wants), then the condition."""
         device = self.net.to_stats.weight.device
         z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=device)
-        y = one_hot_labels(n, self.k, labels, generator, device)
+        y = one_hot_labels(n, self.k, fixed, self.label_start, generator, device)
         x = self._mean(self.net.decode(z, y))
         pad = torch.zeros(n, self.data_dim - x.shape[1] - y.shape[1], device=device)
         return torch.cat([x, y, pad], 1)
@@ -163,6 +165,10 @@ class ConvVAE(GenerativeModel):
         """(``score``, ``neg_elbo``) per image from one forward pass: (B,), (B,)."""
         neg = self.neg_elbo(x)
         return neg - self.nll_floor(x), neg
+
+    def score_columns(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        score, neg = self.score_and_neg_elbo(x)
+        return {"score": score, "neg_elbo": neg}
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Anomaly score per image in nats (higher = more anomalous): the negative ELBO above the

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gen_pipeline.models.base import GenerativeModel, adam, register
-from gen_pipeline.models.conv import DownTower, UpTower, geometry, init_dcgan, label_planes, one_hot_labels, \
-    split_batch
+from gen_pipeline.models.base import GenerativeModel, adam
+from gen_pipeline.models.conv import (DownTower, UpTower, geometry, init_dcgan, label_planes, label_start,
+                                       one_hot_labels, split_batch)
 
 REAL_TARGET = 0.9  # one-sided label smoothing
 
@@ -41,7 +41,6 @@ class _Discriminator(nn.Module):
         return self.head(self.features(h)).squeeze(1)  # (B,) logits
 
 
-@register("dcgan")
 class DCGAN(GenerativeModel):
     max_sample_chunk = 4096  # images per forward when generating: bounds activation memory
 
@@ -49,6 +48,8 @@ class DCGAN(GenerativeModel):
         super().__init__(cfg, spans, data_dim)
         self.side, k = geometry(spans, data_dim)
         self.k = k if cfg.conditional else 0
+        self.conditional = self.k > 0
+        self.label_start = label_start(spans)
         c = cfg.base_channels
         self.generator = _Generator(cfg.latent_dim, self.k, self.side, 2 * c)
         self.discriminator = _Discriminator(self.k, self.side, c)
@@ -101,14 +102,14 @@ class DCGAN(GenerativeModel):
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "d_real": d_real, "d_fake": d_fake}
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None,
-               labels: torch.Tensor | None = None) -> torch.Tensor:
+    def sample_raw(self, n: int, generator: torch.Generator | None = None,
+                   fixed: dict | None = None) -> torch.Tensor:
         """(n, S*S + K): pixels in [0, 1], then the condition's one-hot (zeros if unconditional)."""
         was_training = self.generator.training
         self.generator.eval()
         device = next(self.generator.parameters()).device
         z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=device)
-        y = one_hot_labels(n, self.k, labels, generator, device)
+        y = one_hot_labels(n, self.k, fixed, self.label_start, generator, device)
         x = self.generator(z, y).reshape(n, -1)
         self.generator.train(was_training)
         pad = torch.zeros(n, self.data_dim - x.shape[1] - y.shape[1], device=device)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gen_pipeline.models.base import GenerativeModel, adam, register
+from gen_pipeline.models.base import GenerativeModel, adam
 
 
 class _Residual(nn.Module):
@@ -66,12 +66,12 @@ class _Discriminator(nn.Module):
         return self.net(x.reshape(-1, x.shape[1] * self.pac)).squeeze(1)  # (B / pac,) scores
 
 
-@register("gan")
 class TabularGAN(GenerativeModel):
     def __init__(self, cfg, spans, data_dim):
         super().__init__(cfg, spans, data_dim)
         # The conditional vector: one block per categorical COLUMN (not modes or null flags).
         self.cond_spans = [s for s in spans if s.cond] if cfg.conditional else []
+        self.conditional = bool(self.cond_spans)
         self.cond_offsets = [0]
         for s in self.cond_spans:
             self.cond_offsets.append(self.cond_offsets[-1] + s.end - s.start)

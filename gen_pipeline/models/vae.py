@@ -10,7 +10,7 @@ import math
 import torch
 from torch import nn
 
-from gen_pipeline.models.base import GenerativeModel, adam, forward_numpy, mlp, register
+from gen_pipeline.models.base import GenerativeModel, adam, forward_numpy, mlp
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -36,7 +36,6 @@ class _VAENet(nn.Module):
         return self.decoder(z), mu, logvar
 
 
-@register("tvae")
 class TabularVAE(GenerativeModel):
     def __init__(self, cfg, spans, data_dim):
         super().__init__(cfg, spans, data_dim)

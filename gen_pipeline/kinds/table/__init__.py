@@ -1,0 +1,145 @@
+"""The table kind: CSV-like files read on Spark, a fitted per-column encoding, SDMetrics quality,
+detection, train-on-synthetic efficacy and privacy metrics, and row scoring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gen_pipeline.kinds.base import DataKind, Evaluation, Metric, RawRecords, ScoreJob
+
+# Rows of the train split evaluation reads (the exact-copy and DCR reference, TRTR's training
+# set). The clean split's files are ordered by a hash of each row, so their head is a uniform sample.
+TRAIN_REFERENCE_ROWS = 200_000
+# How far above rows drawn column by column from the real marginals a model's train-on-synthetic
+# F1 must be when the config sets no bound of its own: "clearly above" a model with no relations.
+BASELINE_TSTR_MARGIN = 0.05
+
+
+class TableKind(DataKind):
+    name = "table"
+    metrics = (
+        Metric("quality_score"), Metric("column_shapes"), Metric("column_pair_trends"),
+        Metric("detection_auc", lower_is_better=True), Metric("association_diff_mean", lower_is_better=True),
+        Metric("tstr_f1_mean"), Metric("tstr_accuracy_mean"), Metric("exact_copy_share", lower_is_better=True),
+        Metric("dcr_median"), Metric("test_neg_elbo_nats", lower_is_better=True),
+    )
+    default_primary_metric = "quality_score"
+    position = "line"
+    split_columns = ("text",)
+    quarantine_columns = ("source", "line", "text")
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        from gen_pipeline.kinds.table.datasets import DATASETS
+
+        return tuple(DATASETS)
+
+    # ---- preprocess ------------------------------------------------------------------------
+    def read(self, spark, cfg, datasets_dir: Path) -> RawRecords:
+        from pyspark.sql import functions as F
+
+        from gen_pipeline.kinds.table.datasets import raw_table
+        from gen_pipeline.kinds.table.reader import read_raw_lines
+        from gen_pipeline.stages.preprocess import file_listing
+
+        table = raw_table(cfg.data.dataset, datasets_dir)
+        parsed = read_raw_lines(spark, list(table.files), table.schema, cfg.data.max_rows_per_file)
+        hint = F.lit(None).cast("string")
+        if cfg.data.split == "files" and table.test_files:
+            hint = F.when(F.col("source").isin(*table.test_files), "test").otherwise("train")
+        return RawRecords(table.name, parsed.withColumn("split_hint", hint), file_listing(table.files),
+                          {"schema": table.schema})
+
+    def fit(self, spark, good, records: RawRecords, cfg) -> dict:
+        from gen_pipeline.kinds.table.transforms import fit_spec
+
+        t = cfg.transform
+        print(f"[preprocess] fitting transforms from Spark aggregates ({t.continuous})", flush=True)
+        return fit_spec(good, records.context["schema"], t.continuous, t.num_quantiles, t.vgm_sample_rows,
+                        t.vgm_point_share)
+
+    def encoder(self, spec: dict):
+        from gen_pipeline.kinds.table.reader import _encode_fn
+        from gen_pipeline.kinds.table.transforms import TableTransformer
+
+        schema = TableTransformer(spec).schema
+        return schema.names, _encode_fn(spec, schema), "features array<float>"
+
+    def clean_columns(self, spec: dict) -> list[str]:
+        return self.transformer(spec).schema.names
+
+    def manifest_extras(self, spark, out, spec: dict, records: RawRecords) -> dict:
+        t = self.transformer(spec)
+        return {"encoded_dim": t.output_dim, "columns": t.schema.names}
+
+    def extra_files(self, spec: dict, records: RawRecords) -> dict[str, dict]:
+        from gen_pipeline.layout import SCHEMA_FILE
+
+        return {SCHEMA_FILE: records.context["schema"].to_dict()}
+
+    def describe(self, spec: dict) -> str:
+        return f"encoded_dim={self.transformer(spec).output_dim}"
+
+    def transformer(self, spec: dict):
+        from gen_pipeline.kinds.table.transforms import TableTransformer
+
+        return TableTransformer(spec)
+
+    # ---- evaluate --------------------------------------------------------------------------
+    def evaluate(self, bundle, data, ev, family) -> Evaluation:
+        from gen_pipeline.kinds.table.metrics import evaluate_bundle, independent_marginals, tstr_f1
+
+        real = data.read_clean("test")
+        real_train = data.read_clean("train", limit=TRAIN_REFERENCE_ROWS)
+        n = ev.num_rows or len(real)
+        metrics, synth = evaluate_bundle(bundle, real_train, real, n, ev.seed, ev.tstr_label, ev.tstr_positive,
+                                         ev.max_rows)
+        if ev.tstr_label is not None and "tstr_f1_mean" in metrics:
+            # The trivial baseline, in the same evaluation: rows with every column's real
+            # marginal and no relation between columns.
+            marginals = independent_marginals(real_train, bundle.schema, min(n, ev.max_rows), ev.seed)
+            metrics["baseline_marginals_tstr_f1_mean"] = tstr_f1(
+                real_train, real, marginals, bundle.schema, ev.tstr_label, ev.tstr_positive, ev.max_rows, ev.seed)
+
+        def report(folder: Path, title: str) -> list[Path]:
+            from gen_pipeline.kinds.table.report import report_figures, report_html
+
+            figures = report_figures(real, synth, bundle.schema, ev.max_rows, ev.seed)
+            paths = []
+            for name, fig in figures.items():  # marginals_real_vs_synthetic.png, association_difference.png
+                fig.savefig(folder / f"{name}.png", dpi=80)
+                paths.append(folder / f"{name}.png")
+            (folder / "report.html").write_text(report_html(metrics, figures, title))  # closes the figures
+            return [*paths, folder / "report.html"]
+
+        shown = ("quality_score", "column_shapes", "column_pair_trends", "detection_auc", "tstr_f1_mean",
+                 "baseline_marginals_tstr_f1_mean", "trtr_f1_mean", "dcr_median", "dcr_holdout_median",
+                 "exact_copy_share", "test_neg_elbo_nats")
+        shown += tuple(k for k in metrics if k.startswith("roc_auc_"))
+        return Evaluation(metrics, {"report": report}, shown)
+
+    def baseline_bounds(self, metrics: dict[str, float], bundle, ev):
+        if "baseline_marginals_tstr_f1_mean" not in metrics:
+            return {}, {}
+        return {"tstr_f1_mean": metrics["baseline_marginals_tstr_f1_mean"] + BASELINE_TSTR_MARGIN}, {}
+
+    # ---- score -----------------------------------------------------------------------------
+    def score_records(self, spark, cfg, datasets_dir: Path, inputs: list[str] | None, bundle):
+        from gen_pipeline.kinds.table.datasets import raw_table
+        from gen_pipeline.kinds.table.reader import data_lines
+        from gen_pipeline.kinds.table.schema import parse_table
+        from gen_pipeline.kinds.table.scoring import score_table
+
+        schema = bundle.schema
+        paths = [Path(p) for p in inputs] if inputs else [raw_table(cfg.data.dataset, datasets_dir).files[-1]]
+
+        def scorer(b, rb):
+            import pyarrow as pa
+
+            return score_table(b, parse_table(pa.Table.from_batches([rb]), schema), schema)
+
+        return ScoreJob(data_lines(spark, paths, schema), [str(p) for p in paths], scorer,
+                        labels=schema.label_columns, meaning="negative ELBO (nats per row)")
+
+
+TABLE = TableKind()

@@ -1,0 +1,390 @@
+"""Quality of synthetic rows against real rows, the report that shows it, and the promotion gate.
+
+Everything here is pure pandas/numpy/scikit-learn on frames in the ORIGINAL schema (what
+``ModelBundle.sample`` and SDV's ``sample`` return), so a benchmark calls it without MLflow or
+Spark; ``pipeline.stage_evaluate`` calls it and logs the result.
+
+- Quality Score, Column Shapes, Column Pair Trends: SDMetrics' QualityReport (MIT), the
+  measure SDGym publishes. Synthetic vs the real held-out split; higher is better.
+- Detection AUC: ROC-AUC of a logistic regression telling the real held-out rows from synthetic
+  ones (0.5 is best), on the normalised encoding below.
+- Efficacy, train-synthetic-test-real (TSTR): SDGym 0.2's four binary classifiers and feature
+  maker, trained on synthetic rows and tested on the real held-out split; F1 of the positive
+  class and accuracy, with the train-real-test-real row (TRTR) beside it as the ceiling.
+  SDGym 0.2.2 on Adult, mean F1 of the four: real 0.663, TVAE 0.619, CTGAN 0.602.
+- Privacy: distance to closest record (DCR) from synthetic rows to the real training rows on
+  the normalised encoding, beside the real held-out rows' own DCR to the training rows (what
+  "new rows from the same distribution" look like); and the share of synthetic rows that are
+  exact copies of a training row (the held-out split's share beside it).
+- For a VAE (``evaluate_bundle``), the held-out negative ELBO and ROC-AUC against label columns.
+
+Sizes: every comparison subsamples to ``max_rows`` rows per frame (default 10,000; SDGym used
+50,000), DCR queries to ``dcr_rows`` (default 2,000) against at most ``max_dcr_reference``
+training rows (default 20,000); exact copies use every row. On Adult that is about ten seconds on
+2 cores for the whole report.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from gen_pipeline.kinds.table.schema import TableSchema
+
+MISSING = "<missing>"
+CLASSIFIERS = ("decision_tree", "adaboost", "logistic_regression", "mlp")  # SDGym 0.2's four
+
+
+def _numeric(s: pd.Series) -> np.ndarray:
+    return pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _strings(s: pd.Series) -> np.ndarray:
+    return s.astype(object).where(s.notna(), MISSING).astype(str).to_numpy()
+
+
+def _subsample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    return df if len(df) <= n else df.sample(n=n, random_state=seed)
+
+
+# ---- SDMetrics quality and detection ------------------------------------------------------------
+def sdmetrics_quality(real: pd.DataFrame, synth: pd.DataFrame, schema: TableSchema) -> dict[str, float]:
+    """SDMetrics' Quality Score with its two properties and the per-column shape scores."""
+    with warnings.catch_warnings():  # 0.32 flags the single-table report deprecated; it is the stable API
+        warnings.simplefilter("ignore", FutureWarning)
+        from sdmetrics.reports.single_table import QualityReport
+
+    cols = [c.name for c in schema.model_columns]
+    metadata = {"columns": {c.name: {"sdtype": "numerical" if c.kind == "continuous" else "categorical"}
+                            for c in schema.model_columns}}
+
+    def plain(df: pd.DataFrame) -> pd.DataFrame:  # nullable Int64 -> float, so NaN is a value
+        return df[cols].astype({c.name: "float64" for c in schema.model_columns if c.kind == "continuous"})
+
+    report = QualityReport()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report.generate(plain(real), plain(synth), metadata, verbose=False)
+    props = report.get_properties().set_index("Property")["Score"]
+    shapes = report.get_details("Column Shapes").set_index("Column")["Score"]
+    out = {"quality_score": float(report.get_score()), "column_shapes": float(props["Column Shapes"]),
+           "column_pair_trends": float(props["Column Pair Trends"])}
+    out.update({f"shape_{k}": float(v) for k, v in shapes.items()})
+    return out
+
+
+def detection_auc(real_x: np.ndarray, synth_x: np.ndarray, seed: int = 0) -> float:
+    """Cross-validated ROC-AUC of a classifier telling real from synthetic encoded rows."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    x = np.concatenate([real_x, synth_x])
+    y = np.concatenate([np.ones(len(real_x)), np.zeros(len(synth_x))])
+    clf = LogisticRegression(max_iter=500)
+    cv = StratifiedKFold(3, shuffle=True, random_state=seed)
+    auc = cross_val_score(clf, x, y, cv=cv, scoring="roc_auc").mean()
+    return float(max(auc, 1.0 - auc))
+
+
+# ---- the normalised encoding for distances and detection -----------------------------------------
+class RowEncoder:
+    """Fitted on real training rows: each column becomes a point in a unit-scaled space.
+
+    Continuous: the real training empirical CDF (rank in [0, 1]; robust to heavy tails such as
+    Adult's capital gain), a missing value at 0 plus a missing indicator. Categorical: one-hot over
+    the training vocabulary (missing is a category, unseen values share one slot), scaled by
+    1/sqrt(2) so a mismatch adds exactly 1 to the squared distance. The Euclidean distance divided
+    by sqrt(number of columns) is therefore in [0, 1]: 0 for identical rows, 1 when every
+    categorical differs and every continuous sits at opposite ends.
+    """
+
+    def __init__(self, real_train: pd.DataFrame, schema: TableSchema, columns: list[str] | None = None):
+        self.columns = [c for c in schema.model_columns if columns is None or c.name in columns]
+        self.grid: dict[str, np.ndarray] = {}
+        self.vocab: dict[str, dict[str, int]] = {}
+        for c in self.columns:
+            if c.kind == "continuous":
+                v = _numeric(real_train[c.name])
+                v = np.sort(v[~np.isnan(v)])
+                self.grid[c.name] = v if len(v) else np.zeros(1)
+            else:
+                cats = pd.unique(_strings(real_train[c.name]))
+                self.vocab[c.name] = {str(k): i for i, k in enumerate(cats)}
+
+    def transform(self, df: pd.DataFrame) -> np.ndarray:
+        parts = []
+        for c in self.columns:
+            if c.kind == "continuous":
+                v, grid = _numeric(df[c.name]), self.grid[c.name]
+                nan = np.isnan(v)
+                # mid-rank CDF: ties (e.g. the zero spike of capital_gain) sit in the middle of their mass
+                lo = np.searchsorted(grid, v, side="left")
+                hi = np.searchsorted(grid, v, side="right")
+                cdf = np.where(nan, 0.0, (lo + hi) / (2.0 * len(grid)))
+                parts += [cdf[:, None], nan[:, None].astype(np.float64)]
+            else:
+                vocab = self.vocab[c.name]
+                codes = np.array([vocab.get(s, len(vocab)) for s in _strings(df[c.name])], dtype=np.int64)
+                onehot = np.zeros((len(df), len(vocab) + 1))
+                onehot[np.arange(len(df)), codes] = 1.0 / np.sqrt(2.0)
+                parts.append(onehot)
+        return np.concatenate(parts, axis=1) if parts else np.zeros((len(df), 0))
+
+
+def closest_distances(query: np.ndarray, reference: np.ndarray, n_columns: int, chunk: int = 1024) -> np.ndarray:
+    """Euclidean distance from each query row to its nearest reference row, / sqrt(n_columns)."""
+    ref_sq = (reference ** 2).sum(1)
+    out = np.empty(len(query))
+    for i in range(0, len(query), chunk):  # (chunk, R) distance block via one matrix product
+        q = query[i:i + chunk]
+        d2 = (q ** 2).sum(1)[:, None] + ref_sq[None, :] - 2.0 * q @ reference.T
+        out[i:i + chunk] = np.sqrt(np.maximum(d2.min(1), 0.0))
+    out[out < 1e-9] = 0.0  # rounding of the expansion; an identical row is exactly 0
+    return out / np.sqrt(max(1, n_columns))
+
+
+def exact_copy_share(rows: pd.DataFrame, real_train: pd.DataFrame, columns: list[str]) -> float:
+    """Share of ``rows`` identical (every column, missing == missing) to some real training row."""
+    if not len(rows):
+        return float("nan")
+
+    def keys(df: pd.DataFrame) -> pd.Series:
+        norm = pd.DataFrame({c: _strings(df[c].astype("float64") if pd.api.types.is_numeric_dtype(df[c])
+                                         else df[c]) for c in columns})
+        return pd.util.hash_pandas_object(norm, index=False)
+
+    return float(keys(rows).isin(set(keys(real_train).to_numpy())).mean())
+
+
+# ---- machine-learning efficacy (SDGym 0.2's binary classification) -------------------------------
+def _classifiers(seed: int) -> dict:
+    """SDGym 0.2's four binary classifiers, with their exact settings."""
+    from sklearn.ensemble import AdaBoostClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.tree import DecisionTreeClassifier
+
+    return {
+        "decision_tree": DecisionTreeClassifier(max_depth=15, class_weight="balanced", random_state=seed),
+        "adaboost": AdaBoostClassifier(random_state=seed),
+        "logistic_regression": LogisticRegression(solver="lbfgs", class_weight="balanced", max_iter=50),
+        "mlp": MLPClassifier(hidden_layer_sizes=(50,), max_iter=50, random_state=seed),
+    }
+
+
+class FeatureMaker:
+    """SDGym 0.2's features, fitted on real training rows.
+
+    Continuous: log for non-negative columns reaching 1e3 (Adult's fnlwgt and capital columns),
+    otherwise min-max scaled to [0, 5]; missing -> the training median. Categorical: one-hot
+    (unseen values all zero), a two-valued column one 0/1 feature.
+    """
+
+    def __init__(self, real_train: pd.DataFrame, schema: TableSchema, label: str):
+        self.columns = [c for c in schema.model_columns if c.name != label]
+        self.stats: dict[str, tuple[float, float, float]] = {}
+        self.vocab: dict[str, list[str]] = {}
+        for c in self.columns:
+            if c.kind == "continuous":
+                v = _numeric(real_train[c.name])
+                v = v[~np.isnan(v)]
+                self.stats[c.name] = (float(v.min()), float(v.max()), float(np.median(v))) if len(v) else (0., 1., 0.)
+            else:
+                self.vocab[c.name] = sorted(pd.unique(_strings(real_train[c.name])))
+
+    def transform(self, df: pd.DataFrame) -> np.ndarray:
+        parts = []
+        for c in self.columns:
+            if c.kind == "continuous":
+                lo, hi, med = self.stats[c.name]
+                v = _numeric(df[c.name])
+                v = np.where(np.isnan(v), med, v)
+                if lo >= 0 and hi >= 1e3:
+                    parts.append(np.log(np.maximum(v, 1e-2))[:, None])
+                else:
+                    parts.append(((v - lo) / (hi - lo if hi > lo else 1.0) * 5)[:, None])
+            else:
+                vocab = self.vocab[c.name]
+                s = _strings(df[c.name])
+                if len(vocab) <= 2:
+                    parts.append((s == vocab[-1]).astype(np.float64)[:, None])
+                else:
+                    parts.append((s[:, None] == np.asarray(vocab)[None, :]).astype(np.float64))
+        return np.concatenate(parts, axis=1)
+
+
+def _binary_target(df: pd.DataFrame, label: str, positive: str) -> tuple[pd.DataFrame, np.ndarray]:
+    known = df[df[label].notna()]
+    return known, (known[label].astype(str).to_numpy() == str(positive)).astype(int)
+
+
+def efficacy(train: pd.DataFrame, test: pd.DataFrame, features: FeatureMaker, label: str, positive: str,
+             seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Fit each classifier on ``train``, predict ``test``: {classifier: (F1 of ``positive``, accuracy)}."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, f1_score
+
+    train, y_train = _binary_target(train, label, positive)
+    test, y_test = _binary_target(test, label, positive)
+    x_train, x_test = features.transform(train), features.transform(test)
+    out = {}
+    for name, clf in _classifiers(seed).items():
+        if len(np.unique(y_train)) < 2:  # a synthetic set with one class: predict it (as SDGym does)
+            pred = np.full(len(y_test), y_train[0] if len(y_train) else 0)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter=50 is SDGym's setting
+                pred = clf.fit(x_train, y_train).predict(x_test)
+        out[name] = (float(f1_score(y_test, pred, zero_division=0.0)), float(accuracy_score(y_test, pred)))
+    return out
+
+
+# ---- the report ----------------------------------------------------------------------------------
+def independent_marginals(real: pd.DataFrame, schema: TableSchema, n: int, seed: int) -> pd.DataFrame:
+    """``n`` rows whose every model column is drawn on its own from ``real``'s values: each
+    marginal kept, every relation between columns gone (the trivial baseline of the gate)."""
+    rng = np.random.default_rng(seed)
+    cols = [c.name for c in schema.model_columns]
+    return pd.DataFrame({c: real[c].to_numpy()[rng.integers(0, len(real), n)] for c in cols})
+
+
+def tstr_f1(real_train: pd.DataFrame, real_test: pd.DataFrame, rows: pd.DataFrame, schema: TableSchema,
+            label: str, positive: str | None, max_rows: int, seed: int) -> float:
+    """Mean F1 (SDGym's four classifiers) of models trained on ``rows``, tested on ``real_test``."""
+    if positive is None:
+        positive = real_train[label].dropna().astype(str).value_counts().index[-1]
+    scores = efficacy(_subsample(rows, max_rows, seed + 5), _subsample(real_test, max_rows, seed),
+                      FeatureMaker(real_train, schema, label), label, positive, seed)
+    return float(np.mean([f for f, _ in scores.values()]))
+
+
+def tabular_report(real_train: pd.DataFrame, real_test: pd.DataFrame, synth: pd.DataFrame, schema: TableSchema,
+                   label: str | None = None, positive: str | None = None, *, max_rows: int = 10_000,
+                   dcr_rows: int = 2_000, max_dcr_reference: int = 20_000, seed: int = 0) -> dict[str, float]:
+    """Every table quality figure for ``synth`` against real rows; all frames in the original schema.
+
+    Args:
+        real_train: the real rows the model was trained on (TRTR training set, DCR/copy reference).
+        real_test: real rows the model never saw (quality, detection, the classifiers' test set).
+        synth: synthetic rows, at least the schema's model columns.
+        schema: the table schema (which columns are continuous / categorical).
+        label: a categorical model column to predict for TSTR; None, or a column missing from
+            ``synth`` (e.g. Shuttle's ``anomaly`` label, never generated), skips TSTR.
+        positive: the positive class of ``label`` (Adult: ``">50K"``); None = its rarer class in
+            ``real_train``.
+        max_rows, dcr_rows, max_dcr_reference, seed: subsample sizes (module docstring) and seed.
+
+    Returns:
+        ``quality_score``, ``column_shapes``, ``column_pair_trends``, ``shape_<column>``,
+        ``detection_auc``, ``association_diff_mean``; ``dcr_median``, ``dcr_p05``,
+        ``dcr_holdout_median``, ``dcr_holdout_p05``, ``dcr_ratio`` (synthetic over holdout median;
+        well below 1 means the rows sit closer to the training rows than new real rows do),
+        ``exact_copy_share``, ``holdout_exact_copy_share``; with a label,
+        ``tstr_f1_<clf>``, ``tstr_accuracy_<clf>``, ``trtr_f1_<clf>``, ``trtr_accuracy_<clf>``
+        for clf in decision_tree, adaboost, logistic_regression, mlp, their ``*_mean``, and
+        ``tstr_f1_ratio`` (TSTR mean F1 over TRTR mean F1); ``report_seconds``.
+    """
+    t0 = time.perf_counter()
+    cols = [c.name for c in schema.model_columns]
+    missing = [c for c in cols if c not in synth.columns]
+    if missing:
+        raise ValueError(f"synthetic rows lack the model columns {missing}")
+    test = _subsample(real_test, max_rows, seed)
+    sample = _subsample(synth, max_rows, seed + 1)
+    metrics = sdmetrics_quality(test, sample, schema)
+
+    enc = RowEncoder(real_train, schema)
+    metrics["detection_auc"] = detection_auc(enc.transform(test), enc.transform(sample), seed)
+    metrics["association_diff_mean"] = float(np.nanmean(np.abs(
+        association_matrix(sample, schema, test) - association_matrix(test, schema, test)).to_numpy()))
+
+    ref = enc.transform(_subsample(real_train, max_dcr_reference, seed + 2))
+    n_cols = len(enc.columns)
+    d_syn = closest_distances(enc.transform(_subsample(synth, dcr_rows, seed + 3)), ref, n_cols)
+    d_hold = closest_distances(enc.transform(_subsample(real_test, dcr_rows, seed + 4)), ref, n_cols)
+    metrics.update({"dcr_median": float(np.median(d_syn)), "dcr_p05": float(np.quantile(d_syn, 0.05)),
+                    "dcr_holdout_median": float(np.median(d_hold)), "dcr_holdout_p05": float(np.quantile(d_hold, 0.05))})
+    metrics["dcr_ratio"] = metrics["dcr_median"] / metrics["dcr_holdout_median"] if metrics["dcr_holdout_median"] else float("nan")
+    metrics["exact_copy_share"] = exact_copy_share(synth, real_train, cols)
+    metrics["holdout_exact_copy_share"] = exact_copy_share(real_test, real_train, cols)
+
+    if label is not None and label in synth.columns and label in real_train.columns:
+        if positive is None:
+            positive = real_train[label].dropna().astype(str).value_counts().index[-1]
+        features = FeatureMaker(real_train, schema, label)
+        sides = {"tstr": _subsample(synth, max_rows, seed + 5), "trtr": _subsample(real_train, max_rows, seed + 6)}
+        for side, train in sides.items():
+            scores = efficacy(train, test, features, label, positive, seed)
+            for clf, (f1, acc) in scores.items():
+                metrics[f"{side}_f1_{clf}"], metrics[f"{side}_accuracy_{clf}"] = f1, acc
+            metrics[f"{side}_f1_mean"] = float(np.mean([f for f, _ in scores.values()]))
+            metrics[f"{side}_accuracy_mean"] = float(np.mean([a for _, a in scores.values()]))
+        metrics["tstr_f1_ratio"] = metrics["tstr_f1_mean"] / metrics["trtr_f1_mean"] if metrics["trtr_f1_mean"] else float("nan")
+    metrics["report_seconds"] = time.perf_counter() - t0
+    return metrics
+
+
+def association_matrix(df: pd.DataFrame, schema: TableSchema, reference: pd.DataFrame | None = None,
+                       bins: int = 10) -> pd.DataFrame:
+    """Cramér's V between every pair of model columns (continuous ones cut into ``bins`` quantile
+    bins of ``reference``, by default ``df`` itself), one measure in [0, 1] for every kind of pair."""
+    reference = df if reference is None else reference
+    codes = {}
+    for c in schema.model_columns:
+        if c.kind == "continuous":
+            r = _numeric(reference[c.name])
+            edges = np.unique(np.nanquantile(r, np.linspace(0, 1, bins + 1)[1:-1])) if (~np.isnan(r)).any() else []
+            v = _numeric(df[c.name])
+            # side="left": a spike (capital_gain's zeros) is its own bin below the values above it
+            codes[c.name] = np.where(np.isnan(v), len(edges) + 1, np.searchsorted(edges, v, side="left"))
+        else:
+            codes[c.name] = pd.factorize(_strings(df[c.name]))[0]
+    names = list(codes)
+    out = pd.DataFrame(np.eye(len(names)), index=names, columns=names)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            out.loc[a, b] = out.loc[b, a] = _cramers_v(codes[a], codes[b])
+    return out
+
+
+def _cramers_v(a: np.ndarray, b: np.ndarray) -> float:
+    _, a = np.unique(a, return_inverse=True)
+    _, b = np.unique(b, return_inverse=True)
+    ka, kb = a.max(initial=-1) + 1, b.max(initial=-1) + 1
+    if min(ka, kb) < 2:
+        return 0.0
+    table = np.bincount(a * kb + b, minlength=ka * kb).reshape(ka, kb).astype(np.float64)
+    n = table.sum()
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / n
+    chi2 = ((table - expected) ** 2 / np.where(expected > 0, expected, 1.0)).sum()
+    return float(np.sqrt(chi2 / n / (min(ka, kb) - 1)))
+
+
+# ---- a registered model: sample it, report, add what only the model can tell ---------------------
+def evaluate_bundle(bundle, real_train: pd.DataFrame, real_test: pd.DataFrame, n: int, seed: int,
+                    label: str | None = None, positive: str | None = None,
+                    max_rows: int = 10_000) -> tuple[dict[str, float], pd.DataFrame]:
+    """Sample ``n`` rows with ``seed``, ``tabular_report`` them; for a VAE add the held-out
+    negative ELBO (nats per row) and its ROC-AUC against binary label columns."""
+    synth = bundle.sample(n, seed)
+    metrics = tabular_report(real_train, real_test, synth, bundle.schema, label, positive,
+                             max_rows=max_rows, seed=seed)
+    if bundle.family.can_score:
+        import pyarrow as pa
+
+        from gen_pipeline.scores import ScoreSummary
+
+        scores, reasons = bundle.score(real_test)
+        ok = np.array([r is None for r in reasons], dtype=bool)
+        metrics["test_neg_elbo_nats"] = float(scores[ok].mean())
+        labels = bundle.schema.label_columns  # e.g. Shuttle's anomaly flag: does the score rank it?
+        summary = ScoreSummary(labels)
+        summary.add(pa.table({"score": scores, **{c: pd.to_numeric(real_test[c], errors="coerce").to_numpy(
+            dtype=np.float64, na_value=np.nan) for c in labels}}))
+        metrics.update(summary.roc_aucs())
+    return metrics, synth

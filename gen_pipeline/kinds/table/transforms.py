@@ -1,0 +1,393 @@
+"""Reversible, serialisable per-column encodings of a table (fitted from Spark aggregates).
+
+Continuous columns, three choices: mode-specific normalisation (Xu et al. 2019, section 4.2): a
+variational Gaussian mixture per column, fitted on a bounded sample, encodes a value as its mode
+(one-hot) and its offset within that mode (a scalar in [-1, 1]); a quantile transform to a standard
+normal (robust to the heavy skew and zero spikes of Adult's capital columns); or standardisation.
+A null indicator when the column had nulls. Categorical columns: one-hot over the training vocabulary, missing as its own category.
+The fitted state is a small versioned JSON (``transform_spec.json``) that travels with the model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import ndtr, ndtri
+
+from gen_pipeline.errors import PipelineError
+from gen_pipeline.kinds.table.schema import TableSchema
+from gen_pipeline.spans import Span
+
+# 2 adds the "vgm" continuous method; 3 adds its point-mass modes (``stds`` of 0). Older specs
+# read unchanged.
+SPEC_VERSION = 3
+SUPPORTED_SPEC_VERSIONS = (1, 2, 3)
+_EPS = 1e-6  # keeps ndtri finite at the ends of the quantile table
+VGM_MAX_MODES = 10
+VGM_MIN_WEIGHT = 0.005  # modes lighter than this are dropped (CTGAN's paper uses the same cut)
+VGM_SAMPLE_ROWS = 20_000  # the bounded sample the mixtures are fitted on
+VGM_POINT_SHARE = 0.05  # a single value held by this share of the rows is a mode of its own
+VGM_MAX_POINTS = 10
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting from Spark aggregates: nothing but small summaries reaches the driver.
+# ---------------------------------------------------------------------------------------------
+def fit_vgm(values: np.ndarray, max_modes: int = VGM_MAX_MODES, seed: int = 0,
+            point_share: float = VGM_POINT_SHARE) -> dict:
+    """Modes of one column's (non-null) values: point masses, then a Gaussian mixture.
+
+    A single value that holds at least ``point_share`` of the rows (Adult's capital_gain = 0,
+    92% of rows; hours_per_week = 40) is a mode of its own with no width (``stds`` 0), so it
+    decodes to exactly that value: a Gaussian around a spike smears it over neighbouring values
+    once the model's output noise is added (the mixed-type encoding of CTAB-GAN, Zhao et al.
+    2021). The remaining values get a Dirichlet-process Gaussian mixture whose weak concentration
+    prior switches surplus components off, so the column has as many modes as its data shows.
+    ``weights`` are shares of all rows.
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import BayesianGaussianMixture
+
+    x = np.asarray(values, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    if len(np.unique(x)) < 2:  # a constant column: one point mass
+        return {"means": [float(x[0]) if len(x) else 0.0], "stds": [0.0], "weights": [1.0]}
+    distinct, counts = np.unique(x, return_counts=True)
+    top = np.argsort(-counts, kind="stable")[:VGM_MAX_POINTS]
+    points = distinct[top[counts[top] >= point_share * len(x)]]
+    means, stds, weights = [], [], []
+    for v in points:
+        means.append(float(v))
+        stds.append(0.0)
+        weights.append(float(np.mean(x == v)))
+    rest = x[~np.isin(x, points)]
+    if len(np.unique(rest)) >= 2:
+        gm = BayesianGaussianMixture(n_components=min(max_modes, len(rest)),
+                                     weight_concentration_prior_type="dirichlet_process",
+                                     weight_concentration_prior=1e-3, max_iter=200, n_init=1, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gm.fit(rest.reshape(-1, 1))
+        share = len(rest) / len(x)
+        keep = gm.weights_ * share > VGM_MIN_WEIGHT
+        w = gm.weights_[keep] / gm.weights_[keep].sum() * share
+        means += gm.means_[keep, 0].tolist()
+        stds += np.sqrt(gm.covariances_[keep].reshape(-1)).clip(1e-6).tolist()
+        weights += w.tolist()
+    elif len(rest):  # one leftover value: a point mass too
+        means.append(float(rest[0]))
+        stds.append(0.0)
+        weights.append(len(rest) / len(x))
+    total = sum(weights)
+    return {"means": means, "stds": stds, "weights": [w / total for w in weights]}
+
+
+def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: int = 200,
+             sample_rows: int = VGM_SAMPLE_ROWS, point_share: float = VGM_POINT_SHARE) -> dict:
+    """Fit every column's encoding from aggregates of a Spark DataFrame of typed rows.
+
+    Only summaries reach the driver, plus (for ``vgm``) a seeded sample of about
+    ``sample_rows`` rows of the continuous columns to fit the mixtures on.
+    """
+    from pyspark.sql import functions as F
+
+    cont = [c for c in schema.model_columns if c.kind == "continuous"]
+    probs = np.linspace(0.0, 1.0, num_quantiles + 1).tolist()
+    aggs = [F.count(F.lit(1)).alias("__n")]
+    for c in cont:
+        col = F.col(c.name).cast("double")
+        aggs += [
+            F.min(col).alias(f"{c.name}__min"),
+            F.max(col).alias(f"{c.name}__max"),
+            F.avg(col).alias(f"{c.name}__mean"),
+            F.stddev_pop(col).alias(f"{c.name}__std"),
+            F.sum(F.col(c.name).isNull().cast("long")).alias(f"{c.name}__nulls"),
+            F.percentile_approx(col, probs, 10_000).alias(f"{c.name}__q"),
+        ]
+    stats = df.agg(*aggs).first().asDict()
+    n_rows = int(stats["__n"])
+    if n_rows == 0:
+        raise PipelineError("no usable rows to fit the transforms on (every row was quarantined?)")
+
+    sample = None
+    if method == "vgm" and cont:
+        fraction = min(1.0, sample_rows / n_rows)
+        sample = df.select(*[F.col(c.name).cast("double") for c in cont]).sample(False, fraction, seed=0).toPandas()
+
+    columns = []
+    for c in schema.model_columns:
+        if c.kind == "continuous":
+            entry = {
+                "name": c.name, "kind": c.kind, "dtype": c.dtype, "method": method,
+                "min": float(stats[f"{c.name}__min"]), "max": float(stats[f"{c.name}__max"]),
+                "mean": float(stats[f"{c.name}__mean"]),
+                "std": float(stats[f"{c.name}__std"] or 0.0) or 1.0,
+                "has_nulls": int(stats[f"{c.name}__nulls"]) > 0,
+            }
+            if method == "quantile":
+                entry["quantiles"] = [float(v) for v in stats[f"{c.name}__q"]]
+                entry["probs"] = probs
+            elif method == "vgm":
+                entry.update(fit_vgm(sample[c.name].to_numpy(), point_share=point_share))
+            columns.append(entry)
+        else:
+            counts = df.groupBy(c.name).count().collect()  # one row per category: bounded
+            ordered = sorted(counts, key=lambda r: (-r["count"], "" if r[c.name] is None else r[c.name]))
+            columns.append({
+                "name": c.name, "kind": c.kind, "dtype": c.dtype,
+                "categories": [r[c.name] for r in ordered],  # None is the missing category
+                "frequencies": [r["count"] / n_rows for r in ordered],
+            })
+    return {"version": SPEC_VERSION, "schema": schema.to_dict(), "columns": columns, "fitted_rows": n_rows}
+
+
+# ---------------------------------------------------------------------------------------------
+# The transformer: pure numpy/pandas, used in Spark tasks and in the model's pyfunc.
+# ---------------------------------------------------------------------------------------------
+def _quantile_forward(x: np.ndarray, q: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Value -> cumulative probability; ties in the quantile table map to their middle prob."""
+    lo = np.searchsorted(q, x, side="left")
+    hi = np.searchsorted(q, x, side="right")
+    cum = np.concatenate([[0.0], np.cumsum(p)])
+    tied = hi > lo
+    u = np.empty_like(x, dtype=np.float64)
+    u[tied] = (cum[hi[tied]] - cum[lo[tied]]) / (hi[tied] - lo[tied])
+    # Strictly between two knots: linear between the last knot below and the first above.
+    i = np.clip(lo[~tied], 1, len(q) - 1)
+    x0, x1, p0, p1 = q[i - 1], q[i], p[i - 1], p[i]
+    frac = np.where(x1 > x0, (x[~tied] - x0) / np.where(x1 > x0, x1 - x0, 1.0), 0.0)
+    u[~tied] = p0 + np.clip(frac, 0.0, 1.0) * (p1 - p0)
+    return u
+
+
+class TableTransformer:
+    """Encodes typed rows to float32 vectors and decodes vectors back to the original schema."""
+
+    def __init__(self, spec: dict):
+        version = spec.get("version")
+        if version not in SUPPORTED_SPEC_VERSIONS:
+            raise PipelineError(
+                f"transform spec version {version!r} is not supported by this gen_pipeline "
+                f"(supported: {SUPPORTED_SPEC_VERSIONS}); retrain the model or install a matching release"
+            )
+        self.spec = spec
+        self.schema = TableSchema.from_dict(spec["schema"])
+        self.columns = spec["columns"]
+        self.spans: list[Span] = []
+        self._layout: list[tuple[dict, int]] = []  # (column spec, start offset)
+        self._dictionaries: dict[str, tuple] = {}  # column -> (known values, code -> index), built when used
+        offset = 0
+        for col in self.columns:
+            self._layout.append((col, offset))
+            if col["kind"] == "continuous":
+                vgm = col["method"] == "vgm"
+                self.spans.append(Span("continuous", offset, offset + 1, bounded=vgm))
+                offset += 1
+                if vgm:  # the mode, one-hot
+                    self.spans.append(Span("categorical", offset, offset + len(col["means"])))
+                    offset += len(col["means"])
+                if col["has_nulls"]:
+                    self.spans.append(Span("categorical", offset, offset + 2))
+                    offset += 2
+            else:
+                k = len(col["categories"])
+                self.spans.append(Span("categorical", offset, offset + k, cond=True,
+                                       freqs=tuple(col["frequencies"])))
+                offset += k
+        self.output_dim = offset
+        # categorical span start -> its column in the (N, S) codes that ``draw_categories`` returns
+        self.code_index = {sp.start: i for i, sp in enumerate(sp for sp in self.spans if sp.kind == "categorical")}
+
+    def condition(self, column: str, value: str) -> tuple[int, int]:
+        """Where ``column == value`` sits in the encoding: (span start, category index)."""
+        col_start = {c["name"]: (c, start) for c, start in self._layout}
+        if column not in col_start:
+            raise PipelineError(f"--condition {column}={value}: no column {column!r}; "
+                                f"conditions name a categorical column of {self.schema.names}")
+        col, start = col_start[column]
+        if col["kind"] != "categorical":
+            raise PipelineError(f"--condition {column}={value}: {column} is continuous; conditions fix a categorical "
+                                "column's value (filter the output for numeric ranges)")
+        if value not in col["categories"]:
+            known = [c for c in col["categories"] if c is not None]
+            raise PipelineError(f"--condition {column}={value}: {value!r} is not in {column}'s training vocabulary "
+                                f"{known[:12]}{' ...' if len(known) > 12 else ''}")
+        return start, col["categories"].index(value)
+
+    # ---- sampling: model output -> rows -----------------------------------------------------
+    def draw(self, raw, generator):
+        """One category per categorical span from the model's logits: (N, S) codes."""
+        from gen_pipeline.models.base import draw_categories
+
+        return draw_categories(raw, self.spans, generator)
+
+    def matches(self, raw, codes, fixed: dict[int, int]):
+        """(N,) bool: the rows whose drawn categories are the ``fixed`` ones."""
+        import torch
+
+        keep = torch.ones(len(codes), dtype=torch.bool)
+        for start, index in fixed.items():
+            keep &= codes[:, self.code_index[start]] == index
+        return keep
+
+    def to_arrow(self, x: np.ndarray, codes: np.ndarray | None, dictionary: bool = False):
+        return self.inverse_to_arrow(x, codes, dictionary=dictionary)
+
+    # ---- serialisation ------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path) -> "TableTransformer":
+        return cls(json.loads(Path(path).read_text()))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.spec, indent=1))
+
+    # ---- continuous ---------------------------------------------------------------------
+    @staticmethod
+    def _value_width(col: dict) -> int:
+        """Encoded dims of a continuous value before its null indicator: 1, or 1 + modes (vgm)."""
+        return 1 + len(col["means"]) if col["method"] == "vgm" else 1
+
+    @staticmethod
+    def _encode_continuous(col: dict, x: np.ndarray) -> np.ndarray:
+        """(N,) values -> (N, width) encoding."""
+        if col["method"] == "vgm":
+            mu, sd, w = (np.asarray(col[k], dtype=np.float64) for k in ("means", "stds", "weights"))
+            point = sd == 0  # a point-mass mode: only its own value, offset 0
+            width = np.where(point, 1.0, sd)
+            z = (x[:, None] - mu) / width  # (N, K)
+            # The Gaussian mode with the highest responsibility (deterministic, so reruns encode
+            # alike); a value equal to a point mass takes that mode.
+            logp = np.where(point, -np.inf, np.log(w) - np.log(width) - 0.5 * z * z)
+            at_point = point & (x[:, None] == mu)
+            if point.all():  # no Gaussian mode: the nearest point mass
+                logp = -np.abs(x[:, None] - mu)
+            mode = np.where(at_point.any(1), np.argmax(at_point, axis=1), np.argmax(logp, axis=1))
+            rows = np.arange(len(x))
+            out = np.zeros((len(x), 1 + len(mu)))
+            out[:, 0] = np.where(point[mode], 0.0, np.clip(z[rows, mode] / 4.0, -0.99, 0.99))  # offset within 4 sd
+            out[rows, 1 + mode] = 1.0
+            return out
+        if col["method"] == "quantile":
+            q, p = np.asarray(col["quantiles"]), np.asarray(col["probs"])
+            u = _quantile_forward(x, q, p)
+            return ndtri(np.clip(u, _EPS, 1 - _EPS))[:, None]
+        return ((x - col["mean"]) / col["std"])[:, None]
+
+    @staticmethod
+    def _decode_continuous(col: dict, block: np.ndarray, mode: np.ndarray | None = None) -> np.ndarray:
+        """(N, width) encoding (mode as one-hot, logits or probabilities, or given as ``mode``
+        codes) -> (N,) values."""
+        z = block[:, 0].astype(np.float64)
+        if col["method"] == "vgm":
+            mode = np.argmax(block[:, 1:], axis=1) if mode is None else mode
+            x = np.clip(z, -1.0, 1.0) * 4.0 * np.asarray(col["stds"])[mode] + np.asarray(col["means"])[mode]
+        elif col["method"] == "quantile":
+            u = np.clip(ndtr(z), 0.0, 1.0)
+            x = np.interp(u, np.asarray(col["probs"]), np.asarray(col["quantiles"]))
+        else:
+            x = z * col["std"] + col["mean"]
+        x = np.clip(x, col["min"], col["max"])  # never outside the training range
+        return np.rint(x) if col["dtype"] == "int" else x
+
+    # ---- public API ---------------------------------------------------------------------
+    def transform(self, df: pd.DataFrame, strict: bool = True) -> tuple[np.ndarray, list[str | None]]:
+        """Encode typed rows. Returns (float32 array (N, D), per-row reason or None).
+
+        Rows with a value the model cannot encode (unseen category, missing value in a column
+        that had none) get a reason; with ``strict`` the first such row raises instead.
+        """
+        n = len(df)
+        out = np.zeros((n, self.output_dim), dtype=np.float32)
+        reasons: list[str | None] = [None] * n
+
+        def flag(mask: np.ndarray, text) -> None:
+            for i in np.flatnonzero(mask):
+                msg = text(i)
+                if strict:
+                    raise PipelineError(f"row {i}: {msg}")
+                reasons[i] = msg if reasons[i] is None else f"{reasons[i]}; {msg}"
+
+        for col, start in self._layout:
+            name = col["name"]
+            if name not in df.columns:
+                raise PipelineError(f"input has no column {name!r}; expected columns {self.schema.names}")
+            values = df[name]
+            if col["kind"] == "continuous":
+                x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                missing = np.isnan(x)
+                if not col["has_nulls"]:
+                    flag(missing, lambda i, c=name: f"column {c}: missing value (the model never saw one)")
+                fill = col["mean"]
+                w = self._value_width(col)
+                out[:, start:start + w] = self._encode_continuous(col, np.where(missing, fill, x))
+                if col["has_nulls"]:
+                    out[:, start + w] = ~missing
+                    out[:, start + w + 1] = missing
+            else:
+                cats = col["categories"]
+                known = [c for c in cats if c is not None]
+                position = np.array([cats.index(c) for c in known] + [-1], dtype=np.int64)
+                codes = position[pd.Categorical(values, categories=known).codes]  # -1: unseen or null
+                isnull = values.isna().to_numpy()
+                if None in cats:
+                    codes[isnull] = cats.index(None)
+                flag(isnull & (codes < 0), lambda i, c=name: f"column {c}: missing value (the model never saw one)")
+                flag(~isnull & (codes < 0), lambda i, c=name, v=values: f"column {c}: unseen category {v.iat[i]!r}")
+                ok = codes >= 0
+                out[np.flatnonzero(ok), start + codes[ok]] = 1.0
+        return out, reasons
+
+    def inverse_to_arrow(self, x: np.ndarray, codes: np.ndarray | None = None, dictionary: bool = False):
+        """Decode vectors to an Arrow table in the original schema: vectorised numpy per column,
+        categories taken from the vocabulary. Categorical spans are read from ``codes`` (N, S),
+        one drawn category per span, when given, else by argmax (one-hot or probabilities).
+
+        With ``dictionary`` a categorical column is a dictionary array over its vocabulary (the
+        drawn codes as indices) instead of a string per row: nothing is copied, and a Parquet
+        writer stores the indices as they are instead of hashing every string again. 16,384
+        Adult rows: decode 2.2 -> 1.3 ms, write 4.6-4.9 -> 3.1-3.6 ms."""
+        import pyarrow as pa
+
+        def code(start: int, k: int) -> np.ndarray:
+            return codes[:, self.code_index[start]] if codes is not None else np.argmax(x[:, start:start + k], axis=1)
+
+        arrays = []
+        for col, start in self._layout:
+            if col["kind"] == "continuous":
+                w = self._value_width(col)
+                mode = code(start + 1, w - 1) if col["method"] == "vgm" else None
+                values = self._decode_continuous(col, x[:, start:start + w], mode)
+                mask = code(start + w, 2) == 1 if col["has_nulls"] else None
+                arrays.append(pa.array(values.astype(np.int64) if col["dtype"] == "int" else values, mask=mask))
+            else:
+                k = len(col["categories"])
+                arrays.append(self._dictionary_array(col, code(start, k)) if dictionary else
+                              pa.array(col["categories"], type=pa.string()).take(pa.array(code(start, k))))
+        if dictionary:
+            return pa.Table.from_arrays(arrays, names=[c.name for c in self.schema.model_columns])
+        return pa.Table.from_arrays(arrays, schema=self.schema.arrow_schema(model_only=True))
+
+    def _dictionary_array(self, col: dict, code: np.ndarray):
+        """Codes as indices into the column's known values; the missing category (None) becomes a
+        null index, since a Parquet writer cannot store a null inside a dictionary."""
+        import pyarrow as pa
+
+        cats = col["categories"]
+        if col["name"] not in self._dictionaries:
+            known = [c for c in cats if c is not None]
+            index = np.array([known.index(c) if c is not None else 0 for c in cats], dtype=np.int32)
+            self._dictionaries[col["name"]] = (pa.array(known, type=pa.string()), index)
+        values, index = self._dictionaries[col["name"]]
+        mask = code == cats.index(None) if None in cats else None
+        return pa.DictionaryArray.from_arrays(pa.array(index[code], mask=mask), values)
+
+    def inverse_transform(self, x: np.ndarray) -> pd.DataFrame:
+        """Like ``inverse_to_arrow``, as pandas with nullable integer columns."""
+        import pyarrow as pa
+
+        return self.inverse_to_arrow(x).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)

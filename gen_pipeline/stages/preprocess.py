@@ -1,0 +1,158 @@
+"""Preprocess (Spark), written once for every data kind: raw records -> split -> quarantine ->
+fitted encoding -> encoded Parquet, with counts that reconcile and a manifest.
+
+The kind (``gen_pipeline.kinds``) reads its sources into raw records and fits and applies its
+encoding; this stage owns the flow: the deterministic split, the quarantine of every unusable
+record with its reason, the ``train_where`` exclusion, the writes, the reconciliation
+rows_in == written + quarantined + excluded, the fingerprint and the manifest, committed
+atomically into the run's ``preprocess/`` folder (``gen_pipeline.layout``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from gen_pipeline.config import PipelineConfig
+from gen_pipeline.errors import PipelineError
+from gen_pipeline.kinds import kind_of
+from gen_pipeline.layout import MANIFEST_FILE, SPEC_FILE, SPLITS, PreprocessOutput
+from gen_pipeline.storage import commit, staging_dir, write_json
+
+REASON = "_reason"
+# The encoded splits are read again every epoch (petastorm, Ray Data streamed): plain-encoded
+# floats under zstd take 38% less disk than Spark's default (dictionary pages under snappy)
+# and slightly less CPU to read (benchmarks/RESULTS.md). 8 MB row groups.
+ENCODED_PARQUET_OPTIONS = {"compression": "zstd", "parquet.enable.dictionary": "false",
+                           "parquet.block.size": str(8 * 1024 * 1024)}
+
+
+def file_listing(files) -> list[dict]:
+    """What the fingerprint reads of each input: its path, size and modification time (never
+    its bytes: no pass over the data on the driver)."""
+    out = []
+    for f in files:
+        st = os.stat(f)
+        out.append({"path": str(f), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return out
+
+
+def fingerprint(inputs: list[dict], cfg: PipelineConfig) -> str:
+    """A digest of the inputs' listing and every setting that shapes the output (data + transform)."""
+    what = {"inputs": [(i["path"], i["bytes"], i.get("mtime_ns")) for i in inputs],
+            "data": cfg.model_dump(mode="json")["data"], "transform": cfg.transform.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+def reconcile(rows_in: int, rows_written: int, rows_quarantined: int, rows_excluded: int) -> None:
+    """Never drop silently: every record read is written, quarantined or excluded by train_where."""
+    if rows_in != rows_written + rows_quarantined + rows_excluded:
+        raise PipelineError(f"row counts do not reconcile: in={rows_in} written={rows_written} "
+                            f"quarantined={rows_quarantined} excluded={rows_excluded}")
+
+
+def with_split(df, cfg: PipelineConfig, split_columns: tuple[str, ...], order_columns: tuple[str, ...]):
+    """Adds ``split`` and an ordering ``_key``. A record whose source says ``test`` is test; one
+    whose source says ``train`` is train or (by hash) validation; the rest split by a hash of
+    ``split_columns``, so identical records land in the same split."""
+    from pyspark.sql import functions as F
+
+    u = F.pmod(F.xxhash64(F.lit(cfg.data.split_salt), *[F.col(c) for c in split_columns]),
+               F.lit(1_000_000)) / 1_000_000.0
+    test, val = cfg.data.test_fraction, cfg.data.test_fraction + cfg.data.validation_fraction
+    by_hash = F.when(u < test, "test").when(u < val, "validation").otherwise("train")
+    in_train_file = F.when(u < cfg.data.validation_fraction, "validation").otherwise("train")
+    split = F.when(F.col("split_hint") == "test", "test") \
+        .when(F.col("split_hint") == "train", in_train_file).otherwise(by_hash)
+    key = F.xxhash64(F.lit("order:" + cfg.data.split_salt), *[F.col(c) for c in order_columns])
+    return df.withColumn("split", split).withColumn("_key", key)
+
+
+def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path, out_dir: Path) -> dict:
+    """Preprocess the configured dataset into ``out_dir``; returns the manifest."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    t0 = time.perf_counter()
+    kind = kind_of(cfg)
+    records = kind.read(spark, cfg, datasets_dir)
+    position = kind.position
+    parsed = with_split(records.frame, cfg, kind.split_columns, ("source", position)) \
+        .persist(StorageLevel.MEMORY_AND_DISK)
+
+    stage = staging_dir(out_dir)
+    out = PreprocessOutput(stage)
+    stats = parsed.groupBy("source", "split", F.col(REASON).isNull().alias("ok")).count().collect()
+    rows_in = sum(r["count"] for r in stats)
+    if rows_in == 0:
+        raise PipelineError(f"{', '.join(i['path'] for i in records.inputs)}: no records found (empty input?)")
+    bad = parsed.filter(F.col(REASON).isNotNull())
+    bad.select(*kind.quarantine_columns, F.col(REASON).alias("reason")).coalesce(1) \
+        .write.mode("overwrite").parquet(str(out.quarantine))
+    reasons = bad.groupBy(F.trim(F.regexp_extract(REASON, kind.reason_group, 1)).alias("kind")).count() \
+        .orderBy(F.desc("count")).limit(20).collect()
+
+    good = parsed.filter(F.col(REASON).isNull())
+    excluded = 0
+    if cfg.data.train_where:
+        keep = (F.col("split") != "train") | F.expr(cfg.data.train_where)
+        excluded = good.filter(~keep).count()
+        good = good.filter(keep)
+    spec = kind.fit(spark, good, records, cfg)
+    split_rows = {s: 0 for s in SPLITS}
+    for r in stats:
+        if r["ok"]:
+            split_rows[r["split"]] += r["count"]
+    split_rows["train"] -= excluded
+    columns, encode, ddl = kind.encoder(spec)
+    clean = kind.clean_columns(spec)
+    for split in SPLITS:
+        part = good.filter(F.col("split") == split).repartition(cfg.data.num_files, "_key") \
+            .sortWithinPartitions("_key")
+        if clean:
+            part.select(*clean).write.mode("overwrite").parquet(str(out.clean(split)))
+        part.select(*columns).mapInArrow(encode, ddl).write.mode("overwrite") \
+            .options(**ENCODED_PARQUET_OPTIONS).parquet(str(out.encoded(split)))
+    extras = kind.manifest_extras(spark, out, spec, records)
+    parsed.unpersist()
+
+    rows_quarantined = sum(r["count"] for r in stats if not r["ok"])
+    rows_written = sum(split_rows.values())
+    reconcile(rows_in, rows_written, rows_quarantined, excluded)
+    per_file: dict[str, dict] = {}
+    for r in stats:
+        d = per_file.setdefault(r["source"], {"rows_in": 0, "rows_quarantined": 0})
+        d["rows_in"] += r["count"]
+        d["rows_quarantined"] += 0 if r["ok"] else r["count"]
+    inputs = [{**i, **per_file.get(Path(i["path"]).name, {"rows_in": 0, "rows_quarantined": 0})}
+              for i in records.inputs]
+    manifest = {
+        "dataset": records.name, "kind": kind.name, "inputs": inputs,
+        "rows_in": rows_in, "rows_written": rows_written, "rows_quarantined": rows_quarantined,
+        "rows_excluded": excluded, "excluded_by": cfg.data.train_where, "split_by": cfg.data.split,
+        "splits": split_rows, "quarantine_reasons": {r["kind"]: r["count"] for r in reasons},
+        **extras,
+        "fingerprint": fingerprint(records.inputs, cfg), "spec_version": spec["version"],
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    (stage / SPEC_FILE).write_text(json.dumps(spec, indent=1))
+    write_json(stage / MANIFEST_FILE, manifest)
+    for name, content in kind.extra_files(spec, records).items():
+        write_json(stage / name, content)
+    commit(stage, out_dir)
+    print(f"[preprocess] {kind.name} records in={rows_in} written={rows_written} quarantined={rows_quarantined} "
+          f"excluded from train={excluded} splits={split_rows} {kind.describe(spec)} -> {out_dir}", flush=True)
+    return manifest
+
+
+def stage_preprocess(cfg: PipelineConfig, rt) -> dict:
+    from gen_pipeline.layout import RunLayout
+
+    out = RunLayout(rt.work_dir, cfg.name).preprocess
+    manifest = run_preprocess(rt.spark(), cfg, rt.datasets_dir, out)
+    return {"preprocess": str(out), "rows_written": manifest["rows_written"],
+            "rows_quarantined": manifest["rows_quarantined"]}

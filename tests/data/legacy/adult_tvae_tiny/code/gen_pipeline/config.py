@@ -1,0 +1,236 @@
+"""Typed, composed configuration: one small pydantic model per component.
+
+Dicts become models exactly once, here, at the boundary (YAML file + ``--set key=value``
+overrides). Unknown or mistyped fields fail on load with the dotted field path in the message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gen_pipeline.errors import PipelineError
+
+
+MAX_ROWS = 10_000_000_000  # a row count above this is a typo, not a request
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Where the raw table comes from and how it is split."""
+
+    dataset: Literal["adult", "shuttle", "fashion_mnist", "digits", "image_folder", "image_npz"] = "adult"
+    # Image sets: the folder of PNGs (one subfolder per class) or the .npz file to read, and the
+    # image side every image must have (None = the dataset's own: 28 Fashion-MNIST, 8 digits).
+    path: str | None = None
+    image_size: int | None = Field(default=None, ge=4)
+    # A Spark SQL condition the TRAIN split must meet (e.g. "anomaly = 0" to learn normal rows
+    # only); other train rows are counted as excluded, validation and test keep every row.
+    train_where: str | None = None
+    # Read at most this many data lines of each raw file (None = all): the tiny test configs.
+    max_rows_per_file: int | None = Field(default=None, gt=0)
+    validation_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
+    test_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    split_salt: str = "gen_pipeline"
+    # Encoded Parquet files per split: at least the number of train workers, so each reads its own.
+    num_files: int = Field(default=4, ge=1)
+
+
+class TransformConfig(_Strict):
+    """How continuous columns are encoded (categoricals are always one-hot).
+
+    ``vgm``: CTGAN/TVAE's mode-specific normalisation, a Gaussian mixture per column fitted on
+    a bounded sample of ``vgm_sample_rows`` rows; ``quantile``: to a standard normal through
+    ``num_quantiles`` Spark percentiles; ``standard``: mean and standard deviation.
+    """
+
+    continuous: Literal["vgm", "quantile", "standard"] = "quantile"
+    num_quantiles: int = Field(default=200, ge=10, le=2000)
+    vgm_sample_rows: int = Field(default=20_000, ge=100, le=1_000_000)
+    # vgm: a single value held by at least this share of the rows (a spike such as Adult's
+    # capital_gain = 0) becomes a mode of its own that decodes to exactly that value; 1 turns
+    # point masses off for all but constant columns.
+    vgm_point_share: float = Field(default=0.05, gt=0.0, le=1.0)
+
+
+class ModelConfig(_Strict):
+    """Which model family and its size."""
+
+    family: Literal["tvae", "gan", "dcgan", "conv_vae"] = "tvae"
+    latent_dim: int = Field(default=64, ge=2)
+    hidden_dims: tuple[int, ...] = (128, 128)
+    # GAN only
+    discriminator_dims: tuple[int, ...] = (256, 256)
+    pac: int = Field(default=1, ge=1)
+    gumbel_tau: float = Field(default=0.2, gt=0.0)
+    # bce: the classic game (non-saturating G loss); wgan_gp: Wasserstein loss + gradient penalty
+    objective: Literal["bce", "wgan_gp"] = "bce"
+    gp_weight: float = Field(default=10.0, ge=0.0)
+    # CTGAN's conditional vector with training-by-sampling over the categorical columns
+    conditional: bool = True
+    # TVAE only: weight of the reconstruction term against KL (TVAE's loss_factor).
+    loss_factor: float = Field(default=2.0, gt=0.0)
+    # Image models (dcgan, conv_vae): conv width and VAE likelihood; ``conditional`` above makes
+    # them class-conditional on the image label.
+    base_channels: int = Field(default=32, ge=4)
+    likelihood: Literal["bernoulli", "continuous_bernoulli"] = "bernoulli"
+
+
+class TrainConfig(_Strict):
+    """The training loop and its distribution over Ray Train workers."""
+
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=500, ge=2)
+    lr: float = Field(default=1e-3, gt=0.0)
+    weight_decay: float = Field(default=1e-5, ge=0.0)
+    seed: int = 0
+    num_workers: int = Field(default=2, ge=1)
+    cpus_per_worker: float = Field(default=0.5, gt=0.0)
+    use_gpu: bool = False
+    # On a GPU: bf16 autocast, or plain float32. The shipped models are small enough that their
+    # steps are bound by kernel launches, not arithmetic: float32 measured 9-35% faster on an
+    # H200 (benchmarks/RESULTS.md), with the same losses. bf16 pays off for wider models.
+    precision: Literal["bf16", "fp32"] = "bf16"
+    # memory: each worker reads the encoded Parquet into tensors once (tables that fit in RAM).
+    loader: Literal["petastorm", "ray_data", "memory"] = "ray_data"
+    # ray_data: a train split whose decoded size is at most this share of Ray's object store is
+    # read from Parquet once and kept there (Dataset.materialize), so later epochs skip the
+    # Parquet decode (6x more rows/s on Adult); a larger one streams from Parquet every epoch.
+    # 0 always streams.
+    ray_data_cache_fraction: float = Field(default=0.25, ge=0.0, le=1.0)
+    max_failures: int = Field(default=2, ge=0)
+    checkpoints_to_keep: int = Field(default=2, ge=1)
+    # The Ray Train run (a folder under ray_results/). None: the unfinished run of this config and
+    # data if a driver died during it (so starting again resumes it), else a new one. A name given
+    # here resumes that run's last checkpoint, e.g. to continue it with more epochs.
+    run_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$")
+
+
+class EvaluateConfig(_Strict):
+    """Held-out evaluation and the promotion gate."""
+
+    num_rows: int | None = Field(default=None, gt=0)  # None = as many rows as the test split
+    seed: int = 1234
+    # The gate: the metric a candidate must beat the champion on (detection_auc and fid: lower
+    # is better), and the bounds it must meet first.
+    primary_metric: Literal["quality_score", "column_shapes", "column_pair_trends", "tstr_f1_mean",
+                            "detection_auc", "fid"] = "quality_score"
+    min_quality_score: float = Field(default=0.5, ge=0.0, le=1.0)
+    # How much better than the champion (in the primary metric's units) a candidate must be:
+    # "measurably improved", not a difference within the evaluation's sampling noise.
+    min_improvement: float = Field(default=0.0, ge=0.0)
+    # Tables: train-synthetic-test-real (SDGym's four classifiers) predicts this categorical model
+    # column, F1 on its positive class (None = its rarer class); no label skips it (e.g. Shuttle,
+    # whose anomaly label is never generated). Metrics subsample each frame to max_rows rows.
+    tstr_label: str | None = None
+    tstr_positive: str | None = None
+    max_rows: int = Field(default=10_000, ge=100)
+    min_tstr_f1: float | None = Field(default=None, ge=0.0, le=1.0)
+    max_detection_auc: float | None = Field(default=None, ge=0.5, le=1.0)
+    max_exact_copy_share: float | None = Field(default=None, ge=0.0, le=1.0)
+    # Images: the gate's ceiling on FID (lower is better) and the epochs of the pipeline's own
+    # classifier (trained on the real train split; its features define FID).
+    max_fid: float | None = Field(default=None, gt=0.0)
+    classifier_epochs: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _tstr_needs_a_label(self) -> "EvaluateConfig":
+        if self.tstr_label is None and (self.min_tstr_f1 is not None or self.primary_metric == "tstr_f1_mean"):
+            raise ValueError("min_tstr_f1 and primary_metric tstr_f1_mean need evaluate.tstr_label")
+        return self
+
+
+class GenerateConfig(_Strict):
+    """Defaults for the generate job (the CLI flags override them)."""
+
+    rows: int = Field(default=1_000_000, gt=0, le=MAX_ROWS)
+    seed: int = 7
+    rows_per_partition: int = Field(default=250_000, gt=0)
+
+
+class PipelineConfig(_Strict):
+    """A whole named run: data, transforms, model, training, evaluation, generation."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    model_name: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    data: DataConfig = DataConfig()
+    transform: TransformConfig = TransformConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    generate: GenerateConfig = GenerateConfig()
+
+    @model_validator(mode="after")
+    def _pac_divides_batch(self) -> "PipelineConfig":
+        if self.model.family == "gan" and self.train.batch_size % self.model.pac:
+            raise ValueError(
+                f"train.batch_size ({self.train.batch_size}) must be a multiple of model.pac ({self.model.pac})"
+            )
+        return self
+
+
+def _set_dotted(tree: dict, dotted: str, value: object) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise PipelineError(f"--set {dotted}: '{key}' is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``["train.epochs=3", "model.family=gan"]`` -> nested dict; values parsed as YAML scalars."""
+    tree: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise PipelineError(f"--set {pair!r}: expected key=value, e.g. --set train.epochs=3")
+        key, raw = pair.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _format_validation(source: str, err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling against configs/adult_tvae.yaml)"
+        parts.append(f"{field}: {msg}")
+    return f"{source}: invalid config: " + "; ".join(parts)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a YAML config, apply ``key=value`` overrides and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: config file not found (named configs live in configs/)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise PipelineError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path}: expected a mapping at the top level")
+    raw = _merge(raw, parse_overrides(overrides or []))
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as e:
+        raise PipelineError(_format_validation(str(path), e)) from None

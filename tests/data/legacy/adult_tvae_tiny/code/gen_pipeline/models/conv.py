@@ -1,0 +1,97 @@
+"""Convolutional towers shared by the image families (DCGAN, conv VAE), in plain torch.
+
+Images arrive flattened in the encoded layout ``(B, S*S + K)``: S*S pixels in [0, 1], then the
+label one-hot over K classes (see ``gen_pipeline.images``). Two stride-2 convolutions take
+S x S to S/4 x S/4 and back (28 -> 7, 8 -> 2), as in DCGAN (Radford et al. 2016).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from gen_pipeline.errors import PipelineError
+from gen_pipeline.transforms import Span
+
+
+def geometry(spans: list[Span], data_dim: int) -> tuple[int, int]:
+    """(image side S, number of classes K) from the spans an ``ImageTransformer`` describes."""
+    image = [s for s in spans if s.kind == "image"]
+    if not image:
+        raise PipelineError("model.family: dcgan/conv_vae need an image dataset (data.dataset: fashion_mnist, "
+                            "digits, image_folder or image_npz)")
+    d = image[0].end - image[0].start
+    side = math.isqrt(d)
+    if side * side != d or side % 4:
+        raise PipelineError(f"images of {d} pixels: the conv models need square images with a side divisible "
+                            "by 4 (set data.image_size)")
+    return side, data_dim - d
+
+
+def split_batch(batch: torch.Tensor, side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, S*S + K) -> images (B, 1, S, S), one-hot labels (B, K)."""
+    d = side * side
+    return batch[:, :d].reshape(-1, 1, side, side), batch[:, d:]
+
+
+def label_planes(y: torch.Tensor, side: int) -> torch.Tensor:
+    """One-hot (B, K) -> (B, K, S, S): the condition as extra input channels (Mirza & Osindero 2014)."""
+    return y[:, :, None, None].expand(-1, -1, side, side)
+
+
+def one_hot_labels(n: int, k: int, labels: torch.Tensor | None, generator, device) -> torch.Tensor:
+    """(n, k) one-hot of ``labels`` or of uniform draws; (n, 0) when the model is unconditional."""
+    if k == 0:
+        return torch.zeros(n, 0, device=device)
+    if labels is None:
+        labels = torch.randint(k, (n,), generator=generator, device=device)
+    return torch.nn.functional.one_hot(labels.to(device).long(), k).float()
+
+
+def init_dcgan(m: nn.Module) -> None:
+    """N(0, 0.02) weights, as in the DCGAN paper; BatchNorm scales around 1."""
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+class UpTower(nn.Module):
+    """(B, in_dim) -> (B, 1, S, S) logits: project to S/4 x S/4 x 2c, then two transposed convs."""
+
+    def __init__(self, in_dim: int, side: int, c: int, batch_norm: bool):
+        super().__init__()
+        self.side, self.c = side, c
+        q = side // 4
+        norm1 = nn.BatchNorm1d(2 * c * q * q) if batch_norm else nn.Identity()
+        norm2 = nn.BatchNorm2d(c) if batch_norm else nn.Identity()
+        self.project = nn.Sequential(nn.Linear(in_dim, 2 * c * q * q), norm1, nn.ReLU())
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(2 * c, c, 4, 2, 1), norm2, nn.ReLU(),  # (B, c, S/2, S/2)
+            nn.ConvTranspose2d(c, 1, 4, 2, 1),                         # (B, 1, S, S)
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        q = self.side // 4
+        return self.up(self.project(h).reshape(-1, 2 * self.c, q, q))
+
+
+class DownTower(nn.Module):
+    """(B, in_ch, S, S) -> (B, 2c * (S/4)^2) features: two stride-2 convs with leaky ReLUs."""
+
+    def __init__(self, in_ch: int, side: int, c: int, dropout: float = 0.0):
+        super().__init__()
+        self.out_dim = 2 * c * (side // 4) ** 2
+        self.net = nn.Sequential(
+            nn.Conv2d(in_ch, c, 4, 2, 1), nn.LeakyReLU(0.2), nn.Dropout(dropout),      # (B, c, S/2, S/2)
+            nn.Conv2d(c, 2 * c, 4, 2, 1), nn.LeakyReLU(0.2), nn.Dropout(dropout),  # (B, 2c, S/4, S/4)
+            nn.Flatten(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
