@@ -22,7 +22,7 @@ quiet_environment()
 
 @pytest.fixture(scope="session")
 def adult_dir() -> Path:
-    from gen_pipeline.datasets import fetch_adult
+    from gen_pipeline.kinds.table.datasets import fetch_adult
 
     return fetch_adult(Path(os.environ["GEN_PIPELINE_DATA_DIR"]))
 

@@ -71,14 +71,15 @@ def with_split(df, cfg: PipelineConfig, split_columns: tuple[str, ...], order_co
     return df.withColumn("split", split).withColumn("_key", key)
 
 
-def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path, out_dir: Path) -> dict:
-    """Preprocess the configured dataset into ``out_dir``; returns the manifest."""
+def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_dir: Path, records=None) -> dict:
+    """Preprocess the configured dataset (or ``records`` a kind already read) into ``out_dir``;
+    returns the manifest."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     t0 = time.perf_counter()
     kind = kind_of(cfg)
-    records = kind.read(spark, cfg, datasets_dir)
+    records = records or kind.read(spark, cfg, datasets_dir)
     position = kind.position
     parsed = with_split(records.frame, cfg, kind.split_columns, ("source", position)) \
         .persist(StorageLevel.MEMORY_AND_DISK)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from gen_pipeline.datasets import ADULT_SCHEMA
+from gen_pipeline.kinds.table.datasets import ADULT_SCHEMA
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

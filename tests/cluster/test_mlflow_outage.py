@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from gen_pipeline.pipeline import preprocess_dir, stage_preprocess
+from gen_pipeline.stages.preprocess import stage_preprocess
 from gen_pipeline.runtime import Runtime
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

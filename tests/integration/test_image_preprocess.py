@@ -7,7 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from gen_pipeline.config import load_config
-from gen_pipeline.images import ImageTransformer, folder_source, npz_source, read_encoded, run_image_preprocess
+from gen_pipeline.kinds.image.transform import ImageTransformer
+from gen_pipeline.layout import PreprocessOutput
+from gen_pipeline.stages.preprocess import run_preprocess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,7 +38,7 @@ def test_png_folder_rows_reconcile_and_bad_images_are_quarantined(spark, png_fol
     cfg = load_config("configs/digits_dcgan_tiny.yaml", ["data.dataset=image_folder", f"data.path={root}",
                                                          "data.image_size=8"])
     out = tmp_path / "pre"
-    manifest = run_image_preprocess(spark, folder_source(root, 8), cfg, out)
+    manifest = run_preprocess(spark, cfg, tmp_path / "datasets", out)
     assert manifest["rows_in"] == 63
     assert manifest["rows_written"] == 60 and manifest["rows_quarantined"] == 3
     assert manifest["rows_in"] == manifest["rows_written"] + manifest["rows_quarantined"]
@@ -51,7 +53,7 @@ def test_png_folder_rows_reconcile_and_bad_images_are_quarantined(spark, png_fol
     tr = ImageTransformer(spec)
     got = []
     for split in ("train", "validation", "test"):
-        x, y = read_encoded(out, split)
+        x, y = PreprocessOutput(out).read_encoded(split)
         if len(x):
             assert x.shape[1] == 66 and (y == tr.labels(x)).all()
             got += [im.tobytes() for im in tr.pixels(x)]
@@ -66,7 +68,7 @@ def test_npz_with_corrupt_images_and_a_train_filter(spark, tmp_path):
     np.savez(tmp_path / "set.npz", x=x, y=y)
     cfg = load_config("configs/digits_dcgan_tiny.yaml", ["data.dataset=image_npz", f"data.path={tmp_path / 'set.npz'}",
                                                          "data.image_size=8", "data.train_where=label = 1"])
-    manifest = run_image_preprocess(spark, npz_source(tmp_path / "set.npz", 8), cfg, tmp_path / "pre")
+    manifest = run_preprocess(spark, cfg, tmp_path / "datasets", tmp_path / "pre")
     assert manifest["rows_quarantined"] == 2 and manifest["rows_excluded"] > 0
     assert manifest["rows_in"] == manifest["rows_written"] + manifest["rows_quarantined"] + manifest["rows_excluded"]
     assert set(manifest["label_counts"]["train"]) == {"1"}

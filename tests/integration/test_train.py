@@ -15,8 +15,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from gen_pipeline.pipeline import preprocess_dir, stage_preprocess
-from gen_pipeline.train import train_on_ray
+from gen_pipeline.stages.preprocess import stage_preprocess
+from gen_pipeline.layout import RunLayout
+from gen_pipeline.training.driver import train_on_ray
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +28,7 @@ EPOCH_LINE = re.compile(r"\[train\] epoch (\d+)/(\d+) ")
 @pytest.fixture(scope="module")
 def prepared(spark, runtime, tiny_config):
     stage_preprocess(tiny_config, runtime)
-    return preprocess_dir(tiny_config, runtime)
+    return RunLayout(runtime.work_dir, tiny_config.name).preprocess
 
 
 @pytest.mark.parametrize("loader,family,cache", [("ray_data", "tvae", 0.25), ("ray_data", "gan", 0.0),
@@ -41,7 +42,8 @@ def test_ddp_training_with_each_loader_logs_every_epoch(ray_cluster, runtime, ti
     runtime.mlflow("tests-train")
     with mlflow.start_run() as run:
         result = train_on_ray(cfg, runtime, prepared, mlflow_run_id=run.info.run_id,
-                              run_name=f"t-{loader}-{family}-{cache}")  # one run each: a name's finished run is reused
+                              run_name=f"t-{loader}-{family}-{cache}",  # one run each: a name's finished run is reused
+                              ray_storage=runtime.work_dir / "ray_results")
     assert len(result.history) == 2
     key = "loss" if family == "tvae" else "loss_d"
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, key)
@@ -55,7 +57,7 @@ def test_ray_data_windows_give_every_row_once_per_epoch_reshuffled(ray_cluster, 
     import ray.data
     import torch
 
-    from gen_pipeline.loaders import read_features, windowed_batches
+    from gen_pipeline.training.loaders import read_features, windowed_batches
 
     path = prepared / "encoded" / "train"
     expected = read_features(path)
@@ -75,10 +77,12 @@ def test_killed_worker_costs_only_the_epoch_in_progress(ray_cluster, runtime, ti
     # so the run that lost a worker must retrace the unbroken run's numbers, not just come close.
     cfg = tiny_config.model_copy(update={"train": tiny_config.train.model_copy(update={"epochs": 4,
                                                                                       "loader": "memory"})})
-    broken = train_on_ray(cfg, runtime, prepared, mlflow_run_id=None, run_name="t-fault", fail_at_epoch=2)
+    broken = train_on_ray(cfg, runtime, prepared, mlflow_run_id=None, run_name="t-fault",
+                          ray_storage=runtime.work_dir / "ray_results", fail_at_epoch=2)
     assert len(broken.history) == 4  # epoch 1 before the kill mid-epoch 2, then 2..4 after the resume
     assert broken.resumed_from == [1]  # the restarted group loaded epoch 1's checkpoint, lost only epoch 2
-    unbroken = train_on_ray(cfg, runtime, prepared, mlflow_run_id=None, run_name="t-unbroken")
+    unbroken = train_on_ray(cfg, runtime, prepared, mlflow_run_id=None, run_name="t-unbroken",
+                            ray_storage=runtime.work_dir / "ray_results")
     assert unbroken.resumed_from == []
     loss = [[h["loss"] for h in r.history] for r in (broken, unbroken)]
     assert loss[1][-1] < loss[1][0] - 10  # it learned, so agreeing below is not two flat lines agreeing

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gen_pipeline.cli import main
-from gen_pipeline.datasets import ADULT_SCHEMA
+from gen_pipeline.kinds.table.datasets import ADULT_SCHEMA
 
 pytestmark = [pytest.mark.jobs, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]

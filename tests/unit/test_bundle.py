@@ -9,8 +9,8 @@ import torch
 from gen_pipeline.bundle import ModelBundle
 from gen_pipeline.config import PipelineConfig
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.schema import Column, TableSchema
-from gen_pipeline.transforms import TableTransformer, fit_vgm
+from gen_pipeline.kinds.table.schema import Column, TableSchema
+from gen_pipeline.kinds.table.transforms import TableTransformer, fit_vgm
 
 SCHEMA = TableSchema(columns=(Column("age", "continuous", "int"), Column("sex", "categorical", "string"),
                               Column("job", "categorical", "string")))
@@ -76,7 +76,7 @@ def test_dictionary_columns_write_the_same_rows_as_strings(bundle, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from gen_pipeline.generate import write_part
+    from gen_pipeline.stages.sparkkit import write_part
 
     plain = pa.concat_tables(bundle.sample_arrow(5000, seed=9, chunk=2048))
     coded = list(bundle.sample_arrow(5000, seed=9, chunk=2048, dictionary=True))

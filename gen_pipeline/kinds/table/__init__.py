@@ -36,13 +36,17 @@ class TableKind(DataKind):
 
     # ---- preprocess ------------------------------------------------------------------------
     def read(self, spark, cfg, datasets_dir: Path) -> RawRecords:
+        from gen_pipeline.kinds.table.datasets import raw_table
+
+        return self.read_files(spark, cfg, raw_table(cfg.data.dataset, datasets_dir))
+
+    def read_files(self, spark, cfg, table) -> RawRecords:
+        """The records of a ``RawTable``'s files (the bundled sets, or files a test writes)."""
         from pyspark.sql import functions as F
 
-        from gen_pipeline.kinds.table.datasets import raw_table
         from gen_pipeline.kinds.table.reader import read_raw_lines
         from gen_pipeline.stages.preprocess import file_listing
 
-        table = raw_table(cfg.data.dataset, datasets_dir)
         parsed = read_raw_lines(spark, list(table.files), table.schema, cfg.data.max_rows_per_file)
         hint = F.lit(None).cast("string")
         if cfg.data.split == "files" and table.test_files:

@@ -1,7 +1,7 @@
 import pandas as pd
 
-from gen_pipeline.datasets import ADULT_SCHEMA
-from gen_pipeline.schema import REASON, parse_lines
+from gen_pipeline.kinds.table.datasets import ADULT_SCHEMA
+from gen_pipeline.kinds.table.schema import REASON, parse_lines
 
 
 def _frame(lines):

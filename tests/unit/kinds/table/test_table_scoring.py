@@ -10,9 +10,10 @@ from sklearn.metrics import roc_auc_score
 from gen_pipeline.bundle import ModelBundle
 from gen_pipeline.config import PipelineConfig
 from gen_pipeline.models import build_model
-from gen_pipeline.schema import Column, TableSchema, parse_table
-from gen_pipeline.score import AUC_BINS_PER_UNIT, auc_from_histogram, score_table
-from gen_pipeline.transforms import TableTransformer
+from gen_pipeline.kinds.table.schema import Column, TableSchema, parse_table
+from gen_pipeline.kinds.table.scoring import score_table
+from gen_pipeline.scores import AUC_BINS_PER_UNIT, auc_from_histogram
+from gen_pipeline.kinds.table.transforms import TableTransformer
 
 SCHEMA = TableSchema(columns=(Column("age", "continuous", "int"), Column("sex", "categorical", "string"),
                               Column("anomaly", "label", "int")))
@@ -64,7 +65,7 @@ def test_histogram_auc_is_the_mann_whitney_auc():
 
 
 def test_task_summaries_merge_into_counts_quantiles_and_auc():
-    from gen_pipeline.score import ScoreSummary
+    from gen_pipeline.scores import ScoreSummary
 
     rng = np.random.default_rng(1)
     n = 50_000

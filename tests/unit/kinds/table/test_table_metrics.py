@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gen_pipeline.evaluate import (association_matrix, detection_auc, exact_copy_share, gate, report_figures,
-                                   report_html, sdmetrics_quality, tabular_report)
-from gen_pipeline.schema import Column, TableSchema
+from gen_pipeline.kinds.table.metrics import (association_matrix, detection_auc, exact_copy_share, sdmetrics_quality,
+                                              tabular_report)
+from gen_pipeline.kinds.table.report import report_figures, report_html
+from gen_pipeline.kinds.table.schema import Column, TableSchema
 
 SCHEMA = TableSchema(columns=(Column("a", "continuous", "float"), Column("b", "continuous", "float"),
                               Column("c", "categorical", "string")))
@@ -125,40 +126,6 @@ def test_report_has_the_figures_and_the_efficacy_table():
     assert html.count("<img src='data:image/png;base64,") == 2 and "adaboost" in html and "dcr_median" in html
     assert f"{metrics['tstr_f1_mean']:.4f}" in html
     assert not plt.get_fignums()  # the report closed its figures
-
-
-def test_gate_needs_minimum_and_improvement():
-    assert gate({"q": 0.4}, None, "q", {"q": 0.5})[0] is False
-    assert gate({"q": 0.6}, None, "q", {"q": 0.5})[0] is True
-    ok, reason = gate({"q": 0.6}, {"q": 0.7}, "q", {"q": 0.5})
-    assert ok is False and "does not beat" in reason
-    assert gate({"q": 0.75}, {"q": 0.7}, "q", {"q": 0.5})[0] is True
-
-
-def test_gate_refuses_a_candidate_outside_any_bound_and_says_which():
-    good = {"quality_score": 0.8, "tstr_f1_mean": 0.6, "exact_copy_share": 0.0, "detection_auc": 0.7}
-    mins, maxs = {"quality_score": 0.5, "tstr_f1_mean": 0.55}, {"exact_copy_share": 0.01, "detection_auc": 0.9}
-    assert gate(good, None, "quality_score", mins, maxs)[0] is True
-    ok, reason = gate({**good, "tstr_f1_mean": 0.4}, None, "quality_score", mins, maxs)
-    assert not ok and "tstr_f1_mean=0.4000 is below the configured minimum 0.5500" in reason
-    ok, reason = gate({**good, "exact_copy_share": 0.2}, {**good, "quality_score": 0.1}, "quality_score", mins, maxs)
-    assert not ok and "exact_copy_share=0.2000 is above the configured maximum 0.0100" in reason
-    ok, reason = gate({k: v for k, v in good.items() if k != "tstr_f1_mean"}, None, "quality_score", mins, maxs)
-    assert not ok and "tstr_f1_mean was not measured" in reason
-
-
-def test_gate_knows_lower_is_better_for_detection():
-    assert gate({"detection_auc": 0.6}, {"detection_auc": 0.7}, "detection_auc")[0] is True
-    assert gate({"detection_auc": 0.8}, {"detection_auc": 0.7}, "detection_auc")[0] is False
-
-
-def test_gate_wants_more_than_the_noise_margin():
-    champ = {"quality_score": 0.870, "fid": 20.0}
-    ok, reason = gate({"quality_score": 0.872}, champ, "quality_score", min_improvement=0.005)
-    assert not ok and "by more than 0.0050" in reason
-    assert gate({"quality_score": 0.876}, champ, "quality_score", min_improvement=0.005)[0] is True
-    assert gate({"fid": 19.5}, champ, "fid", min_improvement=1.0)[0] is False  # lower is better: 0.5 better
-    assert gate({"fid": 18.5}, champ, "fid", min_improvement=1.0)[0] is True
 
 
 def test_a_tstr_bound_needs_a_label():

@@ -5,7 +5,7 @@ import torch
 
 from gen_pipeline.config import PipelineConfig
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.train import CHECKPOINT_FILE, RunRecord, latest_checkpoint, plan_run
+from gen_pipeline.training.checkpoints import CHECKPOINT_FILE, RunRecord, latest_checkpoint, plan_run
 
 
 def _cfg(**train) -> PipelineConfig:
@@ -56,7 +56,7 @@ def test_ray_data_caches_a_split_only_when_it_fits_the_object_store_share(tmp_pa
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from gen_pipeline.train import fits_object_store
+    from gen_pipeline.training.driver import fits_object_store
 
     rows = pa.array(list(np.ones((1000, 25), np.float32)), pa.list_(pa.float32()))  # ~100 kB decoded
     pq.write_table(pa.table({"features": rows}), tmp_path / "part-00000.parquet")

@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.schema import Column, TableSchema
-from gen_pipeline.transforms import TableTransformer, _quantile_forward, fit_vgm
+from gen_pipeline.kinds.table.schema import Column, TableSchema
+from gen_pipeline.kinds.table.transforms import TableTransformer, _quantile_forward, fit_vgm
 
 SCHEMA = TableSchema(columns=(Column("gain", "continuous", "int"), Column("hours", "continuous", "float"),
                               Column("job", "categorical", "string")))

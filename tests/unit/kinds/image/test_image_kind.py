@@ -14,14 +14,16 @@ import pytest
 import torch
 
 from gen_pipeline.config import ModelConfig
-from gen_pipeline.datasets import fetch_digits
+from gen_pipeline.kinds.image.datasets import fetch_digits
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.image_eval import accuracy, fid, frechet_distance, grid_png, predict, train_classifier
-from gen_pipeline.images import ImageTransformer, decode_unit, folder_source, idx_source, npz_source
-from gen_pipeline.loaders import memory_source
+from gen_pipeline.kinds.image.metrics import accuracy, fid, frechet_distance, predict, train_classifier
+from gen_pipeline.kinds.image.pictures import grid_png
+from gen_pipeline.kinds.image.sources import decode_unit, folder_source, idx_source, npz_source
+from gen_pipeline.kinds.image.transform import ImageTransformer
+from gen_pipeline.training.loaders import memory_source
 from gen_pipeline.models import build_model
 from gen_pipeline.models.conv_vae import cb_log_norm
-from gen_pipeline.train import fit
+from gen_pipeline.training.loop import fit
 
 SPEC = {"version": 1, "kind": "image", "shape": [1, 8, 8], "classes": [str(i) for i in range(10)]}
 
@@ -193,8 +195,8 @@ def test_conditional_dcgan_fid_falls_and_samples_are_the_requested_digit(digits,
     before = fid(classifier, x, untrained.sample(1000, torch.Generator().manual_seed(1)).numpy())
     model, state = _train("dcgan", x, 12, 5e-4, conditional=True, latent_dim=16, base_channels=16)
     labels = torch.arange(1000) % 10
-    s = model.sample(1000, torch.Generator().manual_seed(1), labels=labels)
-    assert torch.equal(s, model.sample(1000, torch.Generator().manual_seed(1), labels=labels))  # seeded
+    s = model.sample(1000, torch.Generator().manual_seed(1), fixed={64: labels})  # the label span starts at 64
+    assert torch.equal(s, model.sample(1000, torch.Generator().manual_seed(1), fixed={64: labels}))  # seeded
     after = fid(classifier, x, s.numpy())
     assert after < before / 4, (before, after)
     assert (predict(classifier, s.numpy())[1] == labels.numpy()).mean() > 0.4  # chance: 0.1
@@ -257,7 +259,7 @@ def test_unconditional_models_leave_the_label_empty_and_grids_render(tmp_path):
 
 
 def test_image_models_refuse_a_table_and_a_non_square_image():
-    from gen_pipeline.transforms import Span
+    from gen_pipeline.spans import Span
 
     with pytest.raises(PipelineError, match="need an image dataset"):
         build_model(ModelConfig(family="dcgan"), [Span("continuous", 0, 1)], 1)

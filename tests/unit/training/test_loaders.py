@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from gen_pipeline.loaders import Prefetched, memory_source, petastorm_source, read_features, shuffled_batches
+from gen_pipeline.training.loaders import Prefetched, memory_source, petastorm_source, read_features, shuffled_batches
 
 
 def _encoded(folder, rows=1200, dim=7, files=4):

@@ -1,7 +1,7 @@
 """Failure handling that needs no engine: messages and retries."""
 
 from gen_pipeline.cli import engine_message
-from gen_pipeline.train import _log_with_retry
+from gen_pipeline.training.shell import _log_with_retry
 
 
 def test_engine_message_prefers_our_error_raised_inside_a_task():
