@@ -90,7 +90,7 @@ def single_process_generate(bundle, rows: int, out: Path, threads: int) -> float
 
     import torch
 
-    from gen_pipeline.generate import write_part
+    from gen_pipeline.stages.sparkkit import write_part
 
     torch.set_num_threads(threads)
     shutil.rmtree(out, ignore_errors=True)
@@ -167,9 +167,9 @@ def main() -> None:
     results["driver_peak_ratio_full_over_1m"] = (results["generate_b_spark_full"]["driver_peak_rss_mb"]
                                                  / results["generate_b_spark_1m"]["driver_peak_rss_mb"])
     if not args.skip_sdv:
-        from gen_pipeline.preprocess import read_split
+        from gen_pipeline.layout import PreprocessOutput
 
-        train_df = read_split(work / "runs" / "bench_adult" / "preprocess", "train").sample(5000, random_state=0)
+        train_df = PreprocessOutput(work / "runs" / "bench_adult" / "preprocess").read_clean("train").sample(5000, random_state=0)
         for col in train_df.columns:
             if str(train_df[col].dtype) == "Int64":
                 train_df[col] = train_df[col].astype("int64")
@@ -184,8 +184,8 @@ def main() -> None:
     import pandas as pd
     import torch
 
-    from gen_pipeline.datasets import SHUTTLE_SCHEMA
-    from gen_pipeline.preprocess import read_split
+    from gen_pipeline.kinds.table.datasets import SHUTTLE_SCHEMA
+    from gen_pipeline.layout import PreprocessOutput
 
     raw = pd.read_csv(Path(os.environ.get("GEN_PIPELINE_DATA_DIR", work / "datasets")) / "shuttle" / "shuttle.csv")
     big = raw.sample(args.score_rows, replace=True, random_state=0)
@@ -212,7 +212,7 @@ def main() -> None:
 
     # ROC-AUC on the held-out test split (ours vs PCA, same rows) and over the whole file.
     pre = work / "runs" / "shuttle_tvae" / "preprocess"
-    train, test = read_split(pre, "train"), read_split(pre, "test")
+    train, test = PreprocessOutput(pre).read_clean("train"), PreprocessOutput(pre).read_clean("test")
     feats = [c.name for c in SHUTTLE_SCHEMA.model_columns]
     scores, _ = sbundle.score(test)
     from sklearn.metrics import roc_auc_score

@@ -42,12 +42,13 @@ CASES = (  # (config, data key, batch multipliers)
 def fit_once(cfg, pre: Path, data, device, *, autocast: bool, epochs: int, steps: int) -> dict:
     import torch
 
-    from gen_pipeline.images import transformer_for
-    from gen_pipeline.loaders import memory_source
+    from gen_pipeline.kinds import kind_of
+    from gen_pipeline.training.loaders import memory_source
     from gen_pipeline.models import build_model
-    from gen_pipeline.train import fit
+    from gen_pipeline.training.loop import fit
 
-    transformer = transformer_for(json.loads((pre / "transform_spec.json").read_text()))
+    spec = json.loads((pre / "transform_spec.json").read_text())
+    transformer = kind_of(spec=spec).transformer(spec)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, transformer.spans, transformer.output_dim).to(device)
     model.configure_optimizers(cfg.train.lr, cfg.train.weight_decay)
@@ -66,7 +67,7 @@ def part_fit(args, pres: dict[str, Path], results: dict) -> None:
     import torch
 
     from gen_pipeline.config import load_config
-    from gen_pipeline.loaders import read_features
+    from gen_pipeline.training.loaders import read_features
 
     device = torch.device(args.device)
     for name, key, multipliers in CASES:
@@ -105,7 +106,7 @@ def part_ray(args, pres: dict[str, Path], results: dict) -> None:
     from benchmarks.train_input import tiled
     from gen_pipeline.config import load_config
     from gen_pipeline.runtime import Runtime
-    from gen_pipeline.train import train_on_ray
+    from gen_pipeline.training.driver import train_on_ray
 
     work = Path(args.work_dir).resolve()
     rt = Runtime.from_env(work)
@@ -124,7 +125,8 @@ def part_ray(args, pres: dict[str, Path], results: dict) -> None:
         label = f"{name}_{loader}"
         try:
             t0 = time.perf_counter()
-            res = train_on_ray(cfg, rt, pre, mlflow_run_id=None, run_name=f"gpu-{label}-{i}-{time.time_ns()}")
+            res = train_on_ray(cfg, rt, pre, mlflow_run_id=None, run_name=f"gpu-{label}-{i}-{time.time_ns()}",
+                               ray_storage=rt.work_dir / "ray_results")
             steady = [h["samples_per_s"] for h in res.history[1:]]
             entry = {"samples_per_s": statistics.mean(steady), "per_epoch": [round(h["samples_per_s"]) for h in
                                                                              res.history],

@@ -47,7 +47,7 @@ def tiled(pre: Path, out: Path, copies: int, files: int) -> Path:
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
-    from gen_pipeline.preprocess import ENCODED_PARQUET_OPTIONS as written_as
+    from gen_pipeline.stages.preprocess import ENCODED_PARQUET_OPTIONS as written_as
 
     manifest = json.loads((pre / "manifest.json").read_text())
     rows = manifest["splits"]["train"] * copies
@@ -73,12 +73,13 @@ def tiled(pre: Path, out: Path, copies: int, files: int) -> Path:
 
 
 def measure(cfg, rt, pre: Path, loader: str, workers: int, epochs: int) -> dict:
-    from gen_pipeline.train import train_on_ray
+    from gen_pipeline.training.driver import train_on_ray
 
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={
         "loader": loader, "num_workers": workers, "epochs": epochs})})
     t0 = time.perf_counter()
-    result = train_on_ray(cfg, rt, pre, mlflow_run_id=None, run_name=f"bench-{loader}-{workers}w-{time.time_ns()}")
+    result = train_on_ray(cfg, rt, pre, mlflow_run_id=None, run_name=f"bench-{loader}-{workers}w-{time.time_ns()}",
+                          ray_storage=rt.work_dir / "ray_results")
     steady = [h["samples_per_s"] for h in result.history[1:]]
     return {"samples_per_s": statistics.mean(steady), "samples_per_s_min": min(steady),
             "samples_per_s_max": max(steady), "first_epoch_samples_per_s": result.history[0]["samples_per_s"],

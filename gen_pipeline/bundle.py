@@ -20,10 +20,9 @@ from gen_pipeline.kinds import kind_of
 from gen_pipeline.models import build_model, family
 from gen_pipeline.models.base import GenerativeModel
 
-# Rows per sampling forward. A 65,536-row chunk's arrays (latent, activations, logits: 33-42 MB
-# each) are above glibc's largest heap-reuse size (32 MB), so every chunk mapped fresh pages and
-# took ~150,000 page faults per million rows; at 16,384 rows they are reused. Adult TVAE,
-# sample + write on one core: 214k -> 258k rows/s (medians of 4). One Parquet row group each.
+# Rows per sampling forward: each chunk's arrays stay below glibc's largest heap-reuse size
+# (32 MB), so chunks reuse their pages instead of faulting in fresh ones (benchmarks/RESULTS.md,
+# generate). One Parquet row group each.
 SAMPLE_CHUNK = 16_384
 FILES = {"weights": "weights.pt", "model_config": "model_config.json", "transform_spec": "transform_spec.json",
          "manifest": "manifest.json"}  # artifact name -> file name: the bundle's one format

@@ -98,14 +98,14 @@ class TrainConfig(_Strict):
     cpus_per_worker: float = Field(default=0.5, gt=0.0)
     use_gpu: bool = False
     # On a GPU: bf16 autocast, or plain float32. The shipped models are small enough that their
-    # steps are bound by kernel launches, not arithmetic: float32 measured 9-35% faster on an
-    # H200 (benchmarks/RESULTS.md), with the same losses. bf16 pays off for wider models.
+    # steps are bound by kernel launches, not arithmetic, so float32 can be faster
+    # (benchmarks/RESULTS.md, GPU). bf16 pays off for wider models.
     precision: Literal["bf16", "fp32"] = "bf16"
     # memory: each worker reads the encoded Parquet into tensors once (tables that fit in RAM).
     loader: Literal["petastorm", "ray_data", "memory"] = "ray_data"
     # ray_data: a train split whose decoded size is at most this share of Ray's object store is
     # read from Parquet once and kept there (Dataset.materialize), so later epochs skip the
-    # Parquet decode (6x more rows/s on Adult); a larger one streams from Parquet every epoch.
+    # Parquet decode; a larger one streams from Parquet every epoch.
     # 0 always streams.
     ray_data_cache_fraction: float = Field(default=0.25, ge=0.0, le=1.0)
     max_failures: int = Field(default=2, ge=0)

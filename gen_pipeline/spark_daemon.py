@@ -7,8 +7,8 @@ task. Everything else is PySpark's own daemon.
 The change: before each task, PySpark's worker calls ``importlib.invalidate_caches()`` (after
 adding the task's files to ``sys.path``). On Python 3.10 and 3.11 that makes every zip archive on
 ``sys.path`` re-read its whole directory at once, in pure Python, and the workers always have
-two: ``pyspark.zip`` (1,220 files) and py4j's. Measured here: 0.2 s of CPU per task, whatever the
-task does; 40 empty tasks on 2 cores took 4.7-6.2 s, 3.75-4.1 s with this daemon. CPython made
+two: ``pyspark.zip`` (1,220 files) and py4j's: a fixed CPU cost per task, whatever the task
+does (benchmarks/RESULTS.md, generate). CPython made
 that invalidation lazy in 3.12 (gh-103200), and Spark later stopped calling it before every task
 (SPARK-54744, after the 4.0 line we pin). Here an archive re-reads its directory only when its
 size or modification time changed, which is what the call is for; a task's new ``--py-files``
@@ -22,9 +22,13 @@ import sys
 import zipimport
 
 
+_STAMPS: dict[str, tuple[int, int] | None] = {}  # archive path -> (size, mtime) when its directory was last read
+_PATCHED: list[bool] = []
+
+
 def invalidate_zip_caches_on_change() -> None:
     """Make ``zipimporter.invalidate_caches`` re-read an archive only if the file changed."""
-    if sys.version_info >= (3, 12) or getattr(zipimport.zipimporter, "_gen_pipeline_patched", False):
+    if sys.version_info >= (3, 12) or _PATCHED:
         return
     reread = zipimport.zipimporter.invalidate_caches
 
@@ -34,12 +38,13 @@ def invalidate_zip_caches_on_change() -> None:
             stamp = (st.st_size, st.st_mtime_ns)
         except OSError:  # gone or unreadable: let zipimport decide, as before
             stamp = None
-        if stamp is None or getattr(self, "_gen_pipeline_stamp", None) != stamp:
+        key = f"{self.archive}\0{self.prefix}"
+        if stamp is None or _STAMPS.get(key) != stamp:
             reread(self)
-            self._gen_pipeline_stamp = stamp
+            _STAMPS[key] = stamp
 
     zipimport.zipimporter.invalidate_caches = invalidate_caches
-    zipimport.zipimporter._gen_pipeline_patched = True
+    _PATCHED.append(True)
 
 
 if __name__ == "__main__":

@@ -40,23 +40,19 @@ def forward_numpy(seq: nn.Sequential, x: torch.Tensor | Callable[[int], torch.Te
 
     ``x`` is the (N, in) input, or a function that returns the next ``rows`` rows of an ``n``-row
     input (sampling noise): it is called block by block, in order, so each block of noise is drawn
-    just before it is used, still in cache. ``torch.randn`` draws the same values a block at a
-    time as in one call, and 16,384 x 128 normals took 7.2 ms in blocks of 2,048 rows instead of
-    8.8-10.5 ms at once.
+    just before it is used, still in cache (``torch.randn`` draws the same values a block at a
+    time as in one call).
 
     For sampling (no gradients): the weights are numpy views of the parameters, never copies,
-    so the result always follows the current weights. On this project's CPUs numpy's OpenBLAS
-    runs these (rows x 128) @ (128 x 128) products twice as fast as torch's MKL, which skips
-    its AVX-512 kernels on AMD processors; results agree to float32 rounding. Anything else
-    (another layer type, a GPU tensor) runs through torch.
+    so the result always follows the current weights. numpy's OpenBLAS runs these small
+    products faster than torch's MKL on AMD processors; results agree to float32 rounding.
+    Anything else (another layer type, a GPU tensor) runs through torch.
 
-    ``block`` rows go through every layer at a time, so their activations (2,048 x 128 floats,
-    1 MB) are still in cache for the bias and ReLU passes and the next product: the Adult
-    TVAE's decoder took 24-25 ms per 16,384 rows instead of 27-31 ms whole. The result is
-    column-major: the last product is computed as (out, in) @ (in, rows), so each output column
-    is one contiguous run of N values, and ``draw_categories`` reads every categorical span as
-    a (K, N) block in place. Transposing a row-major result took a third of the category
-    draw's time.
+    ``block`` rows go through every layer at a time, so their activations stay in cache for
+    the bias and ReLU passes and the next product. The result is column-major: the last
+    product is computed as (out, in) @ (in, rows), so each output column is one contiguous run
+    of N values, and ``draw_categories`` reads every categorical span as a (K, N) block in
+    place, with no transposing copy. Measurements: benchmarks/RESULTS.md (generate).
     """
     linear = [i for i, m in enumerate(seq) if isinstance(m, nn.Linear)]
     if (not linear or seq[linear[0]].weight.device.type != "cpu"
@@ -94,8 +90,8 @@ def draw_categories(x: torch.Tensor, spans: list[Span], generator: torch.Generat
     Inverse CDF with one uniform per span and row: the category is the number of cumulative
     probabilities below the uniform, an exact draw that never builds one-hot rows. Computed in
     numpy on the transposed logits, so every step runs over one contiguous row of N values
-    (torch's cumsum and bool sums over the short strided spans took 5x longer on Adult's 162
-    encoded dims); a column-major ``x`` is read in place, any other is transposed once.
+    instead of short strided spans; a column-major ``x`` is read in place, any other is
+    transposed once.
     Sampling runs on the CPU (Spark tasks, evaluation).
     """
     cats = [s for s in spans if s.kind == "categorical"]

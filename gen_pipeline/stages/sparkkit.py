@@ -33,10 +33,9 @@ def bundle_on_worker(bc, key: str) -> ModelBundle:
         torch.set_num_threads(1)
         threadpool_limits(1)
         _CACHE[key] = ModelBundle.from_bytes(bc.value)
-        # PySpark's daemon runs a full gc.collect() after every task, and with torch and pandas
-        # imported each took 0.13 s here (20 tasks per worker in a 10M-row job: 2.7 s). What
-        # exists now (modules, the cached model) lives as long as the worker: freeze it, and
-        # those collections only look at what the tasks create.
+        # PySpark's daemon runs a full gc.collect() after every task, slow with torch and pandas
+        # imported. What exists now (modules, the cached model) lives as long as the worker:
+        # freeze it, and those collections only look at what the tasks create.
         gc.freeze()
     return _CACHE[key]
 
@@ -93,7 +92,7 @@ def write_part(tables, folder: Path, partition: int, string_statistics: bool = T
     Dictionary encoding for string columns only (categories repeat; float values rarely do),
     snappy, one row group per table. Without ``string_statistics`` only the numeric columns get
     statistics: every row group of sampled rows holds nearly every category, so a string
-    column's min/max could never skip one, and computing them took a fifth of the write.
+    column's min/max could never skip one, and computing them is a large share of the write.
     Dictionary-typed columns (``sample_arrow(dictionary=True)``) are written as the strings
     they stand for: no Arrow schema is stored, so every reader sees plain string columns.
     Written under a hidden name, then renamed.

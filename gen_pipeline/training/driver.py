@@ -101,7 +101,7 @@ def train_on_ray(cfg: PipelineConfig, runtime, preprocess_dir: Path, *, mlflow_r
             # Decoded once and kept in the object store, then split once into equal row ranges,
             # one per rank: every epoch each worker reads its own blocks, with no split
             # coordinator between it and them (Ray Train's streaming split of a dataset runs one
-            # more actor for that, which took 7% of a core here).
+            # more actor for that).
             shards = ds.materialize().split(world, equal=True)
             datasets = {f"train_{rank}": shard for rank, shard in enumerate(shards)}
             data_config = DataConfig(datasets_to_split=[])

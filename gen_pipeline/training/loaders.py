@@ -27,8 +27,7 @@ class Prefetched:
     For petastorm, whose work (reading and decoding each row group, shuffling) would otherwise
     add to the step's time instead of overlapping it. As soon as epoch e's reader is exhausted,
     epoch e+1's reader starts filling its own queue while the step still works through e's
-    last batches: the next epoch's first batch is waiting when the step asks for it (before,
-    each epoch began with 0.14 s of reading on the 2-worker benchmark, 4% of its epoch). Which
+    last batches: the next epoch's first batch is waiting when the step asks for it. Which
     rows an epoch gives is unchanged: each epoch has its own reader. A consumer that stops
     early stops its thread; ``close`` stops the one reading ahead (the worker shell calls it).
     """
@@ -189,8 +188,8 @@ def windowed_batches(iterator, batch_size: int, seed: int, rank: int = 0, window
     Ray Data hands over ``window`` batches' worth of rows at a time as one Arrow table (its
     prefetch threads read ahead); the ``features`` list column becomes one (W, D) tensor without
     a per-row step, one permutation seeded by (seed, epoch, rank) shuffles the window, and the
-    batches are slices of it. Ray's ``iter_torch_batches`` with a local shuffle buffer did the
-    same work per batch and delivered 1.5-2x fewer rows/s on this machine. The order is not
+    batches are slices of it, rather than Ray's ``iter_torch_batches`` with a local shuffle
+    buffer, which does that work per batch (benchmarks/RESULTS.md, training input). The order is not
     reproducible run to run: Ray Data's reads finish, and its streaming split hands out blocks,
     in whatever order the tasks run (the memory loader is the one whose order is a function of
     (seed, epoch, rank), for the tests that need it). On a CUDA ``device`` each window is pinned

@@ -42,3 +42,28 @@ def test_missing_config_file_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert "nope.yaml: config file not found" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_datasets_families_and_metrics_come_from_the_registries():
+    from gen_pipeline.kinds import all_datasets, all_metrics
+    from gen_pipeline.models import FAMILIES
+
+    assert {"adult", "shuttle", "fashion_mnist", "digits", "sine"} <= set(all_datasets())
+    assert {"tvae", "gan", "dcgan", "conv_vae", "signal_vae"} <= set(FAMILIES)
+    assert all_metrics()["fid"] is True and all_metrics()["quality_score"] is False  # lower is better?
+    with pytest.raises(PipelineError, match="data.dataset: unknown 'adlt'"):
+        load_config(CONFIGS / "adult_tvae_tiny.yaml", ["data.dataset=adlt"])
+    with pytest.raises(PipelineError, match="model.family: 'dcgan' does not model table data"):
+        load_config(CONFIGS / "adult_tvae_tiny.yaml", ["model.family=dcgan"])
+    with pytest.raises(PipelineError, match="model.family: unknown 'tvea'"):
+        load_config(CONFIGS / "adult_tvae_tiny.yaml", ["model.family=tvea"])
+
+
+def test_the_kind_of_a_config_a_manifest_and_a_spec():
+    from gen_pipeline.kinds import kind_of
+
+    assert kind_of(load_config(CONFIGS / "digits_dcgan_tiny.yaml")).name == "image"
+    assert kind_of(manifest={"kind": "signal"}).name == "signal"
+    assert kind_of(spec={"version": 3, "columns": []}).name == "table"  # specs written before kinds
+    with pytest.raises(PipelineError, match="unknown data kind 'audio'"):
+        kind_of(spec={"kind": "audio"})

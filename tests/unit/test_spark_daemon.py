@@ -8,6 +8,7 @@ import zipimport
 
 import pytest
 
+from gen_pipeline import spark_daemon
 from gen_pipeline.spark_daemon import invalidate_zip_caches_on_change
 
 pytestmark = pytest.mark.skipif(sys.version_info >= (3, 12), reason="Python 3.12+ invalidates zip caches lazily")
@@ -20,7 +21,8 @@ def test_a_zip_on_sys_path_is_reread_only_when_it_changed(tmp_path, monkeypatch)
     monkeypatch.syspath_prepend(str(archive))
     # Undo the patch after the test (monkeypatch restores what it saved).
     monkeypatch.setattr(zipimport.zipimporter, "invalidate_caches", zipimport.zipimporter.invalidate_caches)
-    monkeypatch.setattr(zipimport.zipimporter, "_gen_pipeline_patched", False, raising=False)
+    monkeypatch.setattr(spark_daemon, "_PATCHED", [])
+    monkeypatch.setattr(spark_daemon, "_STAMPS", {})
     reads = []
     read_directory = zipimport._read_directory
     monkeypatch.setattr(zipimport, "_read_directory", lambda path: reads.append(path) or read_directory(path))

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.layout import PreprocessOutput
+from gen_pipeline.layout import CLASSIFIER_FILE, PreprocessOutput
 
 FEATURE_DIM = 128
 

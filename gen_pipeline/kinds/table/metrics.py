@@ -26,8 +26,6 @@ training rows (default 20,000); exact copies use every row. On Adult that is abo
 
 from __future__ import annotations
 
-import base64
-import io
 import time
 import warnings
 

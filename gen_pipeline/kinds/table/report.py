@@ -9,7 +9,7 @@ import io
 import numpy as np
 import pandas as pd
 
-from gen_pipeline.kinds.table.metrics import CLASSIFIERS, MISSING, _numeric, _strings, _subsample, association_matrix
+from gen_pipeline.kinds.table.metrics import CLASSIFIERS, MISSING, _numeric, _subsample, association_matrix
 from gen_pipeline.kinds.table.schema import TableSchema
 
 

@@ -349,8 +349,7 @@ class TableTransformer:
 
         With ``dictionary`` a categorical column is a dictionary array over its vocabulary (the
         drawn codes as indices) instead of a string per row: nothing is copied, and a Parquet
-        writer stores the indices as they are instead of hashing every string again. 16,384
-        Adult rows: decode 2.2 -> 1.3 ms, write 4.6-4.9 -> 3.1-3.6 ms."""
+        writer stores the indices as they are instead of hashing every string again."""
         import pyarrow as pa
 
         def code(start: int, k: int) -> np.ndarray:
