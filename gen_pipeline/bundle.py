@@ -17,6 +17,7 @@ import torch
 from gen_pipeline.config import PipelineConfig
 from gen_pipeline.errors import PipelineError
 from gen_pipeline.kinds import kind_of
+from gen_pipeline.layout import MANIFEST_FILE, SPEC_FILE
 from gen_pipeline.models import build_model, family
 from gen_pipeline.models.base import GenerativeModel
 
@@ -24,8 +25,8 @@ from gen_pipeline.models.base import GenerativeModel
 # (32 MB), so chunks reuse their pages instead of faulting in fresh ones (benchmarks/RESULTS.md,
 # generate). One Parquet row group each.
 SAMPLE_CHUNK = 16_384
-FILES = {"weights": "weights.pt", "model_config": "model_config.json", "transform_spec": "transform_spec.json",
-         "manifest": "manifest.json"}  # artifact name -> file name: the bundle's one format
+FILES = {"weights": "weights.pt", "model_config": "model_config.json", "transform_spec": SPEC_FILE,
+         "manifest": MANIFEST_FILE}  # artifact name -> file name: the bundle's one format
 MAX_REJECTION_DRAWS = 2_000_000  # conditional sampling gives up after this many draws if ...
 MIN_ACCEPTANCE = 1e-3  # ... fewer than this share of them matched
 

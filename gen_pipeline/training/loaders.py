@@ -58,13 +58,13 @@ class Prefetched:
         return _Producer(self._batches, epoch, self._depth, on_exhausted=self._read_ahead)
 
     def _read_ahead(self, epoch: int) -> None:
-        """Called on epoch ``epoch - 1``'s thread once its reader is exhausted."""
+        """Called on epoch ``epoch - 1``'s thread once its reader is exhausted. Only the epoch being
+        consumed reads ahead: a read-ahead epoch that is exhausted before anyone asked for it (a
+        small shard: its whole epoch fits the queue) waits to be consumed, and starts nothing."""
         with self._lock:
-            if self._closed:
+            if self._closed or self._ahead is not None:
                 return
-            stale, self._ahead = self._ahead, self._start(epoch)
-        if stale is not None:
-            stale.stop()
+            self._ahead = self._start(epoch)
 
 
 class _Producer:
