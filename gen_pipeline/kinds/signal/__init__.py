@@ -172,9 +172,23 @@ class SignalKind(DataKind):
         return {}, {"autocorrelation_error": metrics["baseline_marginals_autocorrelation_error"]}
 
     def score_records(self, spark, cfg, datasets_dir: Path, inputs, bundle) -> ScoreJob:
-        from gen_pipeline.errors import PipelineError
+        """Every signal of ``inputs`` (one .npz with ``x``), else of the ``sine`` set, with its
+        negative ELBO."""
+        path = Path(inputs[0]) if inputs else sine_file(datasets_dir)
+        x = np.load(path)["x"]
+        frame = spark.createDataFrame([(path.name, i, [float(v) for v in row]) for i, row in enumerate(x)],
+                                      "source string, `index` bigint, values array<double>")
 
-        raise PipelineError("score: the signal kind scores no records (a test-only kind)")
+        def scorer(b, rb):
+            import pyarrow as pa
+            import torch
+
+            values = np.asarray(rb.column("values").flatten().to_numpy(), np.float32).reshape(rb.num_rows, -1)
+            score = b.model.score(torch.from_numpy(b.transformer.encode(values))).double().numpy()
+            return pa.table({"source": rb.column("source"), "index": rb.column("index"), "score": score,
+                             "reason": pa.nulls(rb.num_rows, pa.string())})
+
+        return ScoreJob(frame, [str(path)], scorer, meaning="negative ELBO (nats per signal)")
 
 
 SIGNAL = SignalKind()
