@@ -49,7 +49,7 @@ def test_run_goes_on_with_the_champion_when_the_gate_refuses(signal_work, capsys
     assert "[run] the gate refused version 2" in out and "with the champion, version 1" in out
     for what in ("generated", "scored"):
         lineage = json.loads((signal_work / "outputs" / "signal_vae_tiny" / what / "_lineage.json").read_text())
-        assert lineage["model_version"] == "1"
+        assert str(lineage["model_version"]) == "1"
     assert lineage["rows_in"] == 4000 == lineage["rows_scored"]
 
 
