@@ -130,15 +130,16 @@ def _read_head(pre: Path, split: str, n: int):
 def _gate_bounds(ev) -> tuple[dict[str, float], dict[str, float]]:
     """The configured bounds a candidate must meet: (minimums, maximums) by metric name."""
     minimums = {"quality_score": ev.min_quality_score}
-    if ev.min_tstr_f1 is not None:
-        minimums["tstr_f1_mean"] = ev.min_tstr_f1
-    maximums = {k: v for k, v in {"detection_auc": ev.max_detection_auc,
+    minimums.update({k: v for k, v in {"tstr_f1_mean": ev.min_tstr_f1, "tstr_auc_gbt": ev.min_tstr_auc_gbt,
+                                        "quality_score_all_pairs": ev.min_quality_score_all_pairs}.items()
+                     if v is not None})
+    maximums = {k: v for k, v in {"detection_auc": ev.max_detection_auc, "detection_auc_gbt": ev.max_detection_auc_gbt,
                                    "exact_copy_share": ev.max_exact_copy_share}.items() if v is not None}
     return minimums, maximums
 
 
 def stage_evaluate(cfg: PipelineConfig, rt: Runtime) -> dict:
-    from gen_pipeline.evaluate import evaluate_bundle, gate, report_figures, report_html
+    from gen_pipeline.evaluate import evaluate_bundle, gate, reference_metrics, report_figures, report_html
     from gen_pipeline.preprocess import read_split
     from gen_pipeline.registry import CANDIDATE, CHAMPION, alias_version, resolve
 
@@ -152,12 +153,20 @@ def stage_evaluate(cfg: PipelineConfig, rt: Runtime) -> dict:
     cand_mv, cand = resolve(f"models:/{cfg.model_name}@{CANDIDATE}")
     real = read_split(preprocess_dir(cfg, rt), "test")
     real_train = _read_head(preprocess_dir(cfg, rt), "train", TRAIN_REFERENCE_ROWS)
-    n = ev.num_rows or len(real)
+    # as many synthetic rows as the gradient-boosted protocol's real training rows, at least the test split's
+    n = ev.num_rows or max(len(real), min(len(real_train), ev.gbt_max_rows))
 
     def evaluate(bundle):
-        return evaluate_bundle(bundle, real_train, real, n, ev.seed, ev.tstr_label, ev.tstr_positive, ev.max_rows)
+        return evaluate_bundle(bundle, real_train, real, n, ev.seed, ev.tstr_label, ev.tstr_positive, ev.max_rows,
+                               ev.gbt_max_rows)
 
     metrics, synth = evaluate(cand.bundle)
+    if ev.reference_rows:  # the same for every model: scored once, beside the candidate's figures
+        label = ev.tstr_label if ev.tstr_label in synth.columns else None
+        val = preprocess_dir(cfg, rt) / "clean" / "validation"  # held-out rows no model trains on, if any
+        holdout = read_split(preprocess_dir(cfg, rt), "validation") if val.exists() else None
+        metrics.update(reference_metrics(real_train, real, holdout, cand.bundle.schema, label, max_rows=ev.max_rows,
+                                         gbt_max_rows=ev.gbt_max_rows, seed=ev.seed))
     champ_mv = alias_version(cfg.model_name, CHAMPION)
     champ_metrics = None
     if champ_mv is not None and champ_mv.version != cand_mv.version:
@@ -191,6 +200,13 @@ def stage_evaluate(cfg: PipelineConfig, rt: Runtime) -> dict:
     summary = " ".join(f"{k}={metrics[k]:.4f}" for k in shown if k in metrics)
     summary += "".join(f" {k}={v:.4f}" for k, v in metrics.items() if k.startswith("roc_auc_"))
     print(f"[evaluate] {cfg.model_name} v{cand_mv.version}: {summary}", flush=True)
+    # the papers' three figures, each with the real held-out rows' and the independent marginals' beside it
+    refs = " ".join(f"{k}={metrics[k]:.4f} (held-out {metrics.get(f'ref_holdout_{k}', float('nan')):.4f}, "
+                    f"marginals {metrics.get(f'ref_marginals_{k}', float('nan')):.4f})"
+                    for k in ("quality_score_all_pairs", "detection_auc_gbt", "tstr_auc_gbt") if k in metrics)
+    refs += f" trtr_auc_gbt={metrics['trtr_auc_gbt']:.4f}" if "trtr_auc_gbt" in metrics else ""
+    print(f"[evaluate] papers' protocol: {refs} ({metrics['report_seconds']:.0f} s, "
+          f"+{metrics.get('reference_seconds', 0.0):.0f} s references)", flush=True)
     print(f"[evaluate] gate: {'PROMOTED to @champion' if promote else 'not promoted'} ({reason})", flush=True)
     return {"version": cand_mv.version, "promoted": promote, "reason": reason, **metrics}
 
