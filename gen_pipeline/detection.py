@@ -43,8 +43,8 @@ MISSING = "<missing>"
 GBT_PARAMS = {"max_iter": 200, "max_depth": 6, "learning_rate": 0.1, "max_leaf_nodes": 64, "early_stopping": False}
 DETECTION_FOLDS = 5
 # OpenMP threads per fit. Each tree level is a parallel region with a barrier: on cores shared
-# with other jobs a descheduled thread stalls every barrier, and a 1,600-row fit measured 33 s
-# with 2 threads against 1 s with one (2 cores, load 20). One thread is predictable.
+# with other jobs a descheduled thread stalls every barrier, and a fit can take thirty times as
+# long with two threads as with one (benchmarks/RESULTS.md). One thread is predictable.
 GBT_THREADS = 1
 
 

@@ -229,7 +229,8 @@ def test_trees_detect_independent_marginals_that_a_logistic_detector_passes():
     for c in cols:  # every marginal kept ...
         assert (marginals[c].astype(str).value_counts(normalize=True)
                 - fresh[c].astype(str).value_counts(normalize=True)).abs().max() < 0.04
-    assert ((marginals["sex"] == "Female") & (marginals["relationship"] == "Husband")).mean() > 0.05  # ... relations gone
+    # ... and every relation gone: female husbands
+    assert ((marginals["sex"] == "Female") & (marginals["relationship"] == "Husband")).mean() > 0.05
     gbt_real, gbt_marg = gbt_detection_auc(real, fresh.iloc[:2000], FAMILY), gbt_detection_auc(real, marginals, FAMILY)
     enc = RowEncoder(real, FAMILY)
     logistic_marg = detection_auc(enc.transform(real), enc.transform(marginals))
