@@ -203,7 +203,8 @@ def side_by_side(models: dict[str, dict]) -> str:
     width = max([len(n) for n in models] + [10])
     lines = [" ".join([f"{'model':<{width}}", *(f"{label:>12}" for label in SHOWN.values())])]
     for name, row in models.items():
-        cells = (f"{row[k]:>12.4f}" if isinstance(row.get(k), float) else f"{row.get(k, '-')!s:>12}" for k in SHOWN)
+        cells = (f"{row[k]:>12.{1 if k.endswith('seconds') else 4}f}" if isinstance(row.get(k), float)
+                 else f"{row.get(k, '-')!s:>12}" for k in SHOWN)
         lines.append(" ".join([f"{name:<{width}}", *cells]))
     return "\n".join(lines)
 
