@@ -26,8 +26,10 @@ Spark; ``pipeline.stage_evaluate`` calls it and logs the result.
 
 Sizes: every comparison subsamples to ``max_rows`` rows per frame (default 10,000; SDGym used
 50,000), DCR queries to ``dcr_rows`` (default 2,000) against at most ``max_dcr_reference``
-training rows (default 20,000); exact copies use every row. On Adult that is about ten seconds on
-2 cores for the whole report.
+training rows (default 20,000); exact copies use every row; the gradient-boosted protocol takes
+as many synthetic rows as real training rows, at most ``gbt_max_rows`` (default 50,000, all of
+Adult's), and costs most of the report's time (benchmarks/RESULTS.md); each reference row costs
+about as much again.
 """
 
 from __future__ import annotations
