@@ -17,8 +17,11 @@ Bounds = dict[str, float]
 def configured_bounds(ev) -> tuple[Bounds, Bounds]:
     """The bounds an ``EvaluateConfig`` sets: (minimums, maximums) by metric name."""
     minimums = {k: v for k, v in {"quality_score": ev.min_quality_score, "tstr_f1_mean": ev.min_tstr_f1,
+                                   "quality_score_all_pairs": ev.min_quality_score_all_pairs,
+                                   "tstr_auc_gbt": ev.min_tstr_auc_gbt,
                                    "conditional_accuracy": ev.min_conditional_accuracy}.items() if v is not None}
     maximums = {k: v for k, v in {"detection_auc": ev.max_detection_auc, "exact_copy_share": ev.max_exact_copy_share,
+                                   "detection_auc_gbt": ev.max_detection_auc_gbt,
                                    "fid": ev.max_fid}.items() if v is not None}
     return minimums, maximums
 

@@ -51,6 +51,7 @@ class Evaluation:
     # name -> function(folder) that writes the artifact file(s) and returns their paths
     artifacts: dict[str, Callable[[Path], list[Path]]] = field(default_factory=dict)
     summary_keys: tuple[str, ...] = ()  # the metrics the one-line summary shows first
+    lines: list[str] = field(default_factory=list)  # more lines the evaluate stage prints
 
 
 @dataclass
@@ -118,7 +119,9 @@ class DataKind:
         return [], {}
 
     # ---- evaluate --------------------------------------------------------------------------
-    def evaluate(self, bundle, data, ev, family) -> Evaluation:
+    def evaluate(self, bundle, data, ev, family, references: bool = True) -> Evaluation:
+        """The kind's metrics for ``bundle`` on the held-out data; with ``references`` also the
+        trivial baselines (computed once per evaluation, for the candidate)."""
         raise NotImplementedError
 
     def baseline_bounds(self, metrics: dict[str, float], bundle, ev) -> tuple[dict, dict]:

@@ -30,7 +30,7 @@ def stage_evaluate(cfg: PipelineConfig, rt) -> dict:
     champ_metrics = None
     if champ_mv is not None and champ_mv.version != cand_mv.version:
         _, champ = resolve(f"models:/{cfg.model_name}/{champ_mv.version}")  # same rows, same seed
-        champ_metrics = kind.evaluate(champ.bundle, data, ev, champ.bundle.family).metrics
+        champ_metrics = kind.evaluate(champ.bundle, data, ev, champ.bundle.family, references=False).metrics
     primary = ev.primary_metric or kind.default_primary_metric
     minimums, maximums = gate.bounds(ev, kind.baseline_bounds(metrics, bundle, ev))
     promote, reason = gate.gate(metrics, champ_metrics, primary, kind.lower_is_better(primary), minimums, maximums,
@@ -58,5 +58,7 @@ def stage_evaluate(cfg: PipelineConfig, rt) -> dict:
         client.set_registered_model_alias(cfg.model_name, CHAMPION, cand_mv.version)
     summary = " ".join(f"{k}={metrics[k]:.4f}" for k in result.summary_keys if k in metrics)
     print(f"[evaluate] {cfg.model_name} v{cand_mv.version}: {summary}", flush=True)
+    for line in result.lines:
+        print(f"[evaluate] {line}", flush=True)
     print(f"[evaluate] gate: {'PROMOTED to @champion' if promote else 'not promoted'} ({reason})", flush=True)
     return {"version": cand_mv.version, "promoted": promote, "reason": reason, **metrics}

@@ -74,19 +74,45 @@ def test_the_image_gate_honours_primary_metric_and_min_improvement():
     assert not ok and "conditional_accuracy=0.8000 does not beat" in reason
 
 
-def test_a_table_with_a_target_must_beat_independent_marginals():
-    metrics = {"quality_score": 0.8, "tstr_f1_mean": 0.05, "baseline_marginals_tstr_f1_mean": 0.02}
-    ev = EvaluateConfig(tstr_label="income")
-    mins, maxs = bounds(ev, TABLE.baseline_bounds(metrics, None, ev))
-    ok, reason = gate(metrics, None, "quality_score", False, mins, maxs)
-    assert not ok and reason.startswith("tstr_f1_mean=0.0500 is below the minimum 0.07")
-    mins, _ = bounds(EvaluateConfig(tstr_label="income", min_tstr_f1=0.0), TABLE.baseline_bounds(metrics, None, ev))
-    assert mins["tstr_f1_mean"] == 0.0  # the tiny test configs set their own bounds
-
-
 def test_primary_metrics_come_from_the_kinds():
     from pydantic import ValidationError
 
     assert EvaluateConfig(primary_metric="conditional_accuracy").primary_metric == "conditional_accuracy"
     with pytest.raises(ValidationError, match="unknown metric 'fidd'"):
         EvaluateConfig(primary_metric="fidd")
+
+
+def test_gate_and_config_know_the_protocol_metrics():
+    from pydantic import ValidationError
+
+    from gen_pipeline.gate import configured_bounds
+
+    assert gate({"detection_auc_gbt": 0.7}, {"detection_auc_gbt": 0.8}, "detection_auc_gbt",
+                TABLE.lower_is_better("detection_auc_gbt"))[0] is True
+    assert gate({"tstr_auc_gbt": 0.7}, {"tstr_auc_gbt": 0.8}, "tstr_auc_gbt", TABLE.lower_is_better("tstr_auc_gbt"))[0] \
+        is False
+    ev = EvaluateConfig(primary_metric="detection_auc_gbt", max_detection_auc_gbt=0.9, min_tstr_auc_gbt=0.8,
+                        min_quality_score_all_pairs=0.9, tstr_label="income")
+    mins, maxs = configured_bounds(ev)
+    assert maxs["detection_auc_gbt"] == 0.9 and mins["tstr_auc_gbt"] == 0.8 and mins["quality_score_all_pairs"] == 0.9
+    ok, reason = gate({"quality_score": 0.9, "quality_score_all_pairs": 0.95, "tstr_auc_gbt": 0.85,
+                       "detection_auc_gbt": 0.95}, None, ev.primary_metric, True, mins, maxs)
+    assert not ok and "detection_auc_gbt=0.9500 is above the maximum 0.9000" in reason
+    with pytest.raises(ValidationError, match="tstr_label"):
+        EvaluateConfig(min_tstr_auc_gbt=0.8)
+    with pytest.raises(ValidationError, match="tstr_label"):
+        EvaluateConfig(primary_metric="tstr_auc_gbt")
+
+
+def test_a_table_must_beat_independent_marginals_on_gradient_boosted_detection_and_utility():
+    metrics = {"quality_score": 0.9, "detection_auc_gbt": 0.995, "tstr_auc_gbt": 0.80,
+               "ref_marginals_detection_auc_gbt": 0.99, "ref_marginals_tstr_auc_gbt": 0.51}
+    ev = EvaluateConfig(tstr_label="income")
+    mins, maxs = bounds(ev, TABLE.baseline_bounds(metrics, None, ev))
+    assert maxs == {"detection_auc_gbt": 0.99} and mins == {"tstr_auc_gbt": pytest.approx(0.56)}
+    ok, reason = gate(metrics, None, "quality_score", False, mins, maxs)
+    assert not ok and reason == "detection_auc_gbt=0.9950 is above the maximum 0.9900"
+    assert gate({**metrics, "detection_auc_gbt": 0.9}, None, "quality_score", False, mins, maxs)[0]
+    ok, reason = gate({**metrics, "detection_auc_gbt": 0.9, "tstr_auc_gbt": 0.52}, None, "quality_score", False,
+                      mins, maxs)
+    assert not ok and reason.startswith("tstr_auc_gbt=0.5200 is below the minimum 0.56")

@@ -113,7 +113,7 @@ class ImageKind(DataKind):
         return epoch_pictures(model, transformer, data, epoch, folder)
 
     # ---- evaluate --------------------------------------------------------------------------
-    def evaluate(self, bundle, data, ev, family) -> Evaluation:
+    def evaluate(self, bundle, data, ev, family, references: bool = True) -> Evaluation:
         from gen_pipeline.kinds.image.metrics import image_report
 
         metrics, clf = image_report(bundle, data, ev.num_rows, ev.seed, ev.classifier_epochs, family.can_score)

@@ -144,7 +144,7 @@ class SignalKind(DataKind):
     def describe(self, spec: dict) -> str:
         return f"length={spec['length']}"
 
-    def evaluate(self, bundle, data, ev, family) -> Evaluation:
+    def evaluate(self, bundle, data, ev, family, references: bool = True) -> Evaluation:
         import torch
 
         tr = bundle.transformer

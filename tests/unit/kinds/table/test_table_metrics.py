@@ -4,8 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gen_pipeline.kinds.table.metrics import (association_matrix, detection_auc, exact_copy_share, sdmetrics_quality,
-                                              tabular_report)
+from gen_pipeline.kinds.table.detection import (balanced, gbt_detection_auc, gbt_metrics, gbt_utility_auc, independent_marginals,
+                                    ordinal_features)
+from gen_pipeline.kinds.table.metrics import (RowEncoder, association_matrix, detection_auc, exact_copy_share,
+                                              reference_metrics, sdmetrics_quality, tabular_report)
 from gen_pipeline.kinds.table.report import report_figures, report_html
 from gen_pipeline.kinds.table.schema import Column, TableSchema
 
@@ -59,8 +61,8 @@ def test_detection_auc_tells_apart_only_different_data():
 
 def test_copies_of_the_training_rows_are_flagged_and_new_rows_are_not():
     train, holdout = _table(2000, seed=0), _table(600, seed=1)
-    copied = tabular_report(train, holdout, train.sample(1000, random_state=3), TABLE, max_rows=600)
-    fresh = tabular_report(train, holdout, _table(1000, seed=2), TABLE, max_rows=600)
+    copied = tabular_report(train, holdout, train.sample(1000, random_state=3), TABLE, max_rows=600, gbt_max_rows=300)
+    fresh = tabular_report(train, holdout, _table(1000, seed=2), TABLE, max_rows=600, gbt_max_rows=300)
     assert copied["exact_copy_share"] == 1.0 and copied["dcr_median"] == 0.0 and copied["dcr_ratio"] == 0.0
     assert fresh["exact_copy_share"] < 0.01 and fresh["dcr_median"] > 0.0
     # new rows from the same distribution sit as far from the training rows as the real holdout
@@ -75,9 +77,9 @@ def test_exact_copies_compare_every_column_with_missing_equal_to_missing():
 
 def test_tstr_matches_the_real_row_for_real_rows_and_drops_for_noise():
     train, holdout = _table(3000, seed=0), _table(1500, seed=1)
-    real_like = tabular_report(train, holdout, _table(3000, seed=2), TABLE, "y", "yes", max_rows=1500)
+    real_like = tabular_report(train, holdout, _table(3000, seed=2), TABLE, "y", "yes", max_rows=1500, gbt_max_rows=300)
     noise = _table(3000, seed=2).assign(y=lambda d: d["y"].sample(frac=1, random_state=0).to_numpy())
-    broken = tabular_report(train, holdout, noise, TABLE, "y", "yes", max_rows=2000)
+    broken = tabular_report(train, holdout, noise, TABLE, "y", "yes", max_rows=2000, gbt_max_rows=300)
     assert real_like["trtr_f1_mean"] > 0.6
     assert abs(real_like["tstr_f1_mean"] - real_like["trtr_f1_mean"]) < 0.05
     assert broken["tstr_f1_mean"] < real_like["trtr_f1_mean"] - 0.15
@@ -91,7 +93,7 @@ def test_tstr_is_skipped_without_a_label_and_for_a_label_never_generated():
     train, holdout = _table(1500, seed=0), _table(500, seed=1)
     synth = _table(800, seed=2).drop(columns=["flag"])  # label columns are not generated
     for label in (None, "flag"):
-        m = tabular_report(train, holdout, synth, TABLE, label, max_rows=500)
+        m = tabular_report(train, holdout, synth, TABLE, label, max_rows=500, gbt_max_rows=300)
         assert not [k for k in m if k.startswith(("tstr_", "trtr_"))]
         assert 0.0 <= m["quality_score"] <= 1.0 and m["exact_copy_share"] == 0.0
 
@@ -119,7 +121,7 @@ def test_report_has_the_figures_and_the_efficacy_table():
 
     train, holdout = _table(1500, seed=0), _table(500, seed=1)
     synth = _table(800, seed=2)
-    metrics = tabular_report(train, holdout, synth, TABLE, "y", max_rows=500)
+    metrics = tabular_report(train, holdout, synth, TABLE, "y", max_rows=500, gbt_max_rows=300)
     figures = report_figures(holdout, synth, TABLE)
     assert set(figures) == {"marginals_real_vs_synthetic", "association_difference"}
     html = report_html(metrics, figures, "t")
@@ -136,3 +138,120 @@ def test_a_tstr_bound_needs_a_label():
     with pytest.raises(ValidationError, match="tstr_label"):
         EvaluateConfig(min_tstr_f1=0.5)
     assert EvaluateConfig(min_tstr_f1=0.5, tstr_label="income").min_tstr_f1 == 0.5
+
+
+# ---- the papers' protocol: all pairs, gradient-boosted detection and utility, reference rows ----
+# A table whose columns depend strongly on each other, the shape of Adult's sex / relationship /
+# marital status: "Husband" only for married men, "Wife" only for married women.
+FAMILY = TableSchema(columns=(Column("age", "continuous", "int"), Column("sex", "categorical", "string"),
+                              Column("married", "categorical", "string"),
+                              Column("relationship", "categorical", "string"),
+                              Column("income", "categorical", "string")))
+
+
+def _family(n, seed=0):
+    rng = np.random.default_rng(seed)
+    age = rng.integers(18, 80, n)
+    sex = rng.choice(["Male", "Female"], n, p=[0.67, 0.33])
+    married = np.where(rng.random(n) < np.clip((age - 18) / 40, 0.05, 0.8), "yes", "no")
+    relationship = np.where(married == "yes", np.where(sex == "Male", "Husband", "Wife"),
+                            rng.choice(["Own-child", "Not-in-family", None], n, p=[0.45, 0.45, 0.1]))
+    logit = -3.0 + 3.5 * (relationship == "Husband") + 2.5 * (relationship == "Wife") + 0.04 * (age - 40)
+    income = np.where(rng.random(n) < 1 / (1 + np.exp(-logit)), ">50K", "<=50K")
+    return pd.DataFrame({"age": pd.array(age, dtype="Int64"), "sex": sex, "married": married,
+                         "relationship": relationship, "income": income})
+
+
+def test_quality_over_all_pairs_sees_a_weak_pair_the_report_leaves_out():
+    real = _frame(3000, corr=0.3)  # a-b below SDMetrics' 0.5 correlation threshold
+    kept = sdmetrics_quality(real, _frame(3000, corr=0.3, seed=1), SCHEMA)
+    flipped = sdmetrics_quality(real, _frame(3000, corr=-0.3, seed=1), SCHEMA)
+    assert abs(kept["column_pair_trends"] - flipped["column_pair_trends"]) < 0.02  # only strong pairs count
+    assert flipped["column_pair_trends_all_pairs"] < kept["column_pair_trends_all_pairs"] - 0.08
+    assert kept["quality_score_all_pairs"] == pytest.approx((kept["column_shapes"]
+                                                             + kept["column_pair_trends_all_pairs"]) / 2)
+
+
+def test_ordinal_features_encode_over_the_union_with_missing_a_value():
+    a = pd.DataFrame({"age": pd.array([30, None], dtype="Int64"), "sex": ["Male", None], "married": ["no", "no"],
+                      "relationship": ["Husband", "Wife"], "income": ["<=50K", ">50K"]})
+    b = a.assign(sex=["Female", "Other"])  # "Other" exists only in b: the codes cover both frames
+    xa, xb = ordinal_features([a, b], FAMILY, exclude=("income",))
+    assert xa.shape == (2, 4) and np.isnan(xa[1, 0]) and xa[0, 0] == 30
+    codes = {v: i for i, v in enumerate(sorted(["Male", "<missing>", "Female", "Other"]))}
+    assert list(xa[:, 1]) == [codes["Male"], codes["<missing>"]] and list(xb[:, 1]) == [codes["Female"], codes["Other"]]
+
+
+def test_gbt_detection_separates_different_rows_and_not_a_resample():
+    real = _table(1500, seed=0)
+    assert abs(gbt_detection_auc(real, _table(1500, seed=1), TABLE) - 0.5) < 0.06
+    shifted = _table(1500, seed=1).assign(x=lambda d: d["x"] + 2.5)
+    assert gbt_detection_auc(real, shifted, TABLE) > 0.9
+
+
+def test_trees_detect_independent_marginals_that_a_logistic_detector_passes():
+    real, fresh = _family(2000, seed=0), _family(4000, seed=1)
+    cols = [c.name for c in FAMILY.model_columns]
+    marginals = independent_marginals(fresh, cols, 2000, seed=0)
+    for c in cols:  # every marginal kept ...
+        assert (marginals[c].astype(str).value_counts(normalize=True)
+                - fresh[c].astype(str).value_counts(normalize=True)).abs().max() < 0.04
+    # ... and every relation gone: female husbands
+    assert ((marginals["sex"] == "Female") & (marginals["relationship"] == "Husband")).mean() > 0.05
+    gbt_real, gbt_marg = gbt_detection_auc(real, fresh.iloc[:2000], FAMILY), gbt_detection_auc(real, marginals, FAMILY)
+    enc = RowEncoder(real, FAMILY)
+    logistic_marg = detection_auc(enc.transform(real), enc.transform(marginals))
+    assert gbt_real < 0.56 and gbt_marg > 0.8 and logistic_marg < 0.6
+
+
+def test_train_on_synthetic_auc_of_real_rows_matches_train_on_real_and_marginals_fall_to_chance():
+    train, test = _family(2000, seed=0), _family(1500, seed=1)
+    trtr = gbt_utility_auc(train, test, FAMILY, "income")
+    real_like = gbt_utility_auc(_family(2000, seed=2), test, FAMILY, "income")
+    cols = [c.name for c in FAMILY.model_columns]
+    marg = gbt_metrics(train, test, independent_marginals(train, cols, 2000, 0), FAMILY, "income", max_rows=2000)
+    assert trtr > 0.8 and abs(real_like - trtr) < 0.03
+    assert marg["tstr_auc_gbt"] < 0.65 and marg["detection_auc_gbt"] > 0.8  # a model of noise: about 0.5
+
+
+def test_utility_auc_is_one_vs_rest_macro_for_many_classes_and_half_for_one_learned_class():
+    train, test = _family(2000, seed=0), _family(1000, seed=1)
+    auc = gbt_utility_auc(train, test, FAMILY, "relationship")  # 3 classes + missing: sex and married tell most
+    shuffled = train.assign(relationship=train["relationship"].sample(frac=1, random_state=0).to_numpy())
+    assert auc > 0.85 and abs(gbt_utility_auc(shuffled, test, FAMILY, "relationship") - 0.5) < 0.06
+    assert gbt_utility_auc(train.assign(income="<=50K"), test, FAMILY, "income") == 0.5
+
+
+def test_gbt_figures_reproduce_with_the_seed():
+    train, test, synth = _family(1000, seed=0), _family(500, seed=1), _family(1500, seed=3)
+    a, b = (gbt_metrics(train, test, synth, FAMILY, "income", 800, seed=4) for _ in range(2))
+    assert a == b and gbt_metrics(train, test, synth, FAMILY, "income", 800, seed=5) != a
+    real, fake = balanced(train, synth, 800, 4)
+    assert len(real) == len(fake) == 800 and fake.index.equals(balanced(train, synth, 800, 4)[1].index)
+    cols = [c.name for c in FAMILY.model_columns]
+    assert independent_marginals(train, cols, 300, 1).equals(independent_marginals(train, cols, 300, 1))
+    assert not independent_marginals(train, cols, 300, 1).equals(independent_marginals(train, cols, 300, 2))
+
+
+def test_reference_rows_are_the_floor_and_the_ceiling():
+    train, test, holdout = _family(1500, seed=0), _family(800, seed=1), _family(800, seed=2)
+    ref = reference_metrics(train, test, holdout, FAMILY, "income", max_rows=800, gbt_max_rows=1000, seed=4)
+    # held-out real rows pass every test; independent marginals keep the shapes and fail the joint ones
+    assert ref["ref_holdout_detection_auc_gbt"] < 0.6 < 0.8 < ref["ref_marginals_detection_auc_gbt"]
+    assert ref["ref_holdout_tstr_auc_gbt"] > ref["ref_marginals_tstr_auc_gbt"] + 0.15
+    assert ref["ref_holdout_quality_score_all_pairs"] > ref["ref_marginals_quality_score_all_pairs"] + 0.05
+    assert ref["ref_holdout_quality_score"] > 0.85 and ref["reference_seconds"] > 0
+
+
+def test_report_shows_the_protocol_beside_its_reference_rows():
+    train, test = _family(800, seed=0), _family(400, seed=1)
+    metrics = tabular_report(train, test, _family(800, seed=3), FAMILY, "income", ">50K", max_rows=400,
+                             gbt_max_rows=600, real_holdout=None, reference_rows=True)
+    for k in ("quality_score_all_pairs", "detection_auc_gbt", "tstr_auc_gbt", "trtr_auc_gbt",
+              "ref_marginals_detection_auc_gbt", "ref_marginals_tstr_auc_gbt"):
+        assert 0.0 <= metrics[k] <= 1.0, k
+    assert not [k for k in metrics if k.startswith("ref_holdout_")]  # no held-out rows given: no such row
+    html = report_html(metrics, {}, "t")
+    assert "independent marginals" in html and "real held-out rows" in html
+    for k in ("detection_auc_gbt", "ref_marginals_detection_auc_gbt", "ref_marginals_tstr_auc_gbt", "trtr_auc_gbt"):
+        assert f"{metrics[k]:.4f}" in html
