@@ -20,6 +20,7 @@ from gen_pipeline.config import PipelineConfig
 from gen_pipeline.datasets import RawTable
 from gen_pipeline.errors import PipelineError
 from gen_pipeline.schema import REASON, TableSchema, parse_table
+from gen_pipeline.sources import read_table
 from gen_pipeline.storage import commit, staging_dir, write_json
 from gen_pipeline.transforms import TableTransformer, fit_spec
 
@@ -144,7 +145,7 @@ def run_preprocess(spark, table: RawTable, cfg: PipelineConfig, out_dir: Path) -
 
     t0 = time.perf_counter()
     schema = table.schema
-    parsed, inputs = read_raw_lines(spark, list(table.files), schema, cfg.data.max_rows_per_file)
+    parsed, inputs = read_table(spark, table.source or list(table.files), schema, cfg.data.max_rows_per_file)
     parsed = _with_split(parsed, cfg).persist(StorageLevel.MEMORY_AND_DISK)
 
     stage = staging_dir(out_dir)
@@ -192,7 +193,8 @@ def run_preprocess(spark, table: RawTable, cfg: PipelineConfig, out_dir: Path) -
         inp.update(per_file.get(Path(inp["path"]).name, {"rows_in": 0, "rows_quarantined": 0}))
     config_json = json.dumps(cfg.model_dump(mode="json")["data"] | {"transform": cfg.transform.model_dump(mode="json")},
                              sort_keys=True)
-    fingerprint = hashlib.sha256("".join(i["sha256"] for i in inputs).encode() + config_json.encode()).hexdigest()
+    listing = json.dumps([[i["path"], i["bytes"], i["modified"]] for i in inputs])  # no bytes hashed on the driver
+    fingerprint = hashlib.sha256(listing.encode() + config_json.encode()).hexdigest()
     manifest = {
         "dataset": table.name, "inputs": inputs,
         "rows_in": rows_in, "rows_written": rows_written, "rows_quarantined": rows_quarantined,
