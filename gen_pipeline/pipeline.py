@@ -46,7 +46,12 @@ def stage_preprocess(cfg: PipelineConfig, rt: Runtime) -> dict:
         manifest = run_image_preprocess(rt.spark(), image_source(cfg, rt.datasets_dir), cfg, preprocess_dir(cfg, rt))
         return {"preprocess": str(preprocess_dir(cfg, rt)), "rows_written": manifest["rows_written"],
                 "rows_quarantined": manifest["rows_quarantined"]}
-    table = raw_table(cfg.data.dataset, rt.datasets_dir)
+    if cfg.data.source:  # your own table: gen_pipeline.sources / gen_pipeline.inference
+        from gen_pipeline.inference import source_table
+
+        table = source_table(cfg, rt)
+    else:
+        table = raw_table(cfg.data.dataset, rt.datasets_dir)
     manifest = run_preprocess(rt.spark(), table, cfg, preprocess_dir(cfg, rt))
     return {"preprocess": str(preprocess_dir(cfg, rt)), "rows_written": manifest["rows_written"],
             "rows_quarantined": manifest["rows_quarantined"]}
@@ -246,7 +251,12 @@ def stage_score(cfg: PipelineConfig, rt: Runtime, model: str | None = None, inpu
         return {"scored": str(out_path), "rows_in": lineage["rows_in"], "rows_scored": lineage["rows_scored"],
                 "roc_auc_anomaly": lineage["roc_auc_anomaly"],
                 "roc_auc_anomaly_neg_elbo": lineage["roc_auc_anomaly_neg_elbo"]}
-    paths = [Path(p) for p in inputs] if inputs else [raw_table(cfg.data.dataset, rt.datasets_dir).files[-1]]
+    if inputs:
+        paths = [Path(p) for p in inputs]
+    elif cfg.data.source:  # your own table: score its files
+        paths = [cfg.data.source] if isinstance(cfg.data.source, str) else list(cfg.data.source)
+    else:
+        paths = [raw_table(cfg.data.dataset, rt.datasets_dir).files[-1]]
     out_path = Path(out) if out else default_output(cfg, rt, "scored")
     lineage = {"model_uri": uri, "model_name": mv.name, "model_version": mv.version, "run_id": mv.run_id}
     lineage = run_score(spark(), pyfunc.bundle, inputs=paths, out=out_path, lineage=lineage)

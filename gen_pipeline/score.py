@@ -21,8 +21,8 @@ import numpy as np
 from gen_pipeline.bundle import ModelBundle
 from gen_pipeline.errors import PipelineError
 from gen_pipeline.generate import Progress, broadcast_bundle, bundle_on_worker, parts_complete, write_part
-from gen_pipeline.preprocess import data_lines
-from gen_pipeline.schema import REASON, TableSchema, parse_table
+from gen_pipeline.schema import REASON, TableSchema
+from gen_pipeline.sources import read_table
 from gen_pipeline.storage import commit, staging_dir, write_json
 
 # ROC-AUC is computed from a histogram of asinh(score) with this many bins per unit: scores in
@@ -132,7 +132,7 @@ def run_score(spark, bundle: ModelBundle, *, inputs: list[Path], out: Path, line
     t0 = time.perf_counter()  # the job's time: from numbering the input's lines to the commit
     schema = bundle.schema
     labels = schema.label_columns
-    lines = data_lines(spark, inputs, schema)
+    lines, _ = read_table(spark, inputs, schema)  # typed by Spark's readers + the validation pass
     bc, key = broadcast_bundle(spark, bundle)
     stage = staging_dir(out)
     stage.mkdir(parents=True)
@@ -146,7 +146,7 @@ def run_score(spark, bundle: ModelBundle, *, inputs: list[Path], out: Path, line
 
         def tables():
             for rb in batches:
-                table = score_table(b, parse_table(pa.Table.from_batches([rb]), schema), schema)
+                table = score_table(b, pa.Table.from_batches([rb]), schema)
                 summary.add(table)
                 yield table
 
