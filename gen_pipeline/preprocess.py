@@ -166,7 +166,7 @@ def run_preprocess(spark, table: RawTable, cfg: PipelineConfig, out_dir: Path) -
         good = good.filter(keep)
     print(f"[preprocess] fitting transforms from Spark aggregates ({cfg.transform.continuous})", flush=True)
     spec = fit_spec(good, schema, cfg.transform.continuous, cfg.transform.num_quantiles,
-                    cfg.transform.vgm_sample_rows, cfg.transform.vgm_point_share)
+                    cfg.transform.vgm_sample_rows, cfg.transform.vgm_point_share, cfg.transform.max_categories)
     transformer = TableTransformer(spec)
 
     split_rows = {s: 0 for s in SPLITS}
