@@ -48,6 +48,7 @@ FORMATS = ("csv", "parquet", "orc", "json")
 _EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".data": "csv", ".test": "csv", ".parquet": "parquet",
                ".pq": "parquet", ".orc": "orc", ".json": "json", ".jsonl": "json", ".ndjson": "json"}
 _CORRUPT = "__corrupt"
+_BINARY = "__binary"
 _CAST = "__typed_"  # Spark's own cast of a date/timestamp/boolean field, next to the raw string
 _NUMBER = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _NON_FINITE = r"(?i)^[+-]?(nan|inf|infinity)$"
@@ -236,6 +237,8 @@ def _line_records(spark, uris: list[str], schema: TableSchema, fmt: str, max_row
     lines = _numbered(spark.read.text(uris)).withColumnRenamed("value", "text")
     lines = lines.withColumn("text", F.when(F.col("line") == 1, F.regexp_replace("text", "^\ufeff", ""))
                              .otherwise(F.col("text")))  # a byte-order mark is not data
+    # Bytes that are not UTF-8 (a binary file named .csv): flagged, then made valid text to carry on.
+    lines = lines.withColumn(_BINARY, F.expr("NOT is_valid_utf8(text)")).withColumn("text", F.expr("make_valid_utf8(text)"))
     first = 2 if schema.header and fmt == "csv" else 1
     if first == 2:
         for r in lines.where(F.col("line") == 1).select("source", "text").collect():
@@ -252,7 +255,8 @@ def _line_records(spark, uris: list[str], schema: TableSchema, fmt: str, max_row
         parsed = F.from_csv("text", _string_ddl(schema), _csv_options(schema))
     else:
         parsed = F.from_json("text", _string_ddl(schema), {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT})
-    return lines.select("source", "line", "text", parsed.alias("__r")).select("source", "line", "text", "__r.*")
+    return lines.select("source", "line", "text", _BINARY, parsed.alias("__r")) \
+        .select("source", "line", "text", "__r.*", _BINARY)
 
 
 def _reader_records(spark, uris: list[str], schema: TableSchema, fmt: str, max_rows_per_file: int | None):
@@ -289,7 +293,7 @@ def _reader_records(spark, uris: list[str], schema: TableSchema, fmt: str, max_r
         corrupt = F.lit(None).cast("string")
     return records.select("source", "line", text.alias("text"),
                           *[F.col(f"`{c.name}`").cast("string").alias(c.name) for c in schema.columns],
-                          corrupt.alias(_CORRUPT))
+                          corrupt.alias(_CORRUPT), F.lit(False).alias(_BINARY))
 
 
 def _first_line(e: Exception) -> str:
@@ -321,7 +325,7 @@ def read_table(spark, source, schema: TableSchema, max_rows_per_file: int | None
         records = df.select(F.lit(None).cast("string").alias("source"), F.lit(None).cast("bigint").alias("line"),
                             F.to_json(F.struct(*[F.col(f"`{c.name}`") for c in schema.columns])).alias("text"),
                             *[F.col(f"`{c.name}`").cast("string").alias(c.name) for c in schema.columns],
-                            F.lit(None).cast("string").alias(_CORRUPT))
+                            F.lit(None).cast("string").alias(_CORRUPT), F.lit(False).alias(_BINARY))
         if max_rows_per_file:
             records = records.limit(max_rows_per_file)
         inputs = [{"path": f"table:{src.table}", "bytes": None, "modified": None}]
@@ -389,8 +393,10 @@ def validate_fields(table, schema: TableSchema, fmt: str = "csv"):
     text = table.column("text")
     corrupt = pc.is_valid(table.column(_CORRUPT)).to_numpy(zero_copy_only=False)
     reasons: list[str | None] = [None] * n
+    binary = pc.fill_null(pc.or_(pc.match_substring(text, "\x00"), table.column(_BINARY)),
+                          False).to_numpy(zero_copy_only=False)
     texts = text.to_pylist() if corrupt.any() else None
-    for i in np.flatnonzero(corrupt):
+    for i in np.flatnonzero(corrupt & ~binary):
         t = texts[i] or ""
         if fmt == "json":
             reasons[i] = "not a JSON record (or not one object per line)"
@@ -398,8 +404,6 @@ def validate_fields(table, schema: TableSchema, fmt: str = "csv"):
             got = _field_count(t, schema)
             reasons[i] = (f"expected {n_cols} fields separated by {schema.separator!r}, got {got}" if got >= 0
                           else "unbalanced quotes: not a CSV record")
-    binary = pc.fill_null(pc.or_(pc.match_substring(text, "\x00"), pc.match_substring(text, "\ufffd")),
-                          False).to_numpy(zero_copy_only=False) & ~corrupt
     for i in np.flatnonzero(binary):
         reasons[i] = "binary or non-UTF-8 bytes: not text (a binary file named .csv, or set data.encoding)"
     skip = corrupt | binary

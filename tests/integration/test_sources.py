@@ -1,0 +1,123 @@
+"""Tables read through Spark's own readers (gen_pipeline.sources): the bad inputs of a real
+table each become a counted quarantine with a reason, or a one-line error naming the file."""
+
+import datetime as dt
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from gen_pipeline.errors import PipelineError
+from gen_pipeline.inference import infer_schema, resolve_schema, sample_table
+from gen_pipeline.schema import REASON, Column, TableSchema
+from gen_pipeline.sources import TableSource, read_table
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SCHEMA = TableSchema(columns=(Column("id", "identifier", "int"), Column("name", "categorical", "string"),
+                              Column("score", "continuous", "float")), header=True, missing_token="")
+
+
+def _read(spark, paths, schema=SCHEMA, **options):
+    df, inputs = read_table(spark, TableSource.of(paths, options.pop("format", None), options), schema)
+    return df.toPandas().sort_values(["source", "line"]).reset_index(drop=True), inputs
+
+
+def test_quoting_bom_crlf_and_bad_records(spark, tmp_path):
+    f = tmp_path / "t.csv"
+    f.write_bytes("\ufeffid,name,score\r\n"
+                  '1,"Smith, J",1.5\r\n'          # a quoted comma
+                  '2,"say ""hi""",2\r\n'          # doubled quotes inside quotes
+                  "3,b\r\n"                       # too few fields
+                  "4,c,NaN\r\n"                   # not finite
+                  "5,d,Infinity\r\n"
+                  "6,e,abc\r\n"                   # not a number
+                  "7,f,1,extra\r\n"               # too many fields
+                  "\r\n"                          # a blank line is not a row
+                  '8,"two\r\nlines",3\r\n'.encode())  # a line break inside quotes: one line per record
+    out, inputs = _read(spark, [f])
+    assert inputs[0]["path"] == str(f) and inputs[0]["bytes"] == f.stat().st_size and "sha256" not in inputs[0]
+    good = out[out[REASON].isna()]
+    assert good["name"].tolist() == ["Smith, J", 'say "hi"'] and good["line"].tolist() == [2, 3]
+    reasons = dict(zip(out["line"], out[REASON]))
+    assert reasons[4] == "expected 3 fields separated by ',', got 2"
+    assert "column score: 'NaN' is not finite" in reasons[5] and "'Infinity' is not finite" in reasons[6]
+    assert "column score: 'abc' is not a number" in reasons[7] and "got 4" in reasons[8]
+    assert len(out) == 2 + 5 + 2  # the quoted line break splits a record in two, both quarantined and counted
+    assert out[REASON].notna().sum() == 7
+
+    multi, _ = _read(spark, [f], multi_line=True)  # with multi_line the quoted line break is one record
+    assert "two\r\nlines" in multi.loc[multi[REASON].isna(), "name"].tolist() or \
+        "two\nlines" in multi.loc[multi[REASON].isna(), "name"].tolist()
+    assert multi[REASON].isna().sum() == 3 and len(multi) == 8
+
+
+def test_header_problems_and_binary_bytes(spark, tmp_path):
+    (tmp_path / "only.csv").write_text("id,name,score\n")
+    out, _ = _read(spark, [tmp_path / "only.csv"])
+    assert len(out) == 0  # a header-only file has no rows (preprocess then stops: no data lines)
+    (tmp_path / "dup.csv").write_text("id,name,name\n1,a,2\n")
+    with pytest.raises(PipelineError, match=r"dup.csv: the header names column 'name' 2 times"):
+        _read(spark, [tmp_path / "dup.csv"])
+    (tmp_path / "other.csv").write_text("id,nom,score\n1,a,2\n")
+    with pytest.raises(PipelineError, match=r"other.csv: the header has no column 'name'"):
+        _read(spark, [tmp_path / "other.csv"])
+    (tmp_path / "bin.csv").write_bytes(bytes(range(256)) * 4)
+    out, _ = _read(spark, [tmp_path / "bin.csv"], header=False)
+    assert len(out) > 0 and out[REASON].notna().all()
+    assert out[REASON].str.contains("binary or non-UTF-8|expected 3 fields").all()
+    assert out[REASON].str.contains("binary").any()
+    with pytest.raises(PipelineError, match="nope.csv: input file not found"):
+        _read(spark, [tmp_path / "nope.csv"])
+
+
+def test_parquet_typed_columns_truncation_and_drift(spark, tmp_path):
+    schema = TableSchema(columns=(Column("id", "identifier", "int"), Column("when", "datetime", "timestamp"),
+                                  Column("day", "date", "date"), Column("ok", "boolean", "bool"),
+                                  Column("score", "continuous", "float")))
+    t = pa.table({"id": [1, 2, 3], "when": pa.array([dt.datetime(2024, 1, 1, 12), None, dt.datetime(2024, 2, 1)],
+                                                  pa.timestamp("us")),
+                  "day": [dt.date(2020, 1, 1), dt.date(2021, 1, 1), None], "ok": [True, False, None],
+                  "score": [1.0, float("inf"), 2.5]})
+    pq.write_table(t, tmp_path / "a.parquet")
+    out, inputs = _read(spark, [tmp_path / "a.parquet"], schema)
+    assert out["line"].tolist() == [1, 2, 3] and out["source"].tolist() == ["a.parquet"] * 3
+    assert out[REASON].tolist()[0] is None and "column score: 'Infinity' is not finite" in out[REASON][1]
+    assert out.loc[0, "when"] == pd.Timestamp("2024-01-01 12:00") and out.loc[0, "day"] == dt.date(2020, 1, 1)
+    assert out["ok"].tolist()[:2] == [True, False] and pd.isna(out["when"][1])
+
+    pq.write_table(t.set_column(4, "score", pa.array(["1", "x", "2"])), tmp_path / "drift.parquet")
+    out, _ = _read(spark, [tmp_path / "drift.parquet"], schema)  # a column of another type: values checked
+    assert "column score: 'x' is not a number" in out[REASON][1]
+    pq.write_table(t.drop(["score"]), tmp_path / "less.parquet")
+    with pytest.raises(PipelineError, match=r"less.parquet: column 'score' not found"):
+        _read(spark, [tmp_path / "less.parquet"], schema)
+    data = (tmp_path / "a.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(PipelineError, match=r"cut.parquet: not a readable parquet file"):
+        _read(spark, [tmp_path / "cut.parquet"], schema)
+
+
+def test_inferred_schema_is_written_reused_and_checked(spark, tmp_path, capsys):
+    rows = ["id,when,grade,city,amount,flag"]
+    rows += [f"{i},2024-01-{1 + i % 28:02d} 10:00:00,{i % 5},c{i % 40},{i * 1.5},{'true' if i % 3 else 'false'}"
+             for i in range(60)]
+    (tmp_path / "my data.csv").write_text("\n".join(rows) + "\n")
+    src = TableSource.of(str(tmp_path / "my data.csv"))
+    assert src.name() == "my_data"
+    schema = resolve_schema(spark, src, "my_data", tmp_path / "work")
+    kinds = {c.name: c.kind for c in schema.columns}
+    assert kinds == {"id": "identifier", "when": "datetime", "grade": "categorical", "city": "categorical",
+                     "amount": "continuous", "flag": "boolean"}
+    saved = tmp_path / "work" / "schemas" / "my_data.yaml"
+    assert "column" in capsys.readouterr().out and saved.is_file()
+    saved.write_text(saved.read_text().replace("{name: grade, kind: categorical", "{name: grade, kind: continuous"))
+    again = resolve_schema(spark, src, "my_data", tmp_path / "work")  # the edited file is reused
+    assert {c.name: c.kind for c in again.columns}["grade"] == "continuous"
+    with pytest.raises(PipelineError, match=r"column city: declared continuous .* non-numbers such as 'c0'"):
+        resolve_schema(spark, src, "my_data", tmp_path / "work", overrides={"city": "continuous"})
+    df, _ = read_table(spark, src, schema)
+    assert df.where(f"{REASON} is null").count() == 60
+    sample, types, opts = sample_table(spark, src)
+    assert infer_schema(sample, types, opts)[0] == schema
