@@ -70,7 +70,8 @@ def infer_column(name: str, values: pd.Series, spark_type: str = "string") -> tu
         return Column(name, "constant", "string"), "no value in the sample (all missing)"
     numeric_type = spark_type in ("byte", "short", "integer", "int", "long", "bigint", "float", "double") \
         or spark_type.startswith("decimal")
-    if spark_type == "boolean" or (spark_type == "string" and set(v.str.lower().unique()) <= _BOOL and k == 2):
+    if spark_type == "boolean" or (spark_type == "string" and set(v.str.lower().unique()) <= _BOOL
+                                                        and v.str.lower().nunique() == 2):
         return Column(name, "boolean", "bool"), "true/false values"
     if k == 1:
         dtype = "int" if numeric_type and spark_type not in ("float", "double") else \
