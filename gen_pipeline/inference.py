@@ -20,6 +20,8 @@ records, read by Spark). The rules, in order, over the sample's non-missing valu
    ``text`` (left out of the model, with a warning); any other string: ``categorical`` (a column
    with many categories is capped at encoding time: ``transform.max_categories``).
 
+A kind holds when every sampled value fits it, or, in a sample of 100 or more, all but under
+1% (``TOLERANCE``): those few are quarantined when the table is read, with their reason.
 ``label`` is never inferred: it is declared for a column carried through scoring but never
 generated. The ``--target`` column is modelled like any other.
 
@@ -46,6 +48,7 @@ from gen_pipeline.schema import Column, TableSchema
 SAMPLE_ROWS = 20_000
 MAX_INT_CATEGORIES = 20
 MIN_ID_ROWS = 20
+TOLERANCE = 0.01  # the share of malformed values a kind tolerates in a sample of 100 or more
 _MISSING = ("", "NA", "N/A", "n/a", "na", "null", "NULL", "None", "none", "nan", "NaN", "?", "-")
 _BOOL = {"true", "false", "t", "f", "yes", "no", "y", "n"}
 _NUMBER = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
@@ -58,6 +61,13 @@ _KIND_DTYPE = {"boolean": "bool", "datetime": "timestamp", "date": "date", "text
 # ---------------------------------------------------------------------------------------------
 # The rules, on one column's sample (pure pandas: unit-tested without Spark)
 # ---------------------------------------------------------------------------------------------
+def _mostly(mask: pd.Series) -> bool:
+    """All values, or (in a sample of 100 or more) all but under ``TOLERANCE`` of them: a few
+    malformed values do not change a column's kind; they are quarantined when read."""
+    share = float(mask.mean()) if len(mask) else 0.0
+    return share == 1.0 or (len(mask) >= 100 and share >= 1 - TOLERANCE)
+
+
 def infer_column(name: str, values: pd.Series, spark_type: str = "string") -> tuple[Column, str]:
     """(column, why) for one column's sampled values: strings for text formats, or the values
     of a typed column (``spark_type`` is Spark's simple type name: long, double, boolean, ...)."""
@@ -80,6 +90,9 @@ def infer_column(name: str, values: pd.Series, spark_type: str = "string") -> tu
     if spark_type in ("date", "timestamp", "timestamp_ntz"):
         kind = "date" if spark_type == "date" else "datetime"
         return Column(name, kind, _KIND_DTYPE[kind]), f"{spark_type} column"
+    if spark_type == "string" and _mostly(v.str.match(_NUMBER)):
+        v = v[v.str.match(_NUMBER)]  # the rest will be quarantined as "not a number"
+        n, k = len(v), int(v.nunique())
     if numeric_type or (spark_type == "string" and v.str.match(_NUMBER).all()):
         integral = spark_type in ("byte", "short", "integer", "int", "long", "bigint") or (
             spark_type == "string" and v.str.match(_INTEGRAL).all())
@@ -92,10 +105,10 @@ def infer_column(name: str, values: pd.Series, spark_type: str = "string") -> tu
         return Column(name, "continuous", "int" if integral else "float"), \
             f"{'integers' if integral else 'numbers'} with {k} distinct values"
     if spark_type == "string":
-        if v.str.match(_ISO_DATETIME).all():
+        if _mostly(v.str.match(_ISO_DATETIME)):
             return Column(name, "datetime", "timestamp"), "ISO 8601 date-times"
         for py, spark_fmt in _DATE_FORMATS:
-            if v.str.len().between(8, 10).all() and pd.to_datetime(v, format=py, errors="coerce").notna().all():
+            if _mostly(v.str.len().between(8, 10) & pd.to_datetime(v, format=py, errors="coerce").notna()):
                 return Column(name, "date", "date", spark_fmt), f"dates ({spark_fmt or 'ISO 8601'})"
         length = v.str.len().mean()
         words = v.str.count(" ").mean() + 1
@@ -118,9 +131,9 @@ def check_declared(col: Column, values: pd.Series, spark_type: str = "string") -
     if col.kind == "continuous" or col.dtype in ("int", "float"):
         if spark_type == "string":
             wrong = v[~v.str.match(_NUMBER)]
-            if len(wrong):
+            if len(wrong) and not _mostly(v.str.match(_NUMBER)):
                 bad = f"non-numbers such as {wrong.iloc[0]!r}"
-            elif col.dtype == "int" and not v.str.match(_INTEGRAL).all():
+            elif col.dtype == "int" and not _mostly(v.str.match(_INTEGRAL) | ~v.str.match(_NUMBER)):
                 bad = f"fractions such as {v[~v.str.match(_INTEGRAL)].iloc[0]!r}"
         elif spark_type in ("string", "date", "timestamp", "timestamp_ntz", "boolean"):
             bad = f"a {spark_type} column"

@@ -36,6 +36,7 @@ MAX_CATEGORIES = 100  # transform.max_categories: one-hot slots per categorical 
 MAX_RARE_VALUES = 100_000  # the rare values a capped column keeps (to draw from) in the spec
 OTHER = "\x00other"  # the shared slot of a capped column's rare values (never a real value)
 _TIME_KINDS = ("datetime", "date")
+_TIME_STEPS = (60_000_000, 1_000_000, 1_000)  # a minute, a second, a millisecond (in microseconds)
 _NUMERIC_KINDS = ("continuous", "datetime", "date")
 
 # 2 adds the "vgm" continuous method; 3 adds its point-mass modes (``stds`` of 0). Older specs
@@ -157,6 +158,8 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
             F.sum(col.isNull().cast("long")).alias(f"{c.name}__nulls"),
             F.percentile_approx(col, probs, 10_000).alias(f"{c.name}__q"),
         ]
+        if c.kind == "datetime":  # the coarsest unit every value is a whole number of (s, ms or us)
+            aggs += [F.max(F.pmod(col, F.lit(float(step)))).alias(f"{c.name}__mod{step}") for step in _TIME_STEPS]
     stats = df.agg(*aggs).first().asDict()
     n_rows = int(stats["__n"])
     if n_rows == 0:
@@ -183,6 +186,8 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
                 "std": float(stats[f"{c.name}__std"] or 0.0) or 1.0,
                 "has_nulls": int(stats[f"{c.name}__nulls"]) > 0,
             }
+            if c.kind == "datetime":
+                entry["step"] = next((s for s in _TIME_STEPS if not stats[f"{c.name}__mod{s}"]), 1)
             if method == "quantile":
                 entry["quantiles"] = [float(v) for v in stats[f"{c.name}__q"]]
                 entry["probs"] = probs
@@ -448,7 +453,9 @@ class TableTransformer:
             elif col["kind"] in _TIME_KINDS:
                 w = self._value_width(col)
                 mode = code(start + 1, w - 1) if col["method"] == "vgm" else None
-                values = np.rint(self._decode_continuous(col, x[:, start:start + w], mode)).astype(np.int64)
+                step = col.get("step", 1)  # datetimes keep the training data's unit (whole seconds, ...)
+                values = (np.rint(self._decode_continuous(col, x[:, start:start + w], mode) / step) * step) \
+                    .astype(np.int64)
                 mask = code(start + w, 2) == 1 if col["has_nulls"] else None
                 arrays.append(pa.array(values, mask=mask, type=pa.timestamp("us")) if col["kind"] == "datetime"
                               else pa.array(values.astype(np.int32), mask=mask).cast(pa.date32()))

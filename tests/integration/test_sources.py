@@ -3,6 +3,7 @@ table each become a counted quarantine with a reason, or a one-line error naming
 
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -121,3 +122,37 @@ def test_inferred_schema_is_written_reused_and_checked(spark, tmp_path, capsys):
     assert df.where(f"{REASON} is null").count() == 60
     sample, types, opts = sample_table(spark, src)
     assert infer_schema(sample, types, opts)[0] == schema
+
+
+def test_your_own_csv_through_preprocess_with_an_inferred_schema(spark, runtime, tiny_config, tmp_path):
+    import json
+
+    from gen_pipeline.inference import source_table
+    from gen_pipeline.preprocess import read_split, run_preprocess
+
+    rng = np.random.default_rng(0)
+    n = 400
+    when = pd.to_datetime("2024-01-01") + pd.to_timedelta(rng.integers(0, 10**7, n), unit="s")
+    rows = ["order_id;placed;paid;region;amount;comment;vip"]
+    rows += [f"O{i:05d};{when[i]:%Y-%m-%d %H:%M:%S};{'true' if i % 3 else 'false'};r{i % 150};"
+             f"{'' if i % 10 == 0 else round(rng.lognormal(3, 1), 2)};\"a long, free comment about order {i}\";"
+             f"{'yes' if i % 4 == 0 else 'no'}" for i in range(n)]
+    rows.append("O99999;not a date;true;r1;5;x;no")  # quarantined: the reason names the column
+    (tmp_path / "orders.csv").write_text("\n".join(rows) + "\n")
+    cfg = tiny_config.model_copy(update={
+        "name": "orders", "data": tiny_config.data.model_copy(update={"source": str(tmp_path / "orders.csv"),
+                                                                      "max_rows_per_file": None}),
+        "transform": tiny_config.transform.model_copy(update={"max_categories": 50}),
+        "evaluate": tiny_config.evaluate.model_copy(update={"tstr_label": "vip", "tstr_positive": None})})
+    table = source_table(cfg, runtime)
+    kinds = {c.name: c.kind for c in table.schema.columns}
+    assert kinds == {"order_id": "identifier", "placed": "datetime", "paid": "boolean", "region": "categorical",
+                     "amount": "continuous", "comment": "text", "vip": "boolean"}
+    manifest = run_preprocess(spark, table, cfg, tmp_path / "pre")
+    assert manifest["rows_in"] == n + 1 and manifest["rows_quarantined"] == 1
+    assert list(manifest["quarantine_reasons"]) == ["column placed: 'not a date' is not a timestamp"]
+    spec = {c["name"]: c for c in json.loads((tmp_path / "pre" / "transform_spec.json").read_text())["columns"]}
+    assert "comment" not in spec and spec["placed"]["step"] == 1_000_000
+    assert len(spec["region"]["categories"]) == 50 and spec["amount"]["has_nulls"]  # capped; nulls kept
+    clean = read_split(tmp_path / "pre", "train")
+    assert str(clean["placed"].dtype).startswith("datetime64") and clean["paid"].dtype == bool

@@ -49,6 +49,7 @@ def table():
             {"name": "k", "kind": "constant", "dtype": "string", "value": "x"},
             _categorical("zip", "int", df["zip"]),
             _cap_categories(_categorical("city", "string", df["city"]), 20)]
+    cols[0]["step"] = 1_000_000  # the training values are whole seconds
     spec = {"version": 3, "schema": SCHEMA.to_dict(), "columns": cols, "fitted_rows": N}
     return df, TableTransformer(spec)
 
@@ -66,6 +67,7 @@ def test_every_kind_round_trips_in_its_own_type(table):
     err = (back["ts"] - df["ts"]).dropna().abs().max()
     assert err < pd.Timedelta(seconds=10**7 / 2000)  # within the quantile table's resolution
     assert back["ts"].min() >= df["ts"].min() and back["ts"].max() <= df["ts"].max()
+    assert (back["ts"].dropna().dt.microsecond == 0).all()  # the training data's unit
     assert (pd.Series(back["d"]) == df["d"]).mean() > 0.95
     assert back["b"].astype(object).fillna("<na>").tolist() == df["b"].astype(object).fillna("<na>").tolist()
     assert (back["zip"] == df["zip"]).all() and (back["k"] == "x").all()
