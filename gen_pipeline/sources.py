@@ -174,25 +174,34 @@ def list_inputs(spark, paths) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------
-def _numbered(df):
+def _numbered(df, first_of: str | None = None):
     """``df`` (any file source) with ``source`` (file name) and ``line``: the record's 1-based
     ordinal in its file, without a Python pass. Each input split's records are contiguous in one
     partition, so a record's number is the records of the earlier splits of its file (ordered by
     byte offset) plus its position in its split (``monotonically_increasing_id``'s low bits).
-    One small aggregate (a row per split) reaches the driver."""
+    One small aggregate (a row per split) reaches the driver; with ``first_of`` it also brings
+    each file's first value of that column (a CSV header), in the same pass: returns
+    (DataFrame, {file name: first value})."""
     from pyspark.sql import functions as F
 
     raw = df.select("*", F.col("_metadata.file_path").alias("__path"),
                     F.col("_metadata.file_name").alias("source"),
                     F.col("_metadata.file_block_start").alias("__block"),
                     F.monotonically_increasing_id().alias("__mid"))
-    splits = raw.groupBy("__path", "__block").agg(F.count(F.lit(1)).alias("n"), F.min("__mid").alias("first")).collect()
+    aggs = [F.count(F.lit(1)).alias("n"), F.min("__mid").alias("first")]
+    if first_of:
+        aggs += [F.min_by(first_of, "__mid").alias("head"), F.first("source").alias("name")]
+    splits = raw.groupBy("__path", "__block").agg(*aggs).collect()
     bases, seen = [], {}
     for r in sorted(splits, key=lambda r: (r["__path"], r["__block"])):
         before = seen.get(r["__path"], 0)
         bases.append((r["__path"], r["__block"], before - r["first"] + 1))
         seen[r["__path"]] = before + r["n"]
     base = df.sparkSession.createDataFrame(bases, "__path string, __block bigint, __base bigint")
+    if first_of:
+        heads = {r["name"]: r["head"] for r in splits if r["__block"] == 0}
+        return raw.join(F.broadcast(base), ["__path", "__block"]).withColumn("line", F.col("__mid") + F.col("__base")) \
+            .drop("__path", "__block", "__mid", "__base"), heads
     return raw.join(F.broadcast(base), ["__path", "__block"]).withColumn("line", F.col("__mid") + F.col("__base")) \
         .drop("__path", "__block", "__mid", "__base")
 
@@ -234,15 +243,16 @@ def _line_records(spark, uris: list[str], schema: TableSchema, fmt: str, max_row
     JSON parser into string fields plus the corrupt-record column."""
     from pyspark.sql import functions as F
 
-    lines = _numbered(spark.read.text(uris)).withColumnRenamed("value", "text")
+    lines, heads = _numbered(spark.read.text(uris), first_of="value")
+    lines = lines.withColumnRenamed("value", "text")
     lines = lines.withColumn("text", F.when(F.col("line") == 1, F.regexp_replace("text", "^\ufeff", ""))
                              .otherwise(F.col("text")))  # a byte-order mark is not data
     # Bytes that are not UTF-8 (a binary file named .csv): flagged, then made valid text to carry on.
     lines = lines.withColumn(_BINARY, F.expr("NOT is_valid_utf8(text)")).withColumn("text", F.expr("make_valid_utf8(text)"))
     first = 2 if schema.header and fmt == "csv" else 1
     if first == 2:
-        for r in lines.where(F.col("line") == 1).select("source", "text").collect():
-            check_header(_split_header(r["text"], schema), schema, r["source"])
+        for name, head in sorted(heads.items()):  # the first line of each file, from the numbering's pass
+            check_header(_split_header(head or "", schema), schema, name)
     lines = lines.where(F.col("line") >= first)
     if max_rows_per_file:
         lines = lines.where(F.col("line") < first + max_rows_per_file)
