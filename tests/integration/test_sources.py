@@ -156,3 +156,23 @@ def test_your_own_csv_through_preprocess_with_an_inferred_schema(spark, runtime,
     assert len(spec["region"]["categories"]) == 50 and spec["amount"]["has_nulls"]  # capped; nulls kept
     clean = read_split(tmp_path / "pre", "train")
     assert str(clean["placed"].dtype).startswith("datetime64") and clean["paid"].dtype == bool
+
+
+def test_json_lines_orc_folders_and_globs(spark, tmp_path):
+    import pyarrow.orc as orc
+
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "a.jsonl").write_text('{"id": 1, "name": "x", "score": 1.5}\n'
+                                            '{"id": 2, "name": "y", "score": "NaN"}\n'
+                                            'not json\n'
+                                            '{"id": 3, "name": "z"}\n')
+    (tmp_path / "j" / "_SUCCESS").write_text("")
+    out, inputs = _read(spark, [tmp_path / "j"])  # a folder: hidden and empty files skipped
+    assert [i["path"].rsplit("/", 1)[-1] for i in inputs] == ["a.jsonl"] and out["line"].tolist() == [1, 2, 3, 4]
+    assert out[REASON].tolist()[0] is None and "not finite" in out[REASON][1]
+    assert out[REASON][2].startswith("not a JSON record") and out[REASON][3] is None and pd.isna(out["score"][3])
+    orc.write_table(pa.table({"id": [1, 2], "name": ["a", None], "score": [0.5, 2.0]}), str(tmp_path / "b.orc"))
+    orc.write_table(pa.table({"id": [3], "name": ["c"], "score": [1.0]}), str(tmp_path / "c.orc"))
+    out, inputs = _read(spark, [str(tmp_path / "*.orc")])  # a glob
+    assert len(inputs) == 2 and out[REASON].isna().all() and out["id"].tolist() == [1, 2, 3]
+    assert pd.isna(out["name"][1])
