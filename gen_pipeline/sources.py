@@ -81,10 +81,11 @@ class TableSource:
             return self.format
         for p in list(files or ()) + list(self.paths):
             name = p.rstrip("/").rsplit("/", 1)[-1].lower()
-            for suffix in (name.rsplit(".", 2)[-2:] if name.endswith((".gz", ".bz2")) else [name]):
-                ext = "." + suffix.rsplit(".", 1)[-1] if "." in suffix else ""
-                if ext in _EXTENSIONS:
-                    return _EXTENSIONS[ext]
+            for codec in (".gz", ".bz2", ".zst", ".lz4", ".snappy", ".deflate"):  # Spark reads these compressed
+                name = name.removesuffix(codec)
+            ext = "." + name.rsplit(".", 1)[-1] if "." in name else ""
+            if ext in _EXTENSIONS:
+                return _EXTENSIONS[ext]
         raise PipelineError(f"{self.paths[0]}: cannot tell the format from the file name; "
                             f"set data.format to one of {', '.join(FORMATS)}")
 
@@ -121,7 +122,7 @@ def _local(uri: str) -> str:
     """A ``file:`` URI back to a plain local path (messages and the manifest read better)."""
     from urllib.parse import unquote
 
-    return unquote(uri[len("file:"):]).replace("//", "/", 1) if uri.startswith("file:") else uri
+    return "/" + unquote(uri[len("file:"):]).lstrip("/") if uri.startswith("file:") else uri
 
 
 def list_inputs(spark, paths) -> list[dict]:
