@@ -157,6 +157,10 @@ def run_preprocess(spark, table: RawTable, cfg: PipelineConfig, out_dir: Path) -
     bad.select("source", "line", "text", F.col(REASON).alias("reason")).coalesce(1) \
         .write.mode("overwrite").parquet(str(stage / "quarantine"))
     reasons = bad.groupBy(REASON).count().orderBy(F.desc("count")).limit(20).collect()
+    if all(not r["ok"] for r in stats):  # nothing usable: say why instead of fitting on nothing
+        raise PipelineError(f"{', '.join(str(f) for f in table.files)}: none of the {rows_in:,} rows is usable; "
+                            f"most often: {reasons[0][REASON]} ({reasons[0]['count']:,} rows); check the file "
+                            "and its schema (data.schema)")
 
     good = parsed.filter(F.col(REASON).isNull()).select(*schema.names, "split", "_key")
     excluded = 0

@@ -176,3 +176,15 @@ def test_json_lines_orc_folders_and_globs(spark, tmp_path):
     out, inputs = _read(spark, [str(tmp_path / "*.orc")])  # a glob
     assert len(inputs) == 2 and out[REASON].isna().all() and out["id"].tolist() == [1, 2, 3]
     assert pd.isna(out["name"][1])
+
+
+def test_preprocess_with_no_usable_row_says_why(spark, tiny_config, tmp_path):
+    from gen_pipeline.datasets import RawTable
+    from gen_pipeline.preprocess import run_preprocess
+
+    (tmp_path / "bin.csv").write_bytes(bytes(range(256)) * 8)
+    table = RawTable("bin", (tmp_path / "bin.csv",), SCHEMA, TableSource.of([tmp_path / "bin.csv"], None,
+                                                                           {"header": False}))
+    with pytest.raises(PipelineError, match=r"bin.csv: none of the \d+ rows is usable; most often: binary"):
+        run_preprocess(spark, table, tiny_config, tmp_path / "pre")
+    assert not (tmp_path / "pre").exists()  # nothing committed
