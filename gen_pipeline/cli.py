@@ -75,7 +75,6 @@ def _config(args):
 
 def _dispatch(args) -> dict:
     from gen_pipeline import pipeline
-    from gen_pipeline.config import load_config
     from gen_pipeline.runtime import Runtime
 
     cfg = _config(args)

@@ -39,7 +39,6 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from gen_pipeline.errors import PipelineError
