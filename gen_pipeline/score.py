@@ -160,6 +160,13 @@ def run_score(spark, bundle: ModelBundle, *, inputs: list[Path], out: Path, line
     summary = ScoreSummary.merge(parts, labels)
     rows_in, scored_n, q = summary.rows, summary.scored, summary.quantiles((0.5, 0.99))
     aucs = summary.roc_aucs()
+    if scored_n == 0:  # a job that scored nothing fails, saying why (e.g. a column missing from the file)
+        import pyarrow.dataset as ds
+
+        why = ds.dataset(stage, format="parquet").head(1, columns=["reason"]).column(0).to_pylist() if rows_in else []
+        raise PipelineError(f"{', '.join(str(p) for p in inputs)}: none of the {rows_in:,} rows could be scored"
+                            + (f"; the first: {why[0]}" if why and why[0] else "")
+                            + "; check the file's columns against the model's schema")
     lineage = {**lineage, "inputs": [str(p) for p in inputs], "rows_in": rows_in, "rows_scored": scored_n,
                "rows_rejected": rows_in - scored_n, "score": "negative ELBO (nats per row)",
                "score_median": q[0] if q else None, "score_p99": q[1] if q else None,
