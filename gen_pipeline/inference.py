@@ -54,6 +54,7 @@ _NUMBER = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
 _INTEGRAL = re.compile(r"^[+-]?[0-9]+$")
 _DATE_FORMATS = (("%Y-%m-%d", None), ("%d/%m/%Y", "dd/MM/yyyy"), ("%m/%d/%Y", "MM/dd/yyyy"))
 _ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?$")
+_INT_TYPES = ("tinyint", "smallint", "byte", "short", "integer", "int", "long", "bigint")  # Spark's names
 _KIND_DTYPE = {"boolean": "bool", "datetime": "timestamp", "date": "date", "text": "string"}
 
 
@@ -77,7 +78,7 @@ def infer_column(name: str, values: pd.Series, spark_type: str = "string") -> tu
     n, k = len(v), int(v.nunique())
     if n == 0:
         return Column(name, "constant", "string"), "no value in the sample (all missing)"
-    numeric_type = spark_type in ("byte", "short", "integer", "int", "long", "bigint", "float", "double") \
+    numeric_type = spark_type in (*_INT_TYPES, "float", "double") \
         or spark_type.startswith("decimal")
     if spark_type == "boolean" or (spark_type == "string" and set(v.str.lower().unique()) <= _BOOL
                                                         and v.str.lower().nunique() == 2):
@@ -93,7 +94,7 @@ def infer_column(name: str, values: pd.Series, spark_type: str = "string") -> tu
         v = v[v.str.match(_NUMBER)]  # the rest will be quarantined as "not a number"
         n, k = len(v), int(v.nunique())
     if numeric_type or (spark_type == "string" and v.str.match(_NUMBER).all()):
-        integral = spark_type in ("byte", "short", "integer", "int", "long", "bigint") or (
+        integral = spark_type in _INT_TYPES or (
             spark_type == "string" and v.str.match(_INTEGRAL).all())
         if spark_type.startswith("decimal") and spark_type.endswith(",0)"):
             integral = True

@@ -249,7 +249,8 @@ def _line_records(spark, uris: list[str], schema: TableSchema, fmt: str, max_row
     lines = lines.withColumn("text", F.when(F.col("line") == 1, F.regexp_replace("text", "^\ufeff", ""))
                              .otherwise(F.col("text")))  # a byte-order mark is not data
     # Bytes that are not UTF-8 (a binary file named .csv): flagged, then made valid text to carry on.
-    lines = lines.withColumn(_BINARY, F.expr("NOT is_valid_utf8(text)")).withColumn("text", F.expr("make_valid_utf8(text)"))
+    lines = lines.withColumn(_BINARY, F.expr("NOT is_valid_utf8(text)")) \
+        .withColumn("text", F.expr("make_valid_utf8(text)"))
     first = 2 if schema.header and fmt == "csv" else 1
     if first == 2:
         for name, head in sorted(heads.items()):  # the first line of each file, from the numbering's pass

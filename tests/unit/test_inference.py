@@ -59,10 +59,11 @@ def test_declared_kinds_that_contradict_the_data_fail_with_column_declared_and_f
     assert "declared boolean" in check_declared(Column("f", "boolean", "bool"), pd.Series(["maybe", "no"]))
     schema = TableSchema(columns=(Column("zip", "continuous", "int"), Column("city", "categorical", "string")))
     sample = pd.DataFrame({"zip": ["1", "2", "3"], "city": ["a", "b", "c"]})
-    out = apply_overrides(schema, {"zip": "categorical", "city": "identifier"}, sample, {"zip": "string", "city": "string"})
+    types = {"zip": "string", "city": "string"}
+    out = apply_overrides(schema, {"zip": "categorical", "city": "identifier"}, sample, types)
     assert [(c.kind, c.dtype) for c in out.columns] == [("categorical", "int"), ("identifier", "string")]
     with pytest.raises(PipelineError, match="column city: declared continuous"):
-        apply_overrides(schema, {"city": "continuous"}, sample, {"zip": "string", "city": "string"})
+        apply_overrides(schema, {"city": "continuous"}, sample, types)
     with pytest.raises(PipelineError, match="data.columns.nope: no such column"):
         apply_overrides(schema, {"nope": "categorical"})
 
