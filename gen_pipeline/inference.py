@@ -160,7 +160,7 @@ def _sniff_csv(first_line: str) -> str:
 
 def sample_table(spark, source, options: dict | None = None, sample_rows: int = SAMPLE_ROWS):
     """(pandas sample, Spark type name per column, reading options) of the first records."""
-    from gen_pipeline.sources import TableSource, _csv_options, list_inputs
+    from gen_pipeline.sources import TableSource, _csv_options, list_inputs, load_columnar
 
     src = source if isinstance(source, TableSource) else TableSource.of(source)
     opts = dict(options or src.options)
@@ -187,7 +187,7 @@ def sample_table(spark, source, options: dict | None = None, sample_rows: int = 
             read_opts = {k: v for k, v in _csv_options(base).items() if k not in ("mode", "columnNameOfCorruptRecord")}
             df = spark.read.options(**read_opts, header=str(base.header).lower(), inferSchema="false").csv(uris)
         else:
-            df = spark.read.format(fmt).load(uris)
+            df = load_columnar(spark, uris, fmt)
     types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
     names = list(types)
     dupes = sorted({n for n in names if names.count(n) > 1})

@@ -284,12 +284,7 @@ def _reader_records(spark, uris: list[str], schema: TableSchema, fmt: str, max_r
             heads = spark.read.options(**_csv_options(schema), header="true").csv(uris[:1]).columns
             check_header([h for h in heads if h != _CORRUPT], schema, _local(uris[0]).rsplit("/", 1)[-1])
     else:
-        try:
-            df = reader.format(fmt).load(uris)
-            df.schema  # noqa: B018 - reads the footers now: an unreadable file fails here, by name
-        except Exception as e:
-            raise PipelineError(f"{_named_file(e, uris)}: not a readable {fmt} file ({_first_line(e)}); "
-                                "check that the file is complete and really is " + fmt) from None
+        df = load_columnar(spark, uris, fmt)
         for c in schema.columns:
             if c.name not in df.columns:
                 raise PipelineError(f"{_local(uris[0])}: column {c.name!r} not found (the {fmt} files have "
@@ -306,6 +301,19 @@ def _reader_records(spark, uris: list[str], schema: TableSchema, fmt: str, max_r
     return records.select("source", "line", text.alias("text"),
                           *[F.col(f"`{c.name}`").cast("string").alias(c.name) for c in schema.columns],
                           corrupt.alias(_CORRUPT), F.lit(False).alias(_BINARY))
+
+
+def load_columnar(spark, uris: list[str], fmt: str):
+    """``DataFrameReader`` over Parquet/ORC/JSON files; a file it cannot read is one line naming it."""
+    try:
+        df = spark.read.format(fmt).load(uris)
+        df.schema  # noqa: B018 - reads the footers now: an unreadable file fails here, by name
+    except Exception as e:
+        hint = ("a nanosecond timestamp (as pandas writes by default): rewrite it with "
+                "coerce_timestamps='us'" if "NANOS" in str(e) else
+                f"check that the file is complete and really is {fmt}")
+        raise PipelineError(f"{_named_file(e, uris)}: not a readable {fmt} file ({_first_line(e)}); {hint}") from None
+    return df
 
 
 def _first_line(e: Exception) -> str:

@@ -188,3 +188,9 @@ def test_preprocess_with_no_usable_row_says_why(spark, tiny_config, tmp_path):
     with pytest.raises(PipelineError, match=r"bin.csv: none of the \d+ rows is usable; most often: binary"):
         run_preprocess(spark, table, tiny_config, tmp_path / "pre")
     assert not (tmp_path / "pre").exists()  # nothing committed
+
+
+def test_pandas_nanosecond_parquet_is_a_one_line_error_with_the_fix(spark, tmp_path):
+    pd.DataFrame({"when": pd.to_datetime(["2024-01-01", "2024-02-01"])}).to_parquet(tmp_path / "ns.parquet")
+    with pytest.raises(PipelineError, match=r"ns.parquet: not a readable parquet file .*coerce_timestamps='us'"):
+        sample_table(spark, TableSource.of(str(tmp_path / "ns.parquet")))
