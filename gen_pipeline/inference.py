@@ -20,6 +20,8 @@ records, read by Spark). The rules, in order, over the sample's non-missing valu
    ``text`` (left out of the model, with a warning); any other string: ``categorical`` (a column
    with many categories is capped at encoding time: ``transform.max_categories``).
 
+Text cells equal to the most frequent of ``NA``, ``N/A``, ``null``, ``None``, ``nan``, ``?``, ``-``
+(if any occurs) are missing values (``missing_token``); empty fields are always missing.
 A kind holds when every sampled value fits it, or, in a sample of 100 or more, all but under
 1% (``TOLERANCE``): those few are quarantined when the table is read, with their reason.
 ``label`` is never inferred: it is declared for a column carried through scoring but never
