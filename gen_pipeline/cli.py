@@ -1,5 +1,8 @@
 """``gen-pipeline {preprocess,train,evaluate,generate,score,run} --config FILE [--set key=value]``.
 
+Or with no config file, on your own table: ``gen-pipeline run --data PATH [--target COLUMN]
+[--name NAME]`` (the name defaults to the file's stem; every stage takes --data/--name alike).
+
 Errors a user can fix print as one line naming the file, column, row or field and what to do,
 with exit code 2; ``--debug`` shows the traceback instead.
 """
@@ -23,7 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="stage", required=True)
     for stage in STAGES:
         p = sub.add_parser(stage)
-        p.add_argument("--config", required=True, help="a named config, e.g. configs/adult_tvae.yaml")
+        p.add_argument("--config", default=None, help="a named config, e.g. configs/adult_tvae.yaml "
+                                                      "(or --data/--name instead)")
+        p.add_argument("--data", default=None, help="your own table: a CSV/Parquet/ORC/JSON file, folder, glob "
+                                                    "or URI Spark reads, or table:db.name (sets data.source)")
+        p.add_argument("--name", default=None, help="the run's name (default: the --data file's stem)")
+        p.add_argument("--target", default=None, help="the column train-on-synthetic evaluation predicts "
+                                                      "(sets evaluate.tstr_label)")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config field, e.g. --set train.epochs=3 (repeatable)")
         p.add_argument("--work-dir", default=None, help="where embedded outputs go (default ./work)")
@@ -46,8 +55,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config(args):
+    """The config file with --data/--name/--target applied, or one built from them alone."""
+    from gen_pipeline.config import config_for_data, load_config
+
+    extra = []
+    if args.data:
+        extra.append(f"data.source={json.dumps(args.data)}")
+    if args.target:
+        extra.append(f"evaluate.tstr_label={json.dumps(args.target)}")
+    if args.config:
+        if args.name:
+            extra += [f"name={args.name}", f"model_name={args.name}"]
+        return load_config(args.config, [*extra, *args.overrides])
+    if not (args.data or args.name):
+        raise PipelineError("pass --config FILE, or --data PATH (your own table) and/or --name NAME")
+    return config_for_data(args.data, args.name, [*extra, *args.overrides])
+
+
 def _dispatch(args) -> dict:
-    from gen_pipeline.config import load_config
     from gen_pipeline.runtime import Runtime
     from gen_pipeline.stages.evaluate import stage_evaluate
     from gen_pipeline.stages.generate import stage_generate
@@ -56,7 +82,7 @@ def _dispatch(args) -> dict:
     from gen_pipeline.stages.score import stage_score
     from gen_pipeline.stages.train import stage_train
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = _config(args)
     rt = Runtime.from_env(args.work_dir)
     if args.stage == "preprocess":
         return stage_preprocess(cfg, rt)

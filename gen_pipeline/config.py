@@ -25,7 +25,9 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where the raw table comes from and how it is split."""
 
-    dataset: str = "adult"  # one of the registered kinds' datasets (gen_pipeline.kinds)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    dataset: str = "adult"  # one of the registered kinds' datasets (gen_pipeline.kinds); or data.source
     # Image sets: the folder of PNGs (one subfolder per class) or the .npz file to read, and the
     # image side every image must have (None = the dataset's own: 28 Fashion-MNIST, 8 digits).
     path: str | None = None
@@ -44,6 +46,30 @@ class DataConfig(_Strict):
     split_salt: str = "gen_pipeline"
     # Encoded Parquet files per split: at least the number of train workers, so each reads its own.
     num_files: int = Field(default=4, ge=1)
+    # Your own table (instead of ``dataset``): a path or URI Spark reads (local, file://, s3a://,
+    # hdfs://, gs://, abfss:// with the cluster's connector), a folder, a glob, a list of them, or
+    # ``table:db.name``; the format by extension or ``format``; CSV options (None = the schema's,
+    # for an inferred schema: header on, the delimiter sniffed from the first line, RFC 4180 quotes).
+    source: str | list[str] | None = None
+    format: Literal["csv", "parquet", "orc", "json"] | None = None
+    header: bool | None = None
+    delimiter: str | None = None
+    quote: str | None = None
+    escape: str | None = None
+    multi_line: bool | None = None
+    encoding: str | None = None
+    # The table's schema file (None: <work>/schemas/<name>.yaml, inferred on the first preprocess
+    # and reused; ``reinfer`` infers it again); single kinds overridden, e.g. {zip: categorical}.
+    schema_path: str | None = Field(default=None, alias="schema")
+    columns: dict[str, Literal["continuous", "categorical", "boolean", "datetime", "date", "identifier",
+                               "constant", "text", "label"]] = {}
+    reinfer: bool = False
+
+    def csv_options(self) -> dict:
+        """The CSV options set here, as the schema names them."""
+        opts = {"header": self.header, "separator": self.delimiter, "quote": self.quote, "escape": self.escape,
+                "multi_line": self.multi_line, "encoding": self.encoding}
+        return {k: v for k, v in opts.items() if v is not None}
 
 
 class TransformConfig(_Strict):
@@ -61,6 +87,9 @@ class TransformConfig(_Strict):
     # capital_gain = 0) becomes a mode of its own that decodes to exactly that value; 1 turns
     # point masses off for all but constant columns.
     vgm_point_share: float = Field(default=0.05, gt=0.0, le=1.0)
+    # A categorical column keeps its most frequent values up to this many one-hot slots; the
+    # rarer ones share one slot and are drawn back by their training frequencies when decoded.
+    max_categories: int = Field(default=100, ge=2, le=100_000)
 
 
 class ModelConfig(_Strict):
@@ -276,3 +305,16 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         return PipelineConfig.model_validate(raw)
     except ValidationError as e:
         raise PipelineError(_format_validation(str(path), e)) from None
+
+
+def config_for_data(data: str | None, name: str | None, overrides: list[str] | None = None) -> PipelineConfig:
+    """A config for a table with no config file: the defaults, named by ``name`` or the file's
+    stem, plus ``key=value`` overrides (``data.source`` among them)."""
+    from gen_pipeline.kinds.table.sources import TableSource
+
+    name = name or TableSource.of(data).name()
+    raw = _merge({"name": name, "model_name": name}, parse_overrides(overrides or []))
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as e:
+        raise PipelineError(_format_validation("--data/--name", e)) from None

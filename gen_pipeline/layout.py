@@ -7,6 +7,7 @@ or file names. ``RunLayout(work_dir, name)``:
         encoded/<split>/  clean/<split>/  quarantine/  transform_spec.json  manifest.json
         schema.json  classifier.pt (images: the evaluation yardstick)
     <work>/runs/<name>/train/<run>.json     the driver's record of each Ray Train run
+    <work>/schemas/<name>.yaml              a user table's schema (inferred once, editable, reused)
     <work>/ray_results/<run>/               Ray Train's checkpoints
     <work>/outputs/<name>/generated/  <work>/outputs/<name>/scored/
 """
@@ -40,6 +41,11 @@ class RunLayout:
     @property
     def preprocess(self) -> Path:
         return self.run_dir / "preprocess"
+
+    @property
+    def schema_file(self) -> Path:
+        """A user table's schema, inferred on the first preprocess and kept (and edited) across runs."""
+        return self.work_dir / "schemas" / f"{self.name}.yaml"
 
     @property
     def train_records(self) -> Path:

@@ -80,7 +80,9 @@ class DataKind:
     reason_group: str = r"^(.*)$"  # the part of a reason the manifest counts by
 
     # ---- preprocess ------------------------------------------------------------------------
-    def read(self, spark, cfg, datasets_dir: Path) -> RawRecords:
+    def read(self, spark, cfg, datasets_dir: Path, work_dir: Path) -> RawRecords:
+        """The configured source's raw records (``work_dir``: what the kind keeps between runs,
+        such as a user table's inferred schema file, ``layout.RunLayout.schema_file``)."""
         raise NotImplementedError
 
     def fit(self, spark, good, records: RawRecords, cfg) -> dict:

@@ -36,13 +36,14 @@ def file_listing(files) -> list[dict]:
     out = []
     for f in files:
         st = os.stat(f)
-        out.append({"path": str(f), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns})
+        out.append({"path": str(f), "bytes": st.st_size,
+                    "modified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st.st_mtime))})
     return out
 
 
 def fingerprint(inputs: list[dict], cfg: PipelineConfig) -> str:
     """A digest of the inputs' listing and every setting that shapes the output (data + transform)."""
-    what = {"inputs": [(i["path"], i["bytes"], i.get("mtime_ns")) for i in inputs],
+    what = {"inputs": [(i["path"], i["bytes"], i["modified"]) for i in inputs],
             "data": cfg.model_dump(mode="json")["data"], "transform": cfg.transform.model_dump(mode="json")}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
@@ -71,15 +72,17 @@ def with_split(df, cfg: PipelineConfig, split_columns: tuple[str, ...], order_co
     return df.withColumn("split", split).withColumn("_key", key)
 
 
-def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_dir: Path, records=None) -> dict:
+def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_dir: Path, records=None,
+                   work_dir: Path | None = None) -> dict:
     """Preprocess the configured dataset (or ``records`` a kind already read) into ``out_dir``;
-    returns the manifest."""
+    returns the manifest. ``work_dir`` holds what the kind keeps between runs (a user table's
+    inferred schema); by default the folder above the run's."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     t0 = time.perf_counter()
     kind = kind_of(cfg)
-    records = records or kind.read(spark, cfg, datasets_dir)
+    records = records or kind.read(spark, cfg, datasets_dir, Path(work_dir or Path(out_dir).parent.parent.parent))
     position = kind.position
     parsed = with_split(records.frame, cfg, kind.split_columns, ("source", position)) \
         .persist(StorageLevel.MEMORY_AND_DISK)
@@ -95,6 +98,10 @@ def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_di
         .write.mode("overwrite").parquet(str(out.quarantine))
     reasons = bad.groupBy(F.trim(F.regexp_extract(REASON, kind.reason_group, 1)).alias("kind")).count() \
         .orderBy(F.desc("count")).limit(20).collect()
+    if all(not r["ok"] for r in stats):  # nothing usable: say why instead of fitting on nothing
+        raise PipelineError(f"{', '.join(i['path'] for i in records.inputs)}: none of the {rows_in:,} records is "
+                            f"usable; most often: {reasons[0]['kind']} ({reasons[0]['count']:,} records); check the "
+                            "input and its schema (data.schema)")
 
     good = parsed.filter(F.col(REASON).isNull())
     excluded = 0
@@ -154,6 +161,6 @@ def stage_preprocess(cfg: PipelineConfig, rt) -> dict:
     from gen_pipeline.layout import RunLayout
 
     out = RunLayout(rt.work_dir, cfg.name).preprocess
-    manifest = run_preprocess(rt.spark(), cfg, rt.datasets_dir, out)
+    manifest = run_preprocess(rt.spark(), cfg, rt.datasets_dir, out, work_dir=rt.work_dir)
     return {"preprocess": str(out), "rows_written": manifest["rows_written"],
             "rows_quarantined": manifest["rows_quarantined"]}

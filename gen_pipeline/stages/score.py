@@ -54,6 +54,13 @@ def run_score(spark, bundle, job, *, out: Path, lineage: dict) -> dict:
     main = summaries[columns[0]]
     rows_in, scored_n, q = main.rows, main.scored, main.quantiles((0.5, 0.99))
     aucs = {k: v for s in summaries.values() for k, v in s.roc_aucs().items()}
+    if scored_n == 0:  # a job that scored nothing fails, saying why (e.g. a column missing from the file)
+        import pyarrow.dataset as ds
+
+        why = ds.dataset(stage, format="parquet").head(1, columns=["reason"]).column(0).to_pylist() if rows_in else []
+        raise PipelineError(f"{', '.join(map(str, job.inputs))}: none of the {rows_in:,} records could be scored"
+                            + (f"; the first: {why[0]}" if why and why[0] else "")
+                            + "; check the input's columns against the model's schema")
     lineage = {**lineage, **job.lineage, "inputs": job.inputs, "rows_in": rows_in, "rows_scored": scored_n,
                "rows_rejected": rows_in - scored_n, "score": job.meaning,
                "score_median": q[0] if q else None, "score_p99": q[1] if q else None,

@@ -50,7 +50,7 @@ def test_rows_reconcile_and_bad_rows_are_quarantined_with_reasons(output):
     assert "column hours_per_week" in q["reason"].iloc[2]
     per_file = {i["path"].split("/")[-1]: i for i in manifest["inputs"]}
     assert per_file["bad.data"]["rows_quarantined"] == 3 and per_file["slice.data"]["bytes"] > 0
-    assert "sha256" not in per_file["slice.data"]  # fingerprinted from the listing, not by reading the bytes
+    assert "sha256" not in per_file["slice.data"] and per_file["slice.data"]["modified"]  # from the listing
 
 
 def test_encoded_parquet_matches_the_spec_and_splits_add_up(output):

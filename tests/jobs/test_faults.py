@@ -63,7 +63,7 @@ def test_missing_and_empty_score_inputs_are_one_line_errors(adult_work, tmp_path
     assert "empty.csv: the input file is empty" in _one_line_error(capsys)
 
 
-def test_schema_drift_at_score_time_is_a_reason_per_row(adult_work, tmp_path):
+def test_schema_drift_at_score_time_is_a_reason_per_row(adult_work, tmp_path, capsys):
     lines = (Path(os.environ["GEN_PIPELINE_DATA_DIR"]) / "adult" / "adult.test").read_text().splitlines()[1:6]
     drift = [
         lines[0],
@@ -80,6 +80,14 @@ def test_schema_drift_at_score_time_is_a_reason_per_row(adult_work, tmp_path):
     reasons = df["reason"].tolist()
     assert "unseen category 'Space-agency'" in reasons[1]
     assert "expected 15 fields" in reasons[2] and "column hours_per_week" in reasons[3]
+
+    # A file missing a column on every row: nothing can be scored, so the job fails and says why.
+    (tmp_path / "short.test").write_text("\n".join(", ".join(x.split(", ")[:-1]) for x in lines) + "\n")
+    assert main(["score", "--config", TINY, "--work-dir", str(adult_work), "--input", str(tmp_path / "short.test"),
+                 "--out", str(tmp_path / "none")]) == 2
+    err = _one_line_error(capsys)
+    assert "short.test: none of the 5 records could be scored; the first: expected 15 fields" in err
+    assert not (tmp_path / "none").exists()
 
 
 @pytest.mark.parametrize("rows", ["-5", "0", "99999999999999"])

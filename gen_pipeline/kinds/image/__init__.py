@@ -22,7 +22,7 @@ class ImageKind(DataKind):
     reason_group = r"^([^:(]*)"  # "wrong size", "unreadable image", ...
 
     # ---- preprocess ------------------------------------------------------------------------
-    def read(self, spark, cfg, datasets_dir: Path) -> RawRecords:
+    def read(self, spark, cfg, datasets_dir: Path, work_dir: Path) -> RawRecords:
         from pyspark.sql import functions as F
 
         from gen_pipeline.kinds.image.sources import RAW_DDL, decode_unit, image_source

@@ -99,7 +99,7 @@ class SignalKind(DataKind):
     split_columns = ("source", "index")
     quarantine_columns = ("source", "index")
 
-    def read(self, spark, cfg, datasets_dir: Path) -> RawRecords:
+    def read(self, spark, cfg, datasets_dir: Path, work_dir: Path) -> RawRecords:
         from pyspark.sql import functions as F
 
         from gen_pipeline.stages.preprocess import file_listing

@@ -39,24 +39,26 @@ class TableKind(DataKind):
         return tuple(DATASETS)
 
     # ---- preprocess ------------------------------------------------------------------------
-    def read(self, spark, cfg, datasets_dir: Path) -> RawRecords:
+    def read(self, spark, cfg, datasets_dir: Path, work_dir: Path) -> RawRecords:
         from gen_pipeline.kinds.table.datasets import raw_table
 
+        if cfg.data.source:  # your own table: its schema given, saved by an earlier run, or inferred now
+            from gen_pipeline.kinds.table.inference import source_table
+
+            return self.read_files(spark, cfg, source_table(cfg, spark, work_dir))
         return self.read_files(spark, cfg, raw_table(cfg.data.dataset, datasets_dir))
 
     def read_files(self, spark, cfg, table) -> RawRecords:
         """The records of a ``RawTable``'s files (the bundled sets, or files a test writes)."""
         from pyspark.sql import functions as F
 
-        from gen_pipeline.kinds.table.reader import read_raw_lines
-        from gen_pipeline.stages.preprocess import file_listing
+        from gen_pipeline.kinds.table.sources import read_table
 
-        parsed = read_raw_lines(spark, list(table.files), table.schema, cfg.data.max_rows_per_file)
+        parsed, inputs = read_table(spark, table.source or list(table.files), table.schema, cfg.data.max_rows_per_file)
         hint = F.lit(None).cast("string")
         if cfg.data.split == "files" and table.test_files:
             hint = F.when(F.col("source").isin(*table.test_files), "test").otherwise("train")
-        return RawRecords(table.name, parsed.withColumn("split_hint", hint), file_listing(table.files),
-                          {"schema": table.schema})
+        return RawRecords(table.name, parsed.withColumn("split_hint", hint), inputs, {"schema": table.schema})
 
     def fit(self, spark, good, records: RawRecords, cfg) -> dict:
         from gen_pipeline.kinds.table.transforms import fit_spec
@@ -64,14 +66,20 @@ class TableKind(DataKind):
         t = cfg.transform
         print(f"[preprocess] fitting transforms from Spark aggregates ({t.continuous})", flush=True)
         return fit_spec(good, records.context["schema"], t.continuous, t.num_quantiles, t.vgm_sample_rows,
-                        t.vgm_point_share)
+                        t.vgm_point_share, t.max_categories)
 
     def encoder(self, spec: dict):
-        from gen_pipeline.kinds.table.reader import _encode_fn
-        from gen_pipeline.kinds.table.transforms import TableTransformer
+        def encode(batches):  # typed rows -> ``features`` list<float32>; encoding never drops a row
+            import pyarrow as pa
 
-        schema = TableTransformer(spec).schema
-        return schema.names, _encode_fn(spec, schema), "features array<float>"
+            transformer = self.transformer(spec)
+            for rb in batches:
+                x, _ = transformer.transform(rb.to_pandas(), strict=True)
+                values = pa.array(x.reshape(-1), type=pa.float32())
+                offsets = pa.array(range(0, x.size + 1, x.shape[1]), type=pa.int32())
+                yield pa.RecordBatch.from_arrays([pa.ListArray.from_arrays(offsets, values)], names=["features"])
+
+        return self.transformer(spec).schema.names, encode, "features array<float>"
 
     def clean_columns(self, spec: dict) -> list[str]:
         return self.transformer(spec).schema.names
@@ -145,21 +153,28 @@ class TableKind(DataKind):
 
     # ---- score -----------------------------------------------------------------------------
     def score_records(self, spark, cfg, datasets_dir: Path, inputs: list[str] | None, bundle):
+        """``inputs`` (any format preprocess reads), else the user table's source, else the bundled
+        table's test file, read with the model's own schema by Spark's readers."""
         from gen_pipeline.kinds.table.datasets import raw_table
-        from gen_pipeline.kinds.table.reader import data_lines
-        from gen_pipeline.kinds.table.schema import parse_table
         from gen_pipeline.kinds.table.scoring import score_table
+        from gen_pipeline.kinds.table.sources import read_table
 
         schema = bundle.schema
-        paths = [Path(p) for p in inputs] if inputs else [raw_table(cfg.data.dataset, datasets_dir).files[-1]]
+        if inputs:
+            paths = list(inputs)
+        elif cfg.data.source:  # your own table: score its files
+            paths = [cfg.data.source] if isinstance(cfg.data.source, str) else list(cfg.data.source)
+        else:
+            paths = [str(raw_table(cfg.data.dataset, datasets_dir).files[-1])]
+        records, listed = read_table(spark, paths, schema)  # typed by Spark's readers + the validation pass
 
         def scorer(b, rb):
             import pyarrow as pa
 
-            return score_table(b, parse_table(pa.Table.from_batches([rb]), schema), schema)
+            return score_table(b, pa.Table.from_batches([rb]), schema)
 
-        return ScoreJob(data_lines(spark, paths, schema), [str(p) for p in paths], scorer,
-                        labels=schema.label_columns, meaning="negative ELBO (nats per row)")
+        return ScoreJob(records, [i["path"] for i in listed], scorer, labels=schema.label_columns,
+                        meaning="negative ELBO (nats per row)")
 
 
 TABLE = TableKind()

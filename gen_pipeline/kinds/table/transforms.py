@@ -5,12 +5,23 @@ variational Gaussian mixture per column, fitted on a bounded sample, encodes a v
 (one-hot) and its offset within that mode (a scalar in [-1, 1]); a quantile transform to a standard
 normal (robust to the heavy skew and zero spikes of Adult's capital columns); or standardisation.
 A null indicator when the column had nulls. Categorical columns: one-hot over the training vocabulary, missing as its own category.
+
+Other kinds (gen_pipeline.kinds.table.schema): datetimes and dates are encoded as continuous numbers
+(microseconds or days since 1970-01-01, wall-clock) and decoded back to timestamps or dates,
+inside the training range; booleans (and integer categories) are categories decoded in their own
+type; a categorical column with more than ``max_categories`` values keeps its most frequent ones
+and one shared slot for the rest, decoded by drawing one of the rarer training values by its
+frequency (so the encoded width is bounded and every value comes from the training vocabulary);
+identifiers and constants take no encoded width: identifiers are regenerated as new values of
+the original type that are never a training id, constants as their value. Free text is not
+modelled (a warning names it).
 The fitted state is a small versioned JSON (``transform_spec.json``) that travels with the model.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +31,13 @@ from scipy.special import ndtr, ndtri
 from gen_pipeline.errors import PipelineError
 from gen_pipeline.kinds.table.schema import TableSchema
 from gen_pipeline.spans import Span
+
+MAX_CATEGORIES = 100  # transform.max_categories: one-hot slots per categorical column
+MAX_RARE_VALUES = 100_000  # the rare values a capped column keeps (to draw from) in the spec
+OTHER = "\x00other"  # the shared slot of a capped column's rare values (never a real value)
+_TIME_KINDS = ("datetime", "date")
+_TIME_STEPS = (60_000_000, 1_000_000, 1_000)  # a minute, a second, a millisecond (in microseconds)
+_NUMERIC_KINDS = ("continuous", "datetime", "date")
 
 # 2 adds the "vgm" continuous method; 3 adds its point-mass modes (``stds`` of 0). Older specs
 # read unchanged.
@@ -87,8 +105,21 @@ def fit_vgm(values: np.ndarray, max_modes: int = VGM_MAX_MODES, seed: int = 0,
     return {"means": means, "stds": stds, "weights": [w / total for w in weights]}
 
 
+def _numeric_expr(c):
+    """A column as a double: datetimes as wall-clock microseconds since 1970, dates as days."""
+    from pyspark.sql import functions as F
+
+    if c.kind == "datetime":
+        return F.expr(f"timestampdiff(MICROSECOND, TIMESTAMP_NTZ'1970-01-01 00:00:00', "
+                      f"cast(`{c.name}` as timestamp_ntz))").cast("double")
+    if c.kind == "date":
+        return F.expr(f"unix_date(`{c.name}`)").cast("double")
+    return F.col(f"`{c.name}`").cast("double")
+
+
 def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: int = 200,
-             sample_rows: int = VGM_SAMPLE_ROWS, point_share: float = VGM_POINT_SHARE) -> dict:
+             sample_rows: int = VGM_SAMPLE_ROWS, point_share: float = VGM_POINT_SHARE,
+             max_categories: int = MAX_CATEGORIES) -> dict:
     """Fit every column's encoding from aggregates of a Spark DataFrame of typed rows.
 
     Only summaries reach the driver, plus (for ``vgm``) a seeded sample of about
@@ -96,19 +127,27 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
     """
     from pyspark.sql import functions as F
 
-    cont = [c for c in schema.model_columns if c.kind == "continuous"]
+    cont = [c for c in schema.model_columns if c.kind in _NUMERIC_KINDS]
+    for c in schema.columns:
+        if c.kind == "text":
+            import sys
+
+            print(f"[preprocess] warning: column {c.name} is free text: left out of the model and of generated rows",
+                  file=sys.stderr, flush=True)
     probs = np.linspace(0.0, 1.0, num_quantiles + 1).tolist()
     aggs = [F.count(F.lit(1)).alias("__n")]
     for c in cont:
-        col = F.col(c.name).cast("double")
+        col = _numeric_expr(c)
         aggs += [
             F.min(col).alias(f"{c.name}__min"),
             F.max(col).alias(f"{c.name}__max"),
             F.avg(col).alias(f"{c.name}__mean"),
             F.stddev_pop(col).alias(f"{c.name}__std"),
-            F.sum(F.col(c.name).isNull().cast("long")).alias(f"{c.name}__nulls"),
+            F.sum(col.isNull().cast("long")).alias(f"{c.name}__nulls"),
             F.percentile_approx(col, probs, 10_000).alias(f"{c.name}__q"),
         ]
+        if c.kind == "datetime":  # the coarsest unit every value is a whole number of (s, ms or us)
+            aggs += [F.max(F.pmod(col, F.lit(float(step)))).alias(f"{c.name}__mod{step}") for step in _TIME_STEPS]
     stats = df.agg(*aggs).first().asDict()
     n_rows = int(stats["__n"])
     if n_rows == 0:
@@ -117,11 +156,17 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
     sample = None
     if method == "vgm" and cont:
         fraction = min(1.0, sample_rows / n_rows)
-        sample = df.select(*[F.col(c.name).cast("double") for c in cont]).sample(False, fraction, seed=0).toPandas()
+        sample = df.select(*[_numeric_expr(c).alias(c.name) for c in cont]).sample(False, fraction, seed=0).toPandas()
 
     columns = []
     for c in schema.model_columns:
-        if c.kind == "continuous":
+        if c.kind in ("identifier", "constant"):
+            columns.append(_fit_unmodelled(df, c))
+            continue
+        if c.kind in _NUMERIC_KINDS and stats[f"{c.name}__min"] is None:  # all null: nothing to learn
+            columns.append({"name": c.name, "kind": "constant", "dtype": c.dtype, "value": None})
+            continue
+        if c.kind in _NUMERIC_KINDS:
             entry = {
                 "name": c.name, "kind": c.kind, "dtype": c.dtype, "method": method,
                 "min": float(stats[f"{c.name}__min"]), "max": float(stats[f"{c.name}__max"]),
@@ -129,6 +174,8 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
                 "std": float(stats[f"{c.name}__std"] or 0.0) or 1.0,
                 "has_nulls": int(stats[f"{c.name}__nulls"]) > 0,
             }
+            if c.kind == "datetime":
+                entry["step"] = next((s for s in _TIME_STEPS if not stats[f"{c.name}__mod{s}"]), 1)
             if method == "quantile":
                 entry["quantiles"] = [float(v) for v in stats[f"{c.name}__q"]]
                 entry["probs"] = probs
@@ -136,14 +183,50 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
                 entry.update(fit_vgm(sample[c.name].to_numpy(), point_share=point_share))
             columns.append(entry)
         else:
-            counts = df.groupBy(c.name).count().collect()  # one row per category: bounded
-            ordered = sorted(counts, key=lambda r: (-r["count"], "" if r[c.name] is None else r[c.name]))
-            columns.append({
+            # One row per category, the most frequent first, at most max_categories + MAX_RARE_VALUES.
+            counts = df.groupBy(c.name).count().orderBy(F.desc("count"), F.col(c.name).cast("string")) \
+                .limit(max_categories + MAX_RARE_VALUES).collect()
+            ordered = sorted(counts, key=lambda r: (-r["count"], "" if r[c.name] is None else str(r[c.name])))
+            entry = {
                 "name": c.name, "kind": c.kind, "dtype": c.dtype,
                 "categories": [r[c.name] for r in ordered],  # None is the missing category
                 "frequencies": [r["count"] / n_rows for r in ordered],
-            })
+            }
+            if len(ordered) > max_categories:
+                entry = _cap_categories(entry, max_categories)
+            columns.append(entry)
     return {"version": SPEC_VERSION, "schema": schema.to_dict(), "columns": columns, "fitted_rows": n_rows}
+
+
+def _cap_categories(entry: dict, max_categories: int) -> dict:
+    """Keep the ``max_categories - 1`` most frequent values (and the missing category); the rest
+    share the slot ``OTHER`` and are kept, with their frequencies, to be drawn when decoded."""
+    cats, freqs = entry["categories"], entry["frequencies"]
+    keep = [i for i, c in enumerate(cats) if c is None][:1]
+    keep += [i for i, c in enumerate(cats) if c is not None][:max_categories - 1 - len(keep)]
+    keep = sorted(keep)
+    rare = [i for i in range(len(cats)) if i not in set(keep)]
+    return {**entry, "categories": [cats[i] for i in keep] + [OTHER],
+            "frequencies": [freqs[i] for i in keep] + [float(sum(freqs[i] for i in rare))],
+            "other_values": [cats[i] for i in rare], "other_frequencies": [freqs[i] for i in rare]}
+
+
+def _fit_unmodelled(df, c) -> dict:
+    """Identifiers: what new ids look like (integers above the largest id; strings ``syn``-
+    prefixed with the usual width). Constants: the value."""
+    from pyspark.sql import functions as F
+
+    if c.kind == "constant":
+        row = df.where(F.col(f"`{c.name}`").isNotNull()).select(f"`{c.name}`").limit(1).collect()
+        value = row[0][0] if row else None
+        if c.dtype in ("date", "timestamp") and value is not None:
+            value = value.isoformat()
+        return {"name": c.name, "kind": "constant", "dtype": c.dtype, "value": value}
+    if c.dtype == "int":
+        r = df.agg(F.max(f"`{c.name}`").alias("max")).first()
+        return {"name": c.name, "kind": "identifier", "dtype": "int", "max": int(r["max"] or 0)}
+    r = df.agg(F.max(F.length(F.col(f"`{c.name}`").cast("string"))).alias("width")).first()
+    return {"name": c.name, "kind": "identifier", "dtype": c.dtype, "width": int(r["width"] or 8)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,7 +267,9 @@ class TableTransformer:
         offset = 0
         for col in self.columns:
             self._layout.append((col, offset))
-            if col["kind"] == "continuous":
+            if col["kind"] in ("identifier", "constant"):  # regenerated, not modelled: no width
+                continue
+            if col["kind"] in _NUMERIC_KINDS:
                 vgm = col["method"] == "vgm"
                 self.spans.append(Span("continuous", offset, offset + 1, bounded=vgm))
                 offset += 1
@@ -317,8 +402,10 @@ class TableTransformer:
             if name not in df.columns:
                 raise PipelineError(f"input has no column {name!r}; expected columns {self.schema.names}")
             values = df[name]
-            if col["kind"] == "continuous":
-                x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            if col["kind"] in ("identifier", "constant"):
+                continue
+            if col["kind"] in _NUMERIC_KINDS:
+                x = _as_number(col, values)
                 missing = np.isnan(x)
                 if not col["has_nulls"]:
                     flag(missing, lambda i, c=name: f"column {c}: missing value (the model never saw one)")
@@ -336,33 +423,56 @@ class TableTransformer:
                 isnull = values.isna().to_numpy()
                 if None in cats:
                     codes[isnull] = cats.index(None)
+                if OTHER in cats:  # a capped column: any other training value shares the OTHER slot
+                    codes[~isnull & (codes < 0)] = cats.index(OTHER)
                 flag(isnull & (codes < 0), lambda i, c=name: f"column {c}: missing value (the model never saw one)")
                 flag(~isnull & (codes < 0), lambda i, c=name, v=values: f"column {c}: unseen category {v.iat[i]!r}")
                 ok = codes >= 0
                 out[np.flatnonzero(ok), start + codes[ok]] = 1.0
         return out, reasons
 
-    def inverse_to_arrow(self, x: np.ndarray, codes: np.ndarray | None = None, dictionary: bool = False):
+    def inverse_to_arrow(self, x: np.ndarray, codes: np.ndarray | None = None, dictionary: bool = False,
+                         row_offset: int | None = None):
         """Decode vectors to an Arrow table in the original schema: vectorised numpy per column,
         categories taken from the vocabulary. Categorical spans are read from ``codes`` (N, S),
         one drawn category per span, when given, else by argmax (one-hot or probabilities).
 
         With ``dictionary`` a categorical column is a dictionary array over its vocabulary (the
         drawn codes as indices) instead of a string per row: nothing is copied, and a Parquet
-        writer stores the indices as they are instead of hashing every string again."""
+        writer stores the indices as they are instead of hashing every string again.
+
+        ``row_offset``: the job-wide index of the first row, which makes regenerated identifiers
+        unique across every partition of a job (None: a random block per call, unique within it).
+        """
         import pyarrow as pa
+
+        rng = np.random.default_rng(zlib.crc32(np.ascontiguousarray(x[:256]).tobytes()))  # decoding draws: reproducible
 
         def code(start: int, k: int) -> np.ndarray:
             return codes[:, self.code_index[start]] if codes is not None else np.argmax(x[:, start:start + k], axis=1)
 
         arrays = []
+        n = len(x)
         for col, start in self._layout:
-            if col["kind"] == "continuous":
+            if col["kind"] in ("identifier", "constant"):
+                arrays.append(_regenerate(col, n, rng, row_offset))
+            elif col["kind"] in _TIME_KINDS:
+                w = self._value_width(col)
+                mode = code(start + 1, w - 1) if col["method"] == "vgm" else None
+                step = col.get("step", 1)  # datetimes keep the training data's unit (whole seconds, ...)
+                values = (np.rint(self._decode_continuous(col, x[:, start:start + w], mode) / step) * step) \
+                    .astype(np.int64)
+                mask = code(start + w, 2) == 1 if col["has_nulls"] else None
+                arrays.append(pa.array(values, mask=mask, type=pa.timestamp("us")) if col["kind"] == "datetime"
+                              else pa.array(values.astype(np.int32), mask=mask).cast(pa.date32()))
+            elif col["kind"] == "continuous":
                 w = self._value_width(col)
                 mode = code(start + 1, w - 1) if col["method"] == "vgm" else None
                 values = self._decode_continuous(col, x[:, start:start + w], mode)
                 mask = code(start + w, 2) == 1 if col["has_nulls"] else None
                 arrays.append(pa.array(values.astype(np.int64) if col["dtype"] == "int" else values, mask=mask))
+            elif OTHER in col["categories"] or col.get("dtype", "string") != "string":
+                arrays.append(_decode_categories(col, code(start, len(col["categories"])), rng))
             else:
                 k = len(col["categories"])
                 arrays.append(self._dictionary_array(col, code(start, k)) if dictionary else
@@ -390,3 +500,67 @@ class TableTransformer:
         import pyarrow as pa
 
         return self.inverse_to_arrow(x).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+
+
+# ---------------------------------------------------------------------------------------------
+# The kinds beyond continuous and categorical strings
+# ---------------------------------------------------------------------------------------------
+_ARROW_TYPES = {"int": "int64", "float": "float64", "string": "string", "bool": "bool_", "date": "date32"}
+
+
+def _arrow_type(dtype: str):
+    import pyarrow as pa
+
+    return pa.timestamp("us") if dtype == "timestamp" else getattr(pa, _ARROW_TYPES[dtype])()
+
+
+def _as_number(col: dict, values: pd.Series) -> np.ndarray:
+    """A numeric kind's values as float64 (NaN for missing): datetimes as microseconds and dates
+    as days since 1970-01-01 (wall clock: a zone-aware value is taken in its own zone)."""
+    if col["kind"] == "continuous":
+        return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    t = pd.to_datetime(values, errors="coerce")
+    if getattr(t.dt, "tz", None) is not None:
+        t = t.dt.tz_localize(None)
+    ns = t.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(np.float64)
+    ns[t.isna().to_numpy()] = np.nan
+    return ns / 1e3 if col["kind"] == "datetime" else np.floor(ns / 86_400e9)
+
+
+def _decode_categories(col: dict, code: np.ndarray, rng: np.random.Generator):
+    """Codes -> values in the column's own type; a capped column's shared slot draws one of the
+    rarer training values by its training frequency."""
+    import pyarrow as pa
+
+    cats = col["categories"]
+    values = np.array([None if c == OTHER else c for c in cats], dtype=object)[code]
+    if OTHER in cats:
+        other = code == cats.index(OTHER)
+        if other.any():
+            p = np.asarray(col["other_frequencies"], dtype=np.float64)
+            pool = np.array(col["other_values"], dtype=object)
+            values[other] = pool[rng.choice(len(pool), size=int(other.sum()), p=p / p.sum())]
+    return pa.array(values.tolist(), type=_arrow_type(col.get("dtype", "string")))
+
+
+def _regenerate(col: dict, n: int, rng: np.random.Generator, row_offset: int | None):
+    """Identifiers: new values above (integers) or beside (``syn``-prefixed strings) every
+    training id, unique within a job when ``row_offset`` is given, else within a random block of
+    2**22 ids. Constants: the value."""
+    import datetime
+
+    import pyarrow as pa
+
+    if col["kind"] == "constant":
+        v = col["value"]
+        if v is not None and col["dtype"] == "date":
+            v = datetime.date.fromisoformat(v)
+        elif v is not None and col["dtype"] == "timestamp":
+            v = datetime.datetime.fromisoformat(v)
+        return pa.array([v] * n, type=_arrow_type(col["dtype"]))
+    start = row_offset if row_offset is not None else int(rng.integers(0, 2**30)) << 22
+    index = start + np.arange(n, dtype=np.int64)
+    if col["dtype"] == "int":
+        return pa.array(col["max"] + 1 + index, type=pa.int64())
+    width = max(col.get("width", 8) - 3, 1)
+    return pa.array([f"syn{i:0{width}d}" for i in index], type=_arrow_type(col["dtype"]))

@@ -1,0 +1,199 @@
+"""Tables read through Spark's own readers (gen_pipeline.kinds.table.sources): the bad inputs of a real
+table each become a counted quarantine with a reason, or a one-line error naming the file."""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from gen_pipeline.errors import PipelineError
+from gen_pipeline.kinds.table.inference import infer_schema, resolve_schema, sample_table
+from gen_pipeline.kinds.table.schema import REASON, Column, TableSchema
+from gen_pipeline.kinds.table.sources import TableSource, read_table
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SCHEMA = TableSchema(columns=(Column("id", "identifier", "int"), Column("name", "categorical", "string"),
+                              Column("score", "continuous", "float")), header=True, missing_token="")
+
+
+def _read(spark, paths, schema=SCHEMA, **options):
+    df, inputs = read_table(spark, TableSource.of(paths, options.pop("format", None), options), schema)
+    return df.toPandas().sort_values(["source", "line"]).reset_index(drop=True), inputs
+
+
+def test_quoting_bom_crlf_and_bad_records(spark, tmp_path):
+    f = tmp_path / "t.csv"
+    f.write_bytes("\ufeffid,name,score\r\n"
+                  '1,"Smith, J",1.5\r\n'          # a quoted comma
+                  '2,"say ""hi""",2\r\n'          # doubled quotes inside quotes
+                  "3,b\r\n"                       # too few fields
+                  "4,c,NaN\r\n"                   # not finite
+                  "5,d,Infinity\r\n"
+                  "6,e,abc\r\n"                   # not a number
+                  "7,f,1,extra\r\n"               # too many fields
+                  "\r\n"                          # a blank line is not a row
+                  '8,"two\r\nlines",3\r\n'.encode())  # a line break inside quotes: one line per record
+    out, inputs = _read(spark, [f])
+    assert inputs[0]["path"] == str(f) and inputs[0]["bytes"] == f.stat().st_size and "sha256" not in inputs[0]
+    good = out[out[REASON].isna()]
+    assert good["name"].tolist() == ["Smith, J", 'say "hi"'] and good["line"].tolist() == [2, 3]
+    reasons = dict(zip(out["line"], out[REASON]))
+    assert reasons[4] == "expected 3 fields separated by ',', got 2"
+    assert "column score: 'NaN' is not finite" in reasons[5] and "'Infinity' is not finite" in reasons[6]
+    assert "column score: 'abc' is not a number" in reasons[7] and "got 4" in reasons[8]
+    assert len(out) == 2 + 5 + 2  # the quoted line break splits a record in two, both quarantined and counted
+    assert out[REASON].notna().sum() == 7
+
+    multi, _ = _read(spark, [f], multi_line=True)  # with multi_line the quoted line break is one record
+    assert "two\r\nlines" in multi.loc[multi[REASON].isna(), "name"].tolist() or \
+        "two\nlines" in multi.loc[multi[REASON].isna(), "name"].tolist()
+    assert multi[REASON].isna().sum() == 3 and len(multi) == 8
+
+
+def test_header_problems_and_binary_bytes(spark, tmp_path):
+    (tmp_path / "only.csv").write_text("id,name,score\n")
+    out, _ = _read(spark, [tmp_path / "only.csv"])
+    assert len(out) == 0  # a header-only file has no rows (preprocess then stops: no data lines)
+    (tmp_path / "dup.csv").write_text("id,name,name\n1,a,2\n")
+    with pytest.raises(PipelineError, match=r"dup.csv: the header names column 'name' 2 times"):
+        _read(spark, [tmp_path / "dup.csv"])
+    (tmp_path / "other.csv").write_text("id,nom,score\n1,a,2\n")
+    with pytest.raises(PipelineError, match=r"other.csv: the header has no column 'name'"):
+        _read(spark, [tmp_path / "other.csv"])
+    (tmp_path / "bin.csv").write_bytes(bytes(range(256)) * 4)
+    out, _ = _read(spark, [tmp_path / "bin.csv"], header=False)
+    assert len(out) > 0 and out[REASON].notna().all()
+    assert out[REASON].str.contains("binary or non-UTF-8|expected 3 fields").all()
+    assert out[REASON].str.contains("binary").any()
+    with pytest.raises(PipelineError, match="nope.csv: input file not found"):
+        _read(spark, [tmp_path / "nope.csv"])
+
+
+def test_parquet_typed_columns_truncation_and_drift(spark, tmp_path):
+    schema = TableSchema(columns=(Column("id", "identifier", "int"), Column("when", "datetime", "timestamp"),
+                                  Column("day", "date", "date"), Column("ok", "boolean", "bool"),
+                                  Column("score", "continuous", "float")))
+    t = pa.table({"id": [1, 2, 3], "when": pa.array([dt.datetime(2024, 1, 1, 12), None, dt.datetime(2024, 2, 1)],
+                                                  pa.timestamp("us")),
+                  "day": [dt.date(2020, 1, 1), dt.date(2021, 1, 1), None], "ok": [True, False, None],
+                  "score": [1.0, float("inf"), 2.5]})
+    pq.write_table(t, tmp_path / "a.parquet")
+    out, inputs = _read(spark, [tmp_path / "a.parquet"], schema)
+    assert out["line"].tolist() == [1, 2, 3] and out["source"].tolist() == ["a.parquet"] * 3
+    assert out[REASON].tolist()[0] is None and "column score: 'Infinity' is not finite" in out[REASON][1]
+    assert out.loc[0, "when"] == pd.Timestamp("2024-01-01 12:00") and out.loc[0, "day"] == dt.date(2020, 1, 1)
+    assert out["ok"].tolist()[:2] == [True, False] and pd.isna(out["when"][1])
+
+    pq.write_table(t.set_column(4, "score", pa.array(["1", "x", "2"])), tmp_path / "drift.parquet")
+    out, _ = _read(spark, [tmp_path / "drift.parquet"], schema)  # a column of another type: values checked
+    assert "column score: 'x' is not a number" in out[REASON][1]
+    pq.write_table(t.drop(["score"]), tmp_path / "less.parquet")
+    with pytest.raises(PipelineError, match=r"less.parquet: column 'score' not found"):
+        _read(spark, [tmp_path / "less.parquet"], schema)
+    data = (tmp_path / "a.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(PipelineError, match=r"cut.parquet: not a readable parquet file"):
+        _read(spark, [tmp_path / "cut.parquet"], schema)
+
+
+def test_inferred_schema_is_written_reused_and_checked(spark, tmp_path, capsys):
+    rows = ["id,when,grade,city,amount,flag"]
+    rows += [f"{i},2024-01-{1 + i % 28:02d} 10:00:00,{i % 5},c{i % 40},{i * 1.5},{'true' if i % 3 else 'false'}"
+             for i in range(60)]
+    (tmp_path / "my data.csv").write_text("\n".join(rows) + "\n")
+    src = TableSource.of(str(tmp_path / "my data.csv"))
+    assert src.name() == "my_data"
+    schema = resolve_schema(spark, src, "my_data", tmp_path / "work")
+    kinds = {c.name: c.kind for c in schema.columns}
+    assert kinds == {"id": "identifier", "when": "datetime", "grade": "categorical", "city": "categorical",
+                     "amount": "continuous", "flag": "boolean"}
+    saved = tmp_path / "work" / "schemas" / "my_data.yaml"
+    assert "column" in capsys.readouterr().out and saved.is_file()
+    saved.write_text(saved.read_text().replace("{name: grade, kind: categorical", "{name: grade, kind: continuous"))
+    again = resolve_schema(spark, src, "my_data", tmp_path / "work")  # the edited file is reused
+    assert {c.name: c.kind for c in again.columns}["grade"] == "continuous"
+    with pytest.raises(PipelineError, match=r"column city: declared continuous .* non-numbers such as 'c0'"):
+        resolve_schema(spark, src, "my_data", tmp_path / "work", overrides={"city": "continuous"})
+    df, _ = read_table(spark, src, schema)
+    assert df.where(f"{REASON} is null").count() == 60
+    sample, types, opts = sample_table(spark, src)
+    assert infer_schema(sample, types, opts)[0] == schema
+
+
+def test_your_own_csv_through_preprocess_with_an_inferred_schema(spark, runtime, tiny_config, tmp_path):
+    import json
+
+    from gen_pipeline.kinds.table import TABLE
+    from gen_pipeline.kinds.table.inference import source_table
+    from gen_pipeline.layout import PreprocessOutput
+    from gen_pipeline.stages.preprocess import run_preprocess
+
+    rng = np.random.default_rng(0)
+    n = 400
+    when = pd.to_datetime("2024-01-01") + pd.to_timedelta(rng.integers(0, 10**7, n), unit="s")
+    rows = ["order_id;placed;paid;region;amount;comment;vip"]
+    rows += [f"O{i:05d};{when[i]:%Y-%m-%d %H:%M:%S};{'true' if i % 3 else 'false'};r{i % 150};"
+             f"{'' if i % 10 == 0 else round(rng.lognormal(3, 1), 2)};\"a long, free comment about order {i}\";"
+             f"{'yes' if i % 4 == 0 else 'no'}" for i in range(n)]
+    rows.append("O99999;not a date;true;r1;5;x;no")  # quarantined: the reason names the column
+    (tmp_path / "orders.csv").write_text("\n".join(rows) + "\n")
+    cfg = tiny_config.model_copy(update={
+        "name": "orders", "data": tiny_config.data.model_copy(update={"source": str(tmp_path / "orders.csv"),
+                                                                      "max_rows_per_file": None}),
+        "transform": tiny_config.transform.model_copy(update={"max_categories": 50}),
+        "evaluate": tiny_config.evaluate.model_copy(update={"tstr_label": "vip", "tstr_positive": None})})
+    table = source_table(cfg, spark, runtime.work_dir)
+    kinds = {c.name: c.kind for c in table.schema.columns}
+    assert kinds == {"order_id": "identifier", "placed": "datetime", "paid": "boolean", "region": "categorical",
+                     "amount": "continuous", "comment": "text", "vip": "boolean"}
+    manifest = run_preprocess(spark, cfg, None, tmp_path / "pre", records=TABLE.read_files(spark, cfg, table))
+    assert manifest["rows_in"] == n + 1 and manifest["rows_quarantined"] == 1
+    assert list(manifest["quarantine_reasons"]) == ["column placed: 'not a date' is not a timestamp"]
+    spec = {c["name"]: c for c in json.loads((tmp_path / "pre" / "transform_spec.json").read_text())["columns"]}
+    assert "comment" not in spec and spec["placed"]["step"] == 1_000_000
+    assert len(spec["region"]["categories"]) == 50 and spec["amount"]["has_nulls"]  # capped; nulls kept
+    clean = PreprocessOutput(tmp_path / "pre").read_clean("train")
+    assert str(clean["placed"].dtype).startswith("datetime64") and clean["paid"].dtype == bool
+
+
+def test_json_lines_orc_folders_and_globs(spark, tmp_path):
+    import pyarrow.orc as orc
+
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "a.jsonl").write_text('{"id": 1, "name": "x", "score": 1.5}\n'
+                                            '{"id": 2, "name": "y", "score": "NaN"}\n'
+                                            'not json\n'
+                                            '{"id": 3, "name": "z"}\n')
+    (tmp_path / "j" / "_SUCCESS").write_text("")
+    out, inputs = _read(spark, [tmp_path / "j"])  # a folder: hidden and empty files skipped
+    assert [i["path"].rsplit("/", 1)[-1] for i in inputs] == ["a.jsonl"] and out["line"].tolist() == [1, 2, 3, 4]
+    assert out[REASON].tolist()[0] is None and "not finite" in out[REASON][1]
+    assert out[REASON][2].startswith("not a JSON record") and out[REASON][3] is None and pd.isna(out["score"][3])
+    orc.write_table(pa.table({"id": [1, 2], "name": ["a", None], "score": [0.5, 2.0]}), str(tmp_path / "b.orc"))
+    orc.write_table(pa.table({"id": [3], "name": ["c"], "score": [1.0]}), str(tmp_path / "c.orc"))
+    out, inputs = _read(spark, [str(tmp_path / "*.orc")])  # a glob
+    assert len(inputs) == 2 and out[REASON].isna().all() and out["id"].tolist() == [1, 2, 3]
+    assert pd.isna(out["name"][1])
+
+
+def test_preprocess_with_no_usable_row_says_why(spark, tiny_config, tmp_path):
+    from gen_pipeline.kinds.table import TABLE
+    from gen_pipeline.kinds.table.datasets import RawTable
+    from gen_pipeline.stages.preprocess import run_preprocess
+
+    (tmp_path / "bin.csv").write_bytes(bytes(range(256)) * 8)
+    table = RawTable("bin", (tmp_path / "bin.csv",), SCHEMA, TableSource.of([tmp_path / "bin.csv"], None,
+                                                                           {"header": False}))
+    with pytest.raises(PipelineError, match=r"bin.csv: none of the \d+ records is usable; most often: binary"):
+        run_preprocess(spark, tiny_config, None, tmp_path / "pre", records=TABLE.read_files(spark, tiny_config, table))
+    assert not (tmp_path / "pre").exists()  # nothing committed
+
+
+def test_pandas_nanosecond_parquet_is_a_one_line_error_with_the_fix(spark, tmp_path):
+    pd.DataFrame({"when": pd.to_datetime(["2024-01-01", "2024-02-01"])}).to_parquet(tmp_path / "ns.parquet")
+    with pytest.raises(PipelineError, match=r"ns.parquet: not a readable parquet file .*coerce_timestamps='us'"):
+        sample_table(spark, TableSource.of(str(tmp_path / "ns.parquet")))
