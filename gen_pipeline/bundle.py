@@ -102,11 +102,14 @@ class ModelBundle:
         return dict(self.transformer.condition(c, v) for c, v in (pairs or {}).items())
 
     def sample_arrow(self, n: int, seed: int, chunk: int = SAMPLE_CHUNK, conditions: dict[str, str] | None = None,
-                     dictionary: bool = False):
+                     dictionary: bool = False, row_offset: int | None = None):
         """Yield Arrow tables (original schema) totalling ``n`` rows, deterministic for ``seed``.
 
         With ``dictionary`` categorical columns come as dictionary arrays (for writing Parquet:
         see ``TableTransformer.inverse_to_arrow``); other kinds ignore it.
+
+        ``row_offset``: the job-wide index of the first row (generate's partitions), so values
+        that must be unique across a job (regenerated identifiers) are.
 
         With ``conditions`` ({column: value}) only matching rows come out: a conditional model
         is asked for the values directly; every draw is then filtered, so the rows follow the
@@ -130,7 +133,8 @@ class ModelBundle:
                         f"--condition {conditions}: only {done + len(x):,} of {drawn:,} sampled rows match; "
                         "the model almost never produces this combination (ask for fewer conditions)")
             if len(x):
-                yield tr.to_arrow(x.numpy(), None if codes is None else codes.numpy(), dictionary=dictionary)
+                yield tr.to_arrow(x.numpy(), None if codes is None else codes.numpy(), dictionary=dictionary,
+                                  row_offset=None if row_offset is None else row_offset + done)
             done += len(x)
 
     def sample(self, n: int, seed: int, conditions: dict[str, str] | None = None) -> pd.DataFrame:

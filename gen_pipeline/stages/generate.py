@@ -51,8 +51,10 @@ def run_generate(spark, bundle: ModelBundle, *, rows: int, seed: int, out: Path,
                     open(fault[1], "w").close()
                     raise RuntimeError(f"injected fault in partition {p} (GEN_PIPELINE_FAULT_GENERATE)")
                 n = rows_per_partition(rows, partitions, p)
+                first = sum(rows_per_partition(rows, partitions, q) for q in range(p))  # job-wide index of its row 0
                 written, size = write_part(b.sample_arrow(n, partition_seed(seed, p), conditions=conditions,
-                                                          dictionary=True), stage, p, string_statistics=False)
+                                                          dictionary=True, row_offset=first),
+                                           stage, p, string_statistics=False)
                 yield pa.RecordBatch.from_pydict({"partition": [p], "rows": [written], "bytes": [size]})
 
     ids = spark.range(0, partitions, 1, numPartitions=partitions)

@@ -89,7 +89,7 @@ class ImageTransformer:
             keep &= lab == index
         return keep
 
-    def to_arrow(self, x: np.ndarray, codes=None, dictionary: bool = False):
+    def to_arrow(self, x: np.ndarray, codes=None, dictionary: bool = False, row_offset: int | None = None):
         return self.inverse_to_arrow(x)
 
     def encode(self, pixels: np.ndarray, labels) -> np.ndarray:

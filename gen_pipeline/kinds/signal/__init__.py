@@ -73,7 +73,7 @@ class SignalTransformer:
     def matches(self, raw, codes, fixed):
         raise AssertionError("signals take no conditions")
 
-    def to_arrow(self, x: np.ndarray, codes=None, dictionary: bool = False):
+    def to_arrow(self, x: np.ndarray, codes=None, dictionary: bool = False, row_offset: int | None = None):
         import pyarrow as pa
 
         values = self.decode(x).astype(np.float64)

@@ -103,25 +103,27 @@ class TableKind(DataKind):
 
     # ---- evaluate --------------------------------------------------------------------------
     def evaluate(self, bundle, data, ev, family, references: bool = True) -> Evaluation:
-        from gen_pipeline.kinds.table.metrics import evaluate_bundle, reference_metrics
+        from gen_pipeline.kinds.table.metrics import evaluate_bundle, evaluation_view, reference_metrics
 
         real = data.read_clean("test")
         real_train = data.read_clean("train", limit=TRAIN_REFERENCE_ROWS)
         # as many synthetic rows as the gradient-boosted protocol's real training rows, at least the test split's
         n = ev.num_rows or max(len(real), min(len(real_train), ev.gbt_max_rows))
-        metrics, synth = evaluate_bundle(bundle, real_train, real, n, ev.seed, ev.tstr_label, ev.tstr_positive,
-                                         ev.max_rows, ev.gbt_max_rows)
+        metrics, synth, schema = evaluate_bundle(bundle, real_train, real, n, ev.seed, ev.tstr_label,
+                                                 ev.tstr_positive, ev.max_rows, ev.gbt_max_rows)
+        _, (real_train, real) = evaluation_view(bundle.schema, real_train, real)  # as the metrics see them
         if references:  # the same for every model of this data: scored for the candidate only
             label = ev.tstr_label if ev.tstr_label in synth.columns else None
-            holdout = data.read_clean("validation") if ev.reference_rows and data.clean("validation").exists() \
-                else None  # held-out rows no model trains on
-            metrics.update(reference_metrics(real_train, real, holdout, bundle.schema, label, max_rows=ev.max_rows,
+            holdout = None  # held-out rows no model trains on
+            if ev.reference_rows and data.clean("validation").exists():
+                holdout = evaluation_view(bundle.schema, data.read_clean("validation"))[1][0]
+            metrics.update(reference_metrics(real_train, real, holdout, schema, label, max_rows=ev.max_rows,
                                              gbt_max_rows=ev.gbt_max_rows, seed=ev.seed))
 
         def report(folder: Path, title: str) -> list[Path]:
             from gen_pipeline.kinds.table.report import report_figures, report_html
 
-            figures = report_figures(real, synth, bundle.schema, ev.max_rows, ev.seed)
+            figures = report_figures(real, synth, schema, ev.max_rows, ev.seed)
             paths = []
             for name, fig in figures.items():  # marginals_real_vs_synthetic.png, association_difference.png
                 fig.savefig(folder / f"{name}.png", dpi=80)

@@ -408,14 +408,50 @@ def _cramers_v(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(chi2 / n / (min(ka, kb) - 1)))
 
 
+# ---- what the metrics see of a table with every column kind --------------------------------------
+def evaluation_view(schema: TableSchema, *frames: pd.DataFrame) -> tuple[TableSchema, list[pd.DataFrame]]:
+    """The schema and frames the metrics judge: identifiers and constants left out (regenerated,
+    not learned: nothing to compare), datetimes and dates as numbers (seconds since 1970) judged
+    as continuous columns, booleans as categories; continuous and categorical columns as they are."""
+    import dataclasses
+
+    keep, cols = [], []
+    for c in schema.columns:
+        if c.kind in ("identifier", "constant", "text"):
+            continue
+        if c.kind in ("datetime", "date"):
+            cols.append(dataclasses.replace(c, kind="continuous", dtype="float", format=None))
+        elif c.kind == "boolean":
+            cols.append(dataclasses.replace(c, kind="categorical", dtype="string"))
+        else:
+            cols.append(c)
+        keep.append(c)
+    view = dataclasses.replace(schema, columns=tuple(cols))
+    out = []
+    for df in frames:
+        df = df[[c.name for c in keep if c.name in df.columns]].copy()
+        for c in keep:
+            if c.name not in df.columns:
+                continue
+            if c.kind in ("datetime", "date"):
+                t = pd.to_datetime(df[c.name], errors="coerce")
+                df[c.name] = (t - pd.Timestamp("1970-01-01")).dt.total_seconds()
+            elif c.kind == "boolean":
+                df[c.name] = df[c.name].map(lambda v: None if v is None or v != v else str(bool(v)))
+        out.append(df)
+    return view, out
+
+
 # ---- a registered model: sample it, report, add what only the model can tell ---------------------
 def evaluate_bundle(bundle, real_train: pd.DataFrame, real_test: pd.DataFrame, n: int, seed: int,
                     label: str | None = None, positive: str | None = None,
-                    max_rows: int = 10_000, gbt_max_rows: int = 50_000) -> tuple[dict[str, float], pd.DataFrame]:
-    """Sample ``n`` rows with ``seed``, ``tabular_report`` them; for a VAE add the held-out
-    negative ELBO (nats per row) and its ROC-AUC against binary label columns."""
+                    max_rows: int = 10_000, gbt_max_rows: int = 50_000):
+    """Sample ``n`` rows with ``seed``, ``tabular_report`` them (through ``evaluation_view``); for
+    a model that scores add the held-out negative ELBO (nats per row) and its ROC-AUC against
+    binary label columns. Returns (metrics, the synthetic rows as judged, the schema judged)."""
     synth = bundle.sample(n, seed)
-    metrics = tabular_report(real_train, real_test, synth, bundle.schema, label, positive,
+    schema, (train_v, test_v, synth_v) = evaluation_view(bundle.schema, real_train, real_test, synth)
+    metrics = tabular_report(train_v, test_v, synth_v, schema, label, positive,
                              max_rows=max_rows, seed=seed, gbt_max_rows=gbt_max_rows)
     if bundle.family.can_score:
         import pyarrow as pa
@@ -430,4 +466,4 @@ def evaluate_bundle(bundle, real_train: pd.DataFrame, real_test: pd.DataFrame, n
         summary.add(pa.table({"score": scores, **{c: pd.to_numeric(real_test[c], errors="coerce").to_numpy(
             dtype=np.float64, na_value=np.nan) for c in labels}}))
         metrics.update(summary.roc_aucs())
-    return metrics, synth
+    return metrics, synth_v, schema

@@ -320,8 +320,9 @@ class TableTransformer:
             keep &= codes[:, self.code_index[start]] == index
         return keep
 
-    def to_arrow(self, x: np.ndarray, codes: np.ndarray | None, dictionary: bool = False):
-        return self.inverse_to_arrow(x, codes, dictionary=dictionary)
+    def to_arrow(self, x: np.ndarray, codes: np.ndarray | None, dictionary: bool = False,
+                 row_offset: int | None = None):
+        return self.inverse_to_arrow(x, codes, dictionary=dictionary, row_offset=row_offset)
 
     # ---- serialisation ------------------------------------------------------------------
     @classmethod

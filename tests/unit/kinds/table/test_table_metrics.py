@@ -255,3 +255,18 @@ def test_report_shows_the_protocol_beside_its_reference_rows():
     assert "independent marginals" in html and "real held-out rows" in html
     for k in ("detection_auc_gbt", "ref_marginals_detection_auc_gbt", "ref_marginals_tstr_auc_gbt", "trtr_auc_gbt"):
         assert f"{metrics[k]:.4f}" in html
+
+
+def test_the_metrics_see_datetimes_as_numbers_and_skip_identifiers_and_constants():
+    from gen_pipeline.kinds.table.metrics import evaluation_view
+
+    schema = TableSchema(columns=(Column("id", "identifier", "int"), Column("at", "datetime", "timestamp"),
+                                  Column("ok", "boolean", "bool"), Column("k", "constant", "string"),
+                                  Column("x", "continuous", "float")))
+    df = pd.DataFrame({"id": [1, 2], "at": pd.to_datetime(["1970-01-01 00:01:00", None]), "ok": [True, None],
+                       "k": ["a", "a"], "x": [0.5, 1.5]})
+    view, (out,) = evaluation_view(schema, df)
+    assert [(c.name, c.kind) for c in view.columns] == [("at", "continuous"), ("ok", "categorical"),
+                                                        ("x", "continuous")]
+    assert list(out.columns) == ["at", "ok", "x"] and out["at"].iloc[0] == 60.0 and pd.isna(out["at"].iloc[1])
+    assert out["ok"].tolist() == ["True", None]
