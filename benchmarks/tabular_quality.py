@@ -5,7 +5,7 @@
 
 Every model learns from the same rows (our preprocess job's clean train split, 38,979 rows) and
 is judged on the same held-out real test split by the same function
-(``gen_pipeline.evaluate.tabular_report``): SDMetrics Quality Score (strong pairs, as SDMetrics
+(``gen_pipeline.kinds.table.metrics.tabular_report``): SDMetrics Quality Score (strong pairs, as SDMetrics
 0.32 reports it, and over all pairs, as the papers report it), the papers' gradient-boosted
 detection AUC and train-on-synthetic AUC (``gen_pipeline.detection``: 200 trees of depth 6,
 5-fold detection, as many synthetic rows as real training rows) with the train-on-real AUC
@@ -51,18 +51,18 @@ OUR_MODELS = {
 def load_splits(work: Path):
     """Run our preprocess job once; return (train, validation, test, schema) in the original schema."""
     from gen_pipeline.config import load_config
-    from gen_pipeline.pipeline import preprocess_dir, stage_preprocess
-    from gen_pipeline.preprocess import read_split
+    from gen_pipeline.kinds.table.schema import TableSchema
+    from gen_pipeline.layout import SCHEMA_FILE, PreprocessOutput, RunLayout
     from gen_pipeline.runtime import Runtime
-    from gen_pipeline.schema import TableSchema
+    from gen_pipeline.stages.preprocess import stage_preprocess
 
     cfg = load_config(REPO / OUR_MODELS["ours_tvae"][0])
     rt = Runtime.from_env(work / "pipeline")
-    pre = preprocess_dir(cfg, rt)
-    if not (pre / "manifest.json").is_file():
+    pre = PreprocessOutput(RunLayout(rt.work_dir, cfg.name).preprocess)
+    if not pre.exists():
         stage_preprocess(cfg, rt)
-    schema = TableSchema.from_dict(json.loads((pre / "schema.json").read_text()))
-    return read_split(pre, "train"), read_split(pre, "validation"), read_split(pre, "test"), schema
+    schema = TableSchema.from_dict(json.loads((pre.root / SCHEMA_FILE).read_text()))
+    return pre.read_clean("train"), pre.read_clean("validation"), pre.read_clean("test"), schema
 
 
 def _plain(df: pd.DataFrame, schema) -> pd.DataFrame:
@@ -99,14 +99,16 @@ def fit_sdv(name: str, train: pd.DataFrame, schema, rows: int, seed: int,
 def fit_ours(name: str, work: Path, rows: int, seed: int, extra: list[str],
              tag: str) -> tuple[pd.DataFrame, float, float]:
     from gen_pipeline.config import load_config
-    from gen_pipeline.pipeline import preprocess_dir, stage_preprocess, stage_train
+    from gen_pipeline.layout import PreprocessOutput, RunLayout
     from gen_pipeline.registry import resolve
     from gen_pipeline.runtime import Runtime
+    from gen_pipeline.stages.preprocess import stage_preprocess
+    from gen_pipeline.stages.train import stage_train
 
     path, overrides = OUR_MODELS[name]
     cfg = load_config(REPO / path, [*overrides, *extra, f"model_name=bench_{name}{tag}"])
     rt = Runtime.from_env(work / "pipeline")
-    if not (preprocess_dir(cfg, rt) / "manifest.json").is_file():  # its own encoding, the same split
+    if not PreprocessOutput(RunLayout(rt.work_dir, cfg.name).preprocess).exists():  # its own encoding, the same split
         stage_preprocess(cfg, rt)
     t0 = time.perf_counter()
     stage_train(cfg, rt)
@@ -162,7 +164,7 @@ def main() -> None:
     if args.phase == "fit":
         return
 
-    from gen_pipeline.evaluate import REFERENCE_METRICS, reference_metrics, tabular_report
+    from gen_pipeline.kinds.table.metrics import REFERENCE_METRICS, reference_metrics, tabular_report
 
     table = {"real_train_rows": len(train), "real_validation_rows": len(validation), "real_test_rows": len(test),
              "models": {}}
