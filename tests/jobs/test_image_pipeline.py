@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -76,9 +77,18 @@ def test_score_of_a_bad_npz_gives_reasons_not_a_crash(digits_work, tmp_path):
     np.savez(tmp_path / "big.npz", x=np.zeros((2, 9, 9), np.uint8))
     rc = main(["score", "--config", CONFIG, "--work-dir", str(digits_work), "--input", str(tmp_path / "big.npz"),
                "--out", str(tmp_path / "scored")])
+    assert rc == 2 and not (tmp_path / "scored").exists()  # not one usable image: an error that says why
+    from PIL import Image
+
+    (tmp_path / "pngs" / "0").mkdir(parents=True)  # a folder with good and bad images: reasons, not a crash
+    Image.fromarray(np.zeros((8, 8), np.uint8), "L").save(tmp_path / "pngs" / "0" / "good.png")
+    Image.fromarray(np.zeros((9, 9), np.uint8), "L").save(tmp_path / "pngs" / "0" / "big.png")
+    rc = main(["score", "--config", CONFIG, "--work-dir", str(digits_work), "--input", str(tmp_path / "pngs"),
+               "--out", str(tmp_path / "scored")])
     assert rc == 0
-    df = pq.read_table(tmp_path / "scored").to_pandas()
-    assert df["score"].isna().all() and set(df["reason"]) == {"wrong size: 9x9, expected 8x8"}
+    df = pq.read_table(tmp_path / "scored").to_pandas().set_index("source")
+    assert df.loc["0/big.png", "reason"] == "wrong size: 9x9, expected 8x8" and pd.isna(df.loc["0/big.png", "score"])
+    assert df.loc["0/good.png", "score"] > 0 and df.loc["0/good.png", "reason"] is None
 
 
 def test_the_registered_model_predicts_images_from_a_plain_python_shell(digits_work):
