@@ -31,6 +31,9 @@ _LOG_2PI = math.log(2 * math.pi)
 _SCORE_DRAWS = 16  # latent draws for score()'s KL estimate: the same fixed draws for every row
 _SCORE_SEED = 20_240_101
 _PRIOR_LR_SCALE = 10.0
+# Ex post, the mixture fits this many of each batch's posterior samples (the batch is shuffled):
+# a density fit needs no more per step, and the (rows, K) terms cost a step more than the nets.
+_PRIOR_FIT_ROWS = 128
 
 
 class _MixturePrior(nn.Module):
@@ -89,7 +92,7 @@ class _MixVAENet(nn.Module):
             log_q = -0.5 * (eps * eps + logvar + _LOG_2PI).sum(1)  # N(z; mu, sigma^2) at z = mu + sigma * eps
             return self.decoder(z), log_q - self.prior.log_prob(z), z.new_zeros(())
         kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
-        return self.decoder(z), kl, -self.prior.log_prob(z.detach())
+        return self.decoder(z), kl, -self.prior.log_prob(z[:_PRIOR_FIT_ROWS].detach())
 
 
 @register("tvae_mix")
