@@ -1,20 +1,28 @@
 """TVAE with a learned mixture-of-Gaussians prior (family ``tvae_mix``).
 
 The TVAE's likelihood (``vae.TabularVAE``: a Gaussian per continuous value, a softmax per
-categorical span) with the N(0, I) prior replaced by a mixture of ``prior_components`` diagonal
-Gaussians whose means, scales and weights train jointly with the encoder and decoder in the same
-ELBO (a mixture prior as in Dilokthanakul et al. 2016 and the VampPrior's argument, Tomczak &
-Welling 2018: the optimal prior is the aggregate posterior, and a learnable prior moves towards
-it). Why: a VAE trained with N(0, I) leaves the aggregate posterior q(z) = E_x q(z|x) far from
-N(0, I), so prior draws land between the clusters the encoder uses, where the decoder has seen no
-data and draws each categorical column nearly independently (Adult's female "Husband" rows). With
-the prior fitted to q(z), samples come from where the decoder was trained.
+categorical span) with samples drawn from a mixture of ``prior_components`` diagonal Gaussians
+over the latent space instead of N(0, I). Why: a VAE trained with N(0, I) leaves the aggregate
+posterior q(z) = E_x q(z|x) far from N(0, I), so prior draws land where the encoder put no
+training row and the decoder's categorical shares drift (the VampPrior's argument, Tomczak &
+Welling 2018: the best prior is the aggregate posterior). A mixture fitted to q(z) draws where
+the decoder was trained.
 
-The KL term has no closed form for a mixture, so each step uses the one-sample Monte Carlo
-estimate log q(z|x) - log p(z) at the reparameterised z (its gradient also fits the prior to the
-posterior samples by maximum likelihood). One network, one optimiser, one phase: it trains under
-DDP like the TVAE. Sampling costs one uniform and one normal vector per row more than the TVAE
-(pick a component by inverse CDF, shift and scale), then the same numpy decoder forward.
+Two ways to train the mixture, both in the same single-phase ``train_step`` (one forward, one
+backward, so DDP syncs every parameter each step):
+
+- ``ex_post`` (default): the encoder and decoder train exactly as the TVAE's (closed-form KL to
+  N(0, I)), while the mixture fits their detached posterior samples by maximum likelihood beside
+  them: a density estimate of q(z), as the two-stage and ex-post-density VAEs do (Dai & Wipf
+  2019; Ghosh et al. 2020), but with no second stage to schedule.
+- ``joint``: the mixture is the ELBO's prior (Dilokthanakul et al. 2016); the KL term has no
+  closed form, so each step uses the one-sample estimate log q(z|x) - log p(z).
+
+On Adult ex post measured better than joint; the prior moved SDMetrics' pair trends, not the
+female "Husband" rows, which the decoder makes even from real rows' codes (benchmarks/RESULTS.md).
+Sampling costs one uniform and one normal vector per row more than the TVAE (a component by
+inverse CDF, shifted and scaled), then the same numpy decoder forward. ``fixed`` conditions are
+ignored (the bundle filters draws).
 """
 
 from __future__ import annotations
