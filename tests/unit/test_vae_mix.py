@@ -87,11 +87,14 @@ def marginal_error(t: TableTransformer, model, real: torch.Tensor, n=20_000) -> 
     synth = t.inverse_transform(model.sample(n, torch.Generator().manual_seed(3)).numpy())
     ref = t.inverse_transform(real.numpy())
     cats = [c.name for c in ADULT_SCHEMA.model_columns if c.kind == "categorical"]
-    tv = [0.5 * (synth[c].value_counts(normalize=True).sub(ref[c].value_counts(normalize=True), fill_value=0)
-                 .abs().sum()) for c in cats]
-    pair = lambda d: (d["sex"].astype(str) + "/" + d["relationship"].astype(str)).value_counts(normalize=True)  # noqa: E731
-    tv.append(0.5 * pair(synth).sub(pair(ref), fill_value=0).abs().sum())
-    return float(np.mean(tv))
+
+    def tv(a: pd.Series, b: pd.Series) -> float:
+        return 0.5 * a.value_counts(normalize=True).sub(b.value_counts(normalize=True), fill_value=0).abs().sum()
+
+    def pair(d: pd.DataFrame) -> pd.Series:
+        return d["sex"].astype(str) + "/" + d["relationship"].astype(str)
+
+    return float(np.mean([tv(synth[c], ref[c]) for c in cats] + [tv(pair(synth), pair(ref))]))
 
 
 def test_mixture_prior_learns_adult_and_samples_closer_than_the_standard_prior(adult):
