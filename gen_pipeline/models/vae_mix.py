@@ -148,7 +148,7 @@ class MixturePriorVAE(TabularVAE):
             u = torch.rand(rows, generator=generator, device=device)
             k = torch.searchsorted(cdf, u, right=True).clamp_(max=len(cdf) - 1)
             eps = torch.randn(rows, means.shape[1], generator=generator, device=device)
-            return torch.addcmul(means[k], scales[k], eps)
+            return torch.addcmul(means.index_select(0, k), scales.index_select(0, k), eps)
         return draw
 
     @torch.no_grad()
