@@ -109,6 +109,11 @@ class ModelConfig(_Strict):
     conditional: bool = True
     # TVAE only: weight of the reconstruction term against KL (TVAE's loss_factor).
     loss_factor: float = Field(default=2.0, gt=0.0)
+    # tvae_mix only: Gaussians in its learned mixture prior over the latent space.
+    prior_components: int = Field(default=64, ge=1)
+    # ex_post: the encoder and decoder train as the TVAE (KL to N(0, I)) while the mixture fits
+    # their posterior samples beside them, for sampling; joint: the mixture is the ELBO's prior.
+    prior_training: Literal["ex_post", "joint"] = "ex_post"
     # Image models (dcgan, conv_vae): conv width and VAE likelihood; ``conditional`` above makes
     # them class-conditional on the image label.
     base_channels: int = Field(default=32, ge=4)

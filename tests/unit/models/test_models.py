@@ -31,7 +31,7 @@ def _model(family, **kw):
     torch.manual_seed(0)
     cfg = ModelConfig(family=family, latent_dim=8, hidden_dims=(64, 64), discriminator_dims=(64, 64), **kw)
     m = build_model(cfg, SPANS, 6)
-    m.configure_optimizers(2e-3 if family == "tvae" else 1e-3, 0.0)
+    m.configure_optimizers(2e-3 if family.startswith("tvae") else 1e-3, 0.0)
     return m
 
 
@@ -102,7 +102,7 @@ def test_gan_has_no_anomaly_score():
         _model("gan").score(_data(10))
 
 
-@pytest.mark.parametrize("family", ["tvae", "gan"])
+@pytest.mark.parametrize("family", ["tvae", "gan", "tvae_mix"])
 def test_sampling_reproduces_from_a_seed(family):
     model = _model(family)
     a = model.sample(300, torch.Generator().manual_seed(5))
@@ -111,7 +111,7 @@ def test_sampling_reproduces_from_a_seed(family):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-@pytest.mark.parametrize("family", ["tvae", "gan"])
+@pytest.mark.parametrize("family", ["tvae", "gan", "tvae_mix"])
 def test_resume_from_checkpoint_matches_an_unbroken_run(family, tmp_path):
     torch.set_num_threads(1)
     data = _data(1200)
