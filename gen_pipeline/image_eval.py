@@ -105,8 +105,10 @@ def ensure_classifier(preprocess_dir: Path, epochs: int, seed: int = 0, log=None
         if not candidate.is_file():
             continue
         other = json.loads((candidate.parent / "manifest.json").read_text())
+        # (not one trained on a share of the train split: data.train_fraction < 1)
         same = other["fingerprint"] == manifest["fingerprint"] or (
-            _split_key(other) == _split_key(manifest) and not other.get("rows_excluded"))
+            _split_key(other) == _split_key(manifest) and not other.get("rows_excluded")
+            and other.get("train_fraction", 1.0) >= 1.0)
         d = torch.load(candidate, map_location="cpu", weights_only=True)
         if same and d["fingerprint"] == other["fingerprint"] and int(d["epochs"]) == epochs:
             clf = Classifier(side, k)
@@ -183,20 +185,31 @@ def grid_png(images: np.ndarray, path: Path, ncols: int = 10, scale: int = 2, pa
     return Path(path)
 
 
+MAX_GRID_ROWS = 20  # classes shown in a per-class grid; a set with more shows an evenly spaced sample
+
+
+def shown_classes(k: int, max_rows: int = MAX_GRID_ROWS) -> np.ndarray:
+    """The classes a per-class grid shows, one row each: all of them, or ``max_rows`` evenly
+    spaced ones (first and last included) when there are more."""
+    if k <= max_rows:
+        return np.arange(k)
+    return np.unique(np.rint(np.linspace(0, k - 1, max_rows)).astype(np.int64))
+
+
 def class_grid(model, transformer, per_class: int, seed: int, clf: Classifier | None = None) -> np.ndarray:
     """Images (K * per_class, S, S), one row per class: drawn with that condition when the model
     is conditional, else unconditional samples sorted into rows by the classifier's prediction."""
     g = torch.Generator().manual_seed(seed)
     k = transformer.num_classes
     if getattr(model, "k", 0):
-        labels = torch.arange(k).repeat_interleave(per_class)
+        labels = torch.from_numpy(shown_classes(k)).repeat_interleave(per_class)
         return transformer.pixels(model.sample(len(labels), generator=g, labels=labels).numpy())
     x = model.sample(max(per_class * k * 6, 200), generator=g).numpy()
     if clf is None or not k:
         return transformer.pixels(x[:per_class * max(k, 1)])
     pred = predict(clf, x)[1]
     rows = []
-    for c in range(k):
+    for c in shown_classes(k):
         pick = x[pred == c][:per_class]
         pick = np.concatenate([pick, np.zeros((per_class - len(pick), x.shape[1]), np.float32)])  # blanks
         rows.append(pick)
@@ -207,14 +220,18 @@ _REAL_FEATURES: dict[str, np.ndarray] = {}
 
 
 def log_epoch_images(client, loop_cfg: dict, model, transformer, epoch: int, n_fid: int = 2000) -> None:
-    """Rank 0, end of each epoch: a 10x10 sample grid (fixed seed) and, when the pipeline's
-    classifier exists, FID on ``n_fid`` samples against the real test split."""
+    """Rank 0, end of each epoch: a sample grid (fixed seed; a conditional model's has one row of
+    10 per class, see ``class_grid``) and, when the pipeline's classifier exists, FID on
+    ``n_fid`` samples against the real test split."""
     from gen_pipeline.images import read_encoded
 
     run_id = loop_cfg["mlflow_run_id"]
     pre = Path(loop_cfg["train_path"]).parent.parent
     with tempfile.TemporaryDirectory() as d:
-        images = transformer.pixels(model.sample(100, generator=torch.Generator().manual_seed(0)).cpu().numpy())
+        if getattr(model, "k", 0):
+            images = class_grid(model, transformer, 10, seed=0)
+        else:
+            images = transformer.pixels(model.sample(100, generator=torch.Generator().manual_seed(0)).cpu().numpy())
         client.log_artifact(run_id, str(grid_png(images, Path(d) / f"epoch_{epoch:03d}.png")), "samples")
     path = pre / CLASSIFIER_FILE
     if not path.is_file():
@@ -320,11 +337,24 @@ def stage_evaluate_images(cfg, rt, preprocess_dir: Path) -> dict:
     return {"version": cand_mv.version, "promoted": promote, "reason": reason, **metrics}
 
 
-def preview_grid(out: Path, transformer, n: int = 100) -> Path:
-    """``_preview.png`` beside the generated Parquet: the first ``n`` rows as a 10-wide grid."""
+def preview_grid(out: Path, transformer, n: int = 100, per_class: int = 10, scan: int = 20_000) -> Path:
+    """``_preview.png`` beside the generated Parquet. Labelled images: one row per class (up to
+    ``MAX_GRID_ROWS`` classes, evenly spaced when there are more), the first ``per_class``
+    images of that class among the first ``scan`` rows, a short row left blank, so a model
+    that draws one shape for every class shows it at a glance. Unlabelled: the first ``n``
+    rows, 10 per row."""
     import pyarrow.dataset as ds
 
-    table = ds.dataset(Path(out), format="parquet").head(n, columns=["image"])
-    images = np.frombuffer(b"".join(table.column("image").to_pylist()), np.uint8).reshape(
-        -1, transformer.size, transformer.size)
-    return grid_png(images, Path(out) / "_preview.png")
+    side = transformer.size
+    table = ds.dataset(Path(out), format="parquet").head(scan if transformer.num_classes else n,
+                                                         columns=["image", "label"])
+    images = np.frombuffer(b"".join(table.column("image").to_pylist()), np.uint8).reshape(-1, side, side)
+    labels = table.column("label").to_numpy(zero_copy_only=False)
+    labels = np.where(np.isnan(labels.astype(np.float64)), -1, labels).astype(np.int64)
+    if not transformer.num_classes or (labels < 0).all():
+        return grid_png(images[:n], Path(out) / "_preview.png")
+    rows = []
+    for c in shown_classes(transformer.num_classes):
+        pick = images[labels == c][:per_class]
+        rows.append(np.concatenate([pick, np.full((per_class - len(pick), side, side), 255, np.uint8)]))
+    return grid_png(np.concatenate(rows), Path(out) / "_preview.png", ncols=per_class)

@@ -7,7 +7,8 @@ The spec (``transform_spec.json``, ``kind: image``) records the shape, the scali
 class names, so generate inverts it to uint8 pixels and score encodes raw images the same way.
 
 Every raw image is a row: rows_in == rows_written + rows_quarantined (+ rows excluded from train
-by ``data.train_where``, a Spark SQL condition on ``label``). A wrong-size, unreadable or
+by ``data.train_where``, a Spark SQL condition on ``label``, + train rows left out by
+``data.train_fraction``, a seeded share kept to train on small sets). A wrong-size, unreadable or
 corrupt image goes to ``quarantine/`` with its source, index and reason.
 """
 
@@ -411,6 +412,15 @@ def run_image_preprocess(spark, source: ImageSource, cfg: PipelineConfig, out_di
         keep = (F.col("split") != "train") | F.expr(cfg.data.train_where)
         excluded = good.filter(~keep).count()
         good = good.filter(keep)
+    dropped = 0
+    if cfg.data.train_fraction < 1.0:
+        # A seeded share of the train split, by its own hash of (source, index): independent of the
+        # split's hash, and a smaller share keeps a subset of the images a larger one keeps.
+        v = F.pmod(F.xxhash64(F.lit("fraction:" + cfg.data.split_salt), F.col("source"), F.col("index")),
+                   F.lit(1_000_000)) / 1e6
+        keep = (F.col("split") != "train") | (v < F.lit(cfg.data.train_fraction))
+        dropped = good.filter(~keep).count()
+        good = good.filter(keep)
     key = F.xxhash64(F.lit("order:" + cfg.data.split_salt), F.col("source"), F.col("index"))
 
     def encode(batches):
@@ -441,7 +451,7 @@ def run_image_preprocess(spark, source: ImageSource, cfg: PipelineConfig, out_di
 
     rows_quarantined = sum(r["count"] for r in stats if not r["ok"])
     rows_written = sum(split_rows.values())
-    reconcile(rows_in, rows_written, rows_quarantined, excluded)
+    reconcile(rows_in, rows_written, rows_quarantined, excluded + dropped)
     inputs = [{"path": str(f), "sha256": file_sha256(f), "bytes": f.stat().st_size}
               for f in source.files[:10_000]]
     config_json = json.dumps(cfg.model_dump(mode="json")["data"], sort_keys=True)
@@ -450,6 +460,7 @@ def run_image_preprocess(spark, source: ImageSource, cfg: PipelineConfig, out_di
         "dataset": source.name, "kind": "image", "inputs": inputs,
         "rows_in": rows_in, "rows_written": rows_written, "rows_quarantined": rows_quarantined,
         "rows_excluded": excluded, "excluded_by": cfg.data.train_where,
+        "train_fraction": cfg.data.train_fraction, "rows_left_out_by_train_fraction": dropped,
         "splits": split_rows, "label_counts": label_counts,
         "quarantine_reasons": {r["kind"].strip(): r["count"] for r in reasons},
         "encoded_dim": transformer.output_dim, "image_shape": [1, size, size], "classes": list(classes),
@@ -461,7 +472,8 @@ def run_image_preprocess(spark, source: ImageSource, cfg: PipelineConfig, out_di
     write_json(stage / "manifest.json", manifest)
     commit(stage, out_dir)
     print(f"[preprocess] images in={rows_in} written={rows_written} quarantined={rows_quarantined} "
-          f"excluded from train={excluded} splits={split_rows} shape=1x{size}x{size} "
+          f"excluded from train={excluded} left out by train_fraction={dropped} splits={split_rows} "
+          f"shape=1x{size}x{size} "
           f"classes={len(classes)} -> {out_dir}", flush=True)
     return manifest
 

@@ -389,6 +389,29 @@ def fits_object_store(path: Path, ray, fraction: float) -> bool:
     return decoded <= fraction * ray.cluster_resources().get("object_store_memory", 0)
 
 
+IMAGE_MIN_STEPS = 3000  # train.min_steps when unset, for the image families (see TrainConfig)
+
+
+def steps_per_epoch(cfg: PipelineConfig, train_rows: int) -> tuple[int, str]:
+    """(optimizer steps per epoch for every rank, a note for the printed line).
+
+    One pass over the train split is ``train_rows // (workers * batch_size)`` steps. An epoch is
+    at least one pass, and long enough that ``train.epochs`` of them make ``train.min_steps``
+    steps: a small set then takes several passes per epoch (the loaders start over within an
+    epoch) instead of a few hundred steps in all. Every per-epoch thing (the line, MLflow
+    metrics, the checkpoint, the sample grid and FID, the ETA) stays one per epoch.
+    """
+    one_pass = max(1, train_rows // (cfg.train.num_workers * cfg.train.batch_size))
+    min_steps = cfg.train.min_steps
+    if min_steps is None:
+        min_steps = IMAGE_MIN_STEPS if cfg.model.family in ("dcgan", "conv_vae") else 0
+    steps = max(one_pass, -(-min_steps // cfg.train.epochs))
+    if steps == one_pass:
+        return steps, ""
+    return steps, (f" ({steps / one_pass:.1f} passes over the data per epoch, {steps * cfg.train.epochs} steps: "
+                   f"train.min_steps={min_steps})")
+
+
 def train_on_ray(cfg: PipelineConfig, runtime, preprocess_dir: Path, *, mlflow_run_id: str | None,
                  run_name: str, fail_at_epoch: int | None = None) -> TrainResult:
     """Run the DDP training on Ray Train; returns the final weights from the last checkpoint.
@@ -406,7 +429,7 @@ def train_on_ray(cfg: PipelineConfig, runtime, preprocess_dir: Path, *, mlflow_r
     train_path = preprocess_dir / "encoded" / "train"
     train_rows = manifest["splits"]["train"]
     world = cfg.train.num_workers
-    steps = max(1, train_rows // (world * cfg.train.batch_size))
+    steps, epochs_note = steps_per_epoch(cfg, train_rows)
     t0 = time.perf_counter()
     found = latest_checkpoint(Path(runtime.ray_storage) / run_name)
     if found and found[1] >= cfg.train.epochs:
@@ -441,7 +464,7 @@ def train_on_ray(cfg: PipelineConfig, runtime, preprocess_dir: Path, *, mlflow_r
             how = " (cached in the object store)"
     loop_cfg["split_per_rank"] = data_config is not None
     print(f"[train] {cfg.model.family} on {world} Ray Train worker(s), loader={cfg.train.loader}{how}, "
-          f"{train_rows} rows, {steps} steps/epoch x {cfg.train.epochs} epochs", flush=True)
+          f"{train_rows} rows, {steps} steps/epoch x {cfg.train.epochs} epochs{epochs_note}", flush=True)
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config=loop_cfg,
