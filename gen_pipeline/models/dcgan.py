@@ -6,7 +6,7 @@ discriminator with strided convs, leaky ReLU and dropout, N(0, 0.02) init, Adam 
 beta1 = 0.5, and one-sided label smoothing (real target 0.9; Salimans et al. 2016).
 Pixels come in [0, 1]; the discriminator sees them centred to [-1, 1].
 
-The small-data remedies, each switched by a ``ModelConfig`` field and on by default:
+The small-data remedies, each switched by a ``ModelConfig`` field (defaults in ``ModelConfig``):
 
 - ``diff_augment``: DiffAugment (Zhao et al. 2020, ``gen_pipeline.models.augment``): real and
   generated images go through the same random differentiable transformations before every
