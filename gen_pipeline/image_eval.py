@@ -228,8 +228,10 @@ def log_epoch_images(client, loop_cfg: dict, model, transformer, epoch: int, n_f
     run_id = loop_cfg["mlflow_run_id"]
     pre = Path(loop_cfg["train_path"]).parent.parent
     with tempfile.TemporaryDirectory() as d:
-        if getattr(model, "k", 0):
-            images = class_grid(model, transformer, 10, seed=0)
+        if getattr(model, "k", 0):  # one row of 10 per class, as class_grid lays it out
+            labels = torch.from_numpy(shown_classes(transformer.num_classes)).repeat_interleave(10)
+            x = model.sample(len(labels), generator=torch.Generator().manual_seed(0), labels=labels)
+            images = transformer.pixels(x.cpu().numpy())
         else:
             images = transformer.pixels(model.sample(100, generator=torch.Generator().manual_seed(0)).cpu().numpy())
         client.log_artifact(run_id, str(grid_png(images, Path(d) / f"epoch_{epoch:03d}.png")), "samples")
