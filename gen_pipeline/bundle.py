@@ -27,6 +27,9 @@ from gen_pipeline.models.base import GenerativeModel
 SAMPLE_CHUNK = 16_384
 FILES = {"weights": "weights.pt", "model_config": "model_config.json", "transform_spec": SPEC_FILE,
          "manifest": MANIFEST_FILE}  # artifact name -> file name: the bundle's one format
+# Model fields added after models were first registered, with the value that rebuilds those
+# models as they were trained (a config logged before a field existed lacks it).
+LEGACY_MODEL_FIELDS = {"upsample": "transposed", "spectral_norm": False, "ema_decay": 0.0, "diff_augment": "none"}
 MAX_REJECTION_DRAWS = 2_000_000  # conditional sampling gives up after this many draws if ...
 MIN_ACCEPTANCE = 1e-3  # ... fewer than this share of them matched
 
@@ -67,7 +70,9 @@ class ModelBundle:
     @classmethod
     def from_parts(cls, parts: dict[str, bytes]) -> "ModelBundle":
         state = torch.load(io.BytesIO(parts["weights"]), map_location="cpu", weights_only=True)
-        config = PipelineConfig.model_validate(json.loads(parts["model_config"]))
+        raw = json.loads(parts["model_config"])
+        raw["model"] = {**LEGACY_MODEL_FIELDS, **raw.get("model", {})}  # fields the logged config predates
+        config = PipelineConfig.model_validate(raw)
         return cls(config, json.loads(parts["transform_spec"]), state, json.loads(parts["manifest"]))
 
     def save(self, folder) -> dict[str, str]:

@@ -32,6 +32,9 @@ class DataConfig(_Strict):
     # image side every image must have (None = the dataset's own: 28 Fashion-MNIST, 8 digits).
     path: str | None = None
     image_size: int | None = Field(default=None, ge=4)
+    # Keep this seeded share of the TRAIN split (by a hash of each record's source and position,
+    # so a smaller share is a subset of a larger one); validation and test keep every record.
+    train_fraction: float = Field(default=1.0, gt=0.0, le=1.0)
     # A Spark SQL condition the TRAIN split must meet (e.g. "anomaly = 0" to learn normal rows
     # only); other train rows are counted as excluded, validation and test keep every row.
     train_where: str | None = None
@@ -118,12 +121,36 @@ class ModelConfig(_Strict):
     # them class-conditional on the image label.
     base_channels: int = Field(default=32, ge=4)
     likelihood: Literal["bernoulli", "continuous_bernoulli"] = "bernoulli"
+    # Image models: how the generator/decoder doubles the side. resize: nearest-neighbour x2
+    # then a 3x3 conv (Odena et al. 2016: no checkerboard); transposed: 4x4 stride-2 transposed convs.
+    upsample: Literal["resize", "transposed"] = "resize"
+    # DCGAN, the small-data remedies (see gen_pipeline/models/dcgan.py): DiffAugment's
+    # transformations of every image the discriminator sees ("" or "none": off; Zhao et al. 2020),
+    # spectral normalisation of the discriminator's layers (Miyato et al. 2018), the decay of the
+    # generator's exponential moving average used for sampling (0: off, sample the raw weights),
+    # and the R1 penalty on real images' gradients (Mescheder et al. 2018; 0: off), applied
+    # every r1_every discriminator steps with its weight scaled up to match (lazy regularisation).
+    # DiffAugment's default is its colour transformations only: on 8x8 digits translation and
+    # cutout made FID worse within 800 steps (benchmarks/RESULTS.md); "color,translation,cutout"
+    # is the paper's full policy, for long runs on small sets.
+    diff_augment: str = Field(default="color",
+                              pattern=r"^(|none|(color|translation|cutout)(,(color|translation|cutout))*)$")
+    spectral_norm: bool = True
+    ema_decay: float = Field(default=0.999, ge=0.0, lt=1.0)
+    r1_gamma: float = Field(default=0.0, ge=0.0)
+    r1_every: int = Field(default=16, ge=1)
 
 
 class TrainConfig(_Strict):
     """The training loop and its distribution over Ray Train workers."""
 
     epochs: int = Field(default=30, ge=1)
+    # The least number of optimizer steps (per worker) the run takes: a small train split makes
+    # each epoch longer (several passes over the data) instead of starving the model. An epoch
+    # stays the unit of the per-epoch lines, checkpoints and pictures: ``epochs`` of them, each of
+    # max(one pass, ceil(min_steps / epochs)) steps. None: the data kind's default (3,000 for
+    # images, 0, one pass per epoch, for tables).
+    min_steps: int | None = Field(default=None, ge=0)
     batch_size: int = Field(default=500, ge=2)
     lr: float = Field(default=1e-3, gt=0.0)
     weight_decay: float = Field(default=1e-5, ge=0.0)

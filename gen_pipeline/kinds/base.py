@@ -77,6 +77,7 @@ class DataKind:
     position: str = "line"  # the raw record's position column in its source
     split_columns: tuple[str, ...] = ()  # what the split hash reads (identical records, same split)
     quarantine_columns: tuple[str, ...] = ()  # written beside the reason for each bad record
+    default_min_steps: int = 0  # train.min_steps when the config leaves it unset
     reason_group: str = r"^(.*)$"  # the part of a reason the manifest counts by
 
     # ---- preprocess ------------------------------------------------------------------------

@@ -62,7 +62,10 @@ def one_hot_labels(n: int, k: int, fixed: dict | None, start: int | None, genera
 def init_dcgan(m: nn.Module) -> None:
     """N(0, 0.02) weights, as in the DCGAN paper; BatchNorm scales around 1."""
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-        nn.init.normal_(m.weight, 0.0, 0.02)
+        if nn.utils.parametrize.is_parametrized(m, "weight"):  # spectral norm: the raw weight
+            nn.init.normal_(m.parametrizations.weight.original, 0.0, 0.02)
+        else:
+            nn.init.normal_(m.weight, 0.0, 0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
     elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
@@ -70,10 +73,19 @@ def init_dcgan(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-class UpTower(nn.Module):
-    """(B, in_dim) -> (B, 1, S, S) logits: project to S/4 x S/4 x 2c, then two transposed convs."""
+def _up(in_ch: int, out_ch: int, upsample: str) -> list[nn.Module]:
+    """Double the side: a 4x4 stride-2 transposed conv, or nearest-neighbour x2 then a 3x3 conv
+    (resize-convolution, Odena et al. 2016: every output pixel gets the same number of kernel
+    taps, so no checkerboard)."""
+    if upsample == "transposed":
+        return [nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1)]
+    return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_ch, out_ch, 3, 1, 1)]
 
-    def __init__(self, in_dim: int, side: int, c: int, batch_norm: bool):
+
+class UpTower(nn.Module):
+    """(B, in_dim) -> (B, 1, S, S) logits: project to S/4 x S/4 x 2c, then two x2 upsamplings."""
+
+    def __init__(self, in_dim: int, side: int, c: int, batch_norm: bool, upsample: str = "transposed"):
         super().__init__()
         self.side, self.c = side, c
         q = side // 4
@@ -81,8 +93,8 @@ class UpTower(nn.Module):
         norm2 = nn.BatchNorm2d(c) if batch_norm else nn.Identity()
         self.project = nn.Sequential(nn.Linear(in_dim, 2 * c * q * q), norm1, nn.ReLU())
         self.up = nn.Sequential(
-            nn.ConvTranspose2d(2 * c, c, 4, 2, 1), norm2, nn.ReLU(),  # (B, c, S/2, S/2)
-            nn.ConvTranspose2d(c, 1, 4, 2, 1),                         # (B, 1, S, S)
+            *_up(2 * c, c, upsample), norm2, nn.ReLU(),  # (B, c, S/2, S/2)
+            *_up(c, 1, upsample),                        # (B, 1, S, S)
         )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -91,14 +103,19 @@ class UpTower(nn.Module):
 
 
 class DownTower(nn.Module):
-    """(B, in_ch, S, S) -> (B, 2c * (S/4)^2) features: two stride-2 convs with leaky ReLUs."""
+    """(B, in_ch, S, S) -> (B, 2c * (S/4)^2) features: two stride-2 convs with leaky ReLUs.
 
-    def __init__(self, in_ch: int, side: int, c: int, dropout: float = 0.0):
+    ``spectral_norm``: each conv's weight divided by its largest singular value (one power
+    iteration per training forward; Miyato et al. 2018), so the layer is 1-Lipschitz in its
+    reshaped-matrix norm and the discriminator cannot sharpen without bound on few images."""
+
+    def __init__(self, in_ch: int, side: int, c: int, dropout: float = 0.0, spectral_norm: bool = False):
         super().__init__()
         self.out_dim = 2 * c * (side // 4) ** 2
+        sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
         self.net = nn.Sequential(
-            nn.Conv2d(in_ch, c, 4, 2, 1), nn.LeakyReLU(0.2), nn.Dropout(dropout),      # (B, c, S/2, S/2)
-            nn.Conv2d(c, 2 * c, 4, 2, 1), nn.LeakyReLU(0.2), nn.Dropout(dropout),  # (B, 2c, S/4, S/4)
+            sn(nn.Conv2d(in_ch, c, 4, 2, 1)), nn.LeakyReLU(0.2), nn.Dropout(dropout),      # (B, c, S/2, S/2)
+            sn(nn.Conv2d(c, 2 * c, 4, 2, 1)), nn.LeakyReLU(0.2), nn.Dropout(dropout),  # (B, 2c, S/4, S/4)
             nn.Flatten(),
         )
 

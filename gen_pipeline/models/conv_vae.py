@@ -46,12 +46,12 @@ def cb_mean(logits: torch.Tensor) -> torch.Tensor:
 class _ConvVAENet(nn.Module):
     """Encoder + decoder in one module, so one DDP wrapper syncs all of it."""
 
-    def __init__(self, side: int, k: int, latent: int, c: int):
+    def __init__(self, side: int, k: int, latent: int, c: int, upsample: str = "transposed"):
         super().__init__()
         self.side, self.k = side, k
         self.encoder = DownTower(1 + k, side, c)
         self.to_stats = nn.Linear(self.encoder.out_dim, 2 * latent)  # mu and log-variance
-        self.decoder = UpTower(latent + k, side, c, batch_norm=False)
+        self.decoder = UpTower(latent + k, side, c, batch_norm=False, upsample=upsample)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(torch.cat([x, label_planes(y, self.side)], 1))
@@ -76,7 +76,7 @@ class ConvVAE(GenerativeModel):
         self.k = k if cfg.conditional else 0
         self.conditional = self.k > 0
         self.label_start = label_start(spans)
-        self.net = _ConvVAENet(self.side, self.k, cfg.latent_dim, cfg.base_channels)
+        self.net = _ConvVAENet(self.side, self.k, cfg.latent_dim, cfg.base_channels, cfg.upsample)
         object.__setattr__(self, "_run", self.net)  # the DDP-wrapped view, not part of state_dict
 
     def configure_optimizers(self, lr: float, weight_decay: float) -> None:

@@ -49,7 +49,8 @@ def fingerprint(inputs: list[dict], cfg: PipelineConfig) -> str:
 
 
 def reconcile(rows_in: int, rows_written: int, rows_quarantined: int, rows_excluded: int) -> None:
-    """Never drop silently: every record read is written, quarantined or excluded by train_where."""
+    """Never drop silently: every record read is written, quarantined or excluded (by
+    ``train_where``, or left out of the train split by ``train_fraction``)."""
     if rows_in != rows_written + rows_quarantined + rows_excluded:
         raise PipelineError(f"row counts do not reconcile: in={rows_in} written={rows_written} "
                             f"quarantined={rows_quarantined} excluded={rows_excluded}")
@@ -109,12 +110,21 @@ def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_di
         keep = (F.col("split") != "train") | F.expr(cfg.data.train_where)
         excluded = good.filter(~keep).count()
         good = good.filter(keep)
+    dropped = 0
+    if cfg.data.train_fraction < 1.0:
+        # A seeded share of the train split, by its own hash of (source, position): independent of
+        # the split's hash, and a smaller share keeps a subset of the records a larger one keeps.
+        v = F.pmod(F.xxhash64(F.lit("fraction:" + cfg.data.split_salt), F.col("source"), F.col(position)),
+                   F.lit(1_000_000)) / 1e6
+        keep = (F.col("split") != "train") | (v < F.lit(cfg.data.train_fraction))
+        dropped = good.filter(~keep).count()
+        good = good.filter(keep)
     spec = kind.fit(spark, good, records, cfg)
     split_rows = {s: 0 for s in SPLITS}
     for r in stats:
         if r["ok"]:
             split_rows[r["split"]] += r["count"]
-    split_rows["train"] -= excluded
+    split_rows["train"] -= excluded + dropped
     columns, encode, ddl = kind.encoder(spec)
     clean = kind.clean_columns(spec)
     for split in SPLITS:
@@ -129,7 +139,7 @@ def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_di
 
     rows_quarantined = sum(r["count"] for r in stats if not r["ok"])
     rows_written = sum(split_rows.values())
-    reconcile(rows_in, rows_written, rows_quarantined, excluded)
+    reconcile(rows_in, rows_written, rows_quarantined, excluded + dropped)
     per_file: dict[str, dict] = {}
     for r in stats:
         d = per_file.setdefault(r["source"], {"rows_in": 0, "rows_quarantined": 0})
@@ -141,6 +151,7 @@ def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_di
         "dataset": records.name, "kind": kind.name, "inputs": inputs,
         "rows_in": rows_in, "rows_written": rows_written, "rows_quarantined": rows_quarantined,
         "rows_excluded": excluded, "excluded_by": cfg.data.train_where, "split_by": cfg.data.split,
+        "train_fraction": cfg.data.train_fraction, "rows_left_out_by_train_fraction": dropped,
         "splits": split_rows, "quarantine_reasons": {r["kind"]: r["count"] for r in reasons},
         **extras,
         "fingerprint": fingerprint(records.inputs, cfg), "spec_version": spec["version"],
@@ -153,7 +164,8 @@ def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_di
         write_json(stage / name, content)
     commit(stage, out_dir)
     print(f"[preprocess] {kind.name} records in={rows_in} written={rows_written} quarantined={rows_quarantined} "
-          f"excluded from train={excluded} splits={split_rows} {kind.describe(spec)} -> {out_dir}", flush=True)
+          f"excluded from train={excluded}" + (f" left out by train_fraction={dropped}" if dropped else "")
+          + f" splits={split_rows} {kind.describe(spec)} -> {out_dir}", flush=True)
     return manifest
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gen_pipeline.config import PipelineConfig
+from gen_pipeline.kinds import kind_of
 from gen_pipeline.layout import PreprocessOutput
 from gen_pipeline.training.checkpoints import CHECKPOINT_FILE, latest_checkpoint, load_checkpoint
 from gen_pipeline.training.shell import TrainPlan, worker_loop
@@ -29,6 +30,25 @@ def log_missing_epochs(client, run_id: str, history: list[dict[str, float]]) -> 
         client.log_batch(run_id, metrics=missing[i:i + 1000])
     return len({m.step for m in missing})
 
+
+
+def steps_per_epoch(cfg: PipelineConfig, train_rows: int, default_min_steps: int) -> tuple[int, str]:
+    """(optimizer steps per epoch for every rank, a note for the printed line).
+
+    One pass over the train split is ``train_rows // (workers * batch_size)`` steps. An epoch is
+    at least one pass, and long enough that ``train.epochs`` of them make ``train.min_steps``
+    steps (None: the data kind's default, 3,000 for images, 0 for tables): a small set then
+    takes several passes per epoch (the loaders start over within an epoch) instead of a few
+    hundred steps in all. Every per-epoch thing (the line, MLflow metrics, the checkpoint, the
+    sample grid and FID, the ETA) stays one per epoch.
+    """
+    one_pass = max(1, train_rows // (cfg.train.num_workers * cfg.train.batch_size))
+    min_steps = default_min_steps if cfg.train.min_steps is None else cfg.train.min_steps
+    steps = max(one_pass, -(-min_steps // cfg.train.epochs))
+    if steps == one_pass:
+        return steps, ""
+    return steps, (f" ({steps / one_pass:.1f} passes over the data per epoch, {steps * cfg.train.epochs} steps: "
+                   f"train.min_steps={min_steps})")
 
 
 @dataclass
@@ -79,7 +99,7 @@ def train_on_ray(cfg: PipelineConfig, runtime, preprocess_dir: Path, *, mlflow_r
     train_path = data.encoded("train")
     train_rows = manifest["splits"]["train"]
     world = cfg.train.num_workers
-    steps = max(1, train_rows // (world * cfg.train.batch_size))
+    steps, epochs_note = steps_per_epoch(cfg, train_rows, kind_of(manifest=manifest).default_min_steps)
     t0 = time.perf_counter()
     found = latest_checkpoint(Path(ray_storage) / run_name)
     if found and found[1] >= cfg.train.epochs:
@@ -111,7 +131,7 @@ def train_on_ray(cfg: PipelineConfig, runtime, preprocess_dir: Path, *, mlflow_r
                      mlflow_run_id=mlflow_run_id, resume_path=str(found[0]) if found else None,
                      resume_epoch=found[1] if found else 0, fail_at_epoch=fail_at_epoch)
     print(f"[train] {cfg.model.family} on {world} Ray Train worker(s), loader={cfg.train.loader}{how}, "
-          f"{train_rows} rows, {steps} steps/epoch x {cfg.train.epochs} epochs", flush=True)
+          f"{train_rows} rows, {steps} steps/epoch x {cfg.train.epochs} epochs{epochs_note}", flush=True)
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={"plan": plan},

@@ -76,3 +76,20 @@ def test_npz_with_corrupt_images_and_a_train_filter(spark, tmp_path):
     assert q["index"].tolist() == [7, 8]
     assert q["reason"].iloc[0] == "corrupt: non-finite pixel values"
     assert q["reason"].iloc[1].startswith("corrupt: pixel values outside the integers 0..255 (min -3, max ")
+
+
+def test_train_fraction_keeps_a_seeded_share_of_train_only(spark, tmp_path):
+    x = np.random.default_rng(2).integers(0, 256, (1000, 8, 8)).astype(np.uint8)
+    np.savez(tmp_path / "set.npz", x=x, y=np.arange(1000) % 5)
+    over = ["data.dataset=image_npz", f"data.path={tmp_path / 'set.npz'}", "data.image_size=8"]
+    full = run_preprocess(spark, load_config("configs/digits_dcgan_tiny.yaml", over), None, tmp_path / "full")
+    part = run_preprocess(spark, load_config("configs/digits_dcgan_tiny.yaml", over + ["data.train_fraction=0.25"]),
+                          None, tmp_path / "part")
+    assert part["train_fraction"] == 0.25 and full["train_fraction"] == 1.0
+    assert part["splits"]["validation"] == full["splits"]["validation"]  # untouched
+    assert part["splits"]["test"] == full["splits"]["test"]
+    assert abs(part["splits"]["train"] - 0.25 * full["splits"]["train"]) < 0.06 * full["splits"]["train"]
+    assert part["rows_left_out_by_train_fraction"] == full["splits"]["train"] - part["splits"]["train"]
+    assert part["rows_in"] == part["rows_written"] + part["rows_quarantined"] + part["rows_left_out_by_train_fraction"]
+    kept = {r.tobytes() for r in PreprocessOutput(tmp_path / "part").read_encoded("train")[0]}
+    assert kept <= {r.tobytes() for r in PreprocessOutput(tmp_path / "full").read_encoded("train")[0]}  # a subset

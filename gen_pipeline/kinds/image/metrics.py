@@ -101,8 +101,10 @@ def ensure_classifier(data: PreprocessOutput, epochs: int, seed: int = 0, log=No
         if not candidate.is_file():
             continue
         other = PreprocessOutput(candidate.parent).manifest
+        # (not one trained on a share of the train split: data.train_fraction < 1)
         same = other["fingerprint"] == manifest["fingerprint"] or (
-            _split_key(other) == _split_key(manifest) and not other.get("rows_excluded"))
+            _split_key(other) == _split_key(manifest) and not other.get("rows_excluded")
+            and other.get("train_fraction", 1.0) >= 1.0)
         d = torch.load(candidate, map_location="cpu", weights_only=True)
         if same and d["fingerprint"] == other["fingerprint"] and int(d["epochs"]) == epochs:
             clf = Classifier(side, k)
