@@ -117,12 +117,15 @@ class TabularVAE(GenerativeModel):
         opt.step()
         return {"loss": loss.detach(), "recon_nll": nll.detach(), "kl": kl.detach()}
 
+    def _prior_draw(self, generator: torch.Generator | None, device):
+        """A function rows -> (rows, L) draws from the prior, N(0, I), for ``forward_numpy``."""
+        return lambda rows: torch.randn(rows, self.cfg.latent_dim, generator=generator, device=device)
+
     @torch.no_grad()
     def sample_raw(self, n: int, generator: torch.Generator | None = None,
                    fixed: dict[int, int] | None = None) -> torch.Tensor:
         device = self.net.log_sigma.device
-        out = forward_numpy(self.net.decoder, n=n, x=lambda rows: torch.randn(
-            rows, self.cfg.latent_dim, generator=generator, device=device))  # prior noise, a block at a time
+        out = forward_numpy(self.net.decoder, n=n, x=self._prior_draw(generator, device))  # a block at a time
         if self.bounded_idx:  # in place: no copy of the whole (N, D) output as in training's _squash
             out[:, self._bounded] = torch.tanh(out[:, self._bounded])
         if self.cont_idx:

@@ -32,7 +32,7 @@ import math
 import torch
 from torch import nn
 
-from gen_pipeline.models.base import forward_numpy, mlp
+from gen_pipeline.models.base import mlp
 from gen_pipeline.models.vae import TabularVAE
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -149,18 +149,6 @@ class MixturePriorVAE(TabularVAE):
             eps = torch.randn(rows, means.shape[1], generator=generator, device=device)
             return torch.addcmul(means.index_select(0, k), scales.index_select(0, k), eps)
         return draw
-
-    @torch.no_grad()
-    def sample_raw(self, n: int, generator: torch.Generator | None = None,
-                   fixed: dict[int, int] | None = None) -> torch.Tensor:
-        device = self.net.log_sigma.device
-        out = forward_numpy(self.net.decoder, n=n, x=self._prior_draw(generator, device))
-        if self.bounded_idx:
-            out[:, self._bounded] = torch.tanh(out[:, self._bounded])
-        if self.cont_idx:
-            noise = torch.randn(n, len(self.cont_idx), generator=generator, device=device)
-            out[:, self._cont] = out[:, self._cont] + noise * self._sigma()
-        return out
 
     @torch.no_grad()
     def score(self, x: torch.Tensor) -> torch.Tensor:
