@@ -1,16 +1,11 @@
-"""Table schemas and the parser that turns raw text lines into typed rows or quarantine reasons.
-
-The parser is pure pandas so unit tests reach it without Spark; preprocess and score run it
-inside Spark's ``mapInPandas``.
-"""
+"""Table schemas: each column's kind and type, how its raw files are read (Spark's readers, in
+``sources.py``), written to and read from the editable YAML file a user keeps."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-import numpy as np
-import pandas as pd
 
 # A ``label`` column (e.g. an anomaly flag) is read, validated and carried through scoring, but
 # never modelled or generated. ``boolean``, ``datetime`` and ``date`` are modelled and regenerated
@@ -25,7 +20,7 @@ ENCODED_KINDS = ("continuous", "categorical", "boolean", "datetime", "date")
 _SPARK_TYPES = {"int": "bigint", "float": "double", "string": "string", "bool": "boolean", "date": "date",
                 "timestamp": "timestamp_ntz"}
 
-REASON = "_reason"  # column the parser fills for a row it cannot use (None when the row is good)
+REASON = "_reason"  # the reader's column for a row it cannot use (None when the row is good)
 
 
 @dataclass(frozen=True)
@@ -149,82 +144,3 @@ class TableSchema:
             if c.kind in allowed and c.dtype not in allowed[c.kind]:
                 raise PipelineError(f"{where}: column {c.name}: kind {c.kind} needs dtype "
                                     f"{' or '.join(allowed[c.kind])}, not {c.dtype}")
-
-
-
-_NUMBER = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
-_NON_FINITE = r"(?i)^[+-]?(nan|inf|infinity)$"
-
-
-def parse_table(lines, schema: TableSchema):
-    """Parse raw text lines into typed columns with Arrow compute kernels (no Python per row).
-
-    ``lines`` is an Arrow table with ``source`` (file), ``line`` (1-based) and ``text``. Blank
-    and comment lines are not data and are dropped. Returns the other rows with the schema's
-    columns added (int64 / float64 / string) and ``_reason`` set for rows that cannot be used:
-    wrong field count, not a number, not finite, not an integer.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    stripped = pc.utf8_trim_whitespace(lines.column("text"))
-    is_data = pc.not_equal(stripped, "")
-    if schema.comment_prefix:
-        is_data = pc.and_(is_data, pc.invert(pc.starts_with(stripped, schema.comment_prefix)))
-    lines = lines.filter(is_data).select(["source", "line", "text"]).combine_chunks()
-    n, n_cols = lines.num_rows, len(schema.columns)
-    parts = pc.split_pattern(lines.column("text"), pattern=schema.separator)
-    n_fields = pc.list_value_length(parts)
-    wrong = pc.not_equal(n_fields, n_cols)
-    wrong_np = wrong.to_numpy(zero_copy_only=False)
-    # Rows with the wrong field count get a filler list so every field index exists.
-    filler = pa.scalar([""] * n_cols, type=pa.list_(pa.string()))
-    parts = pc.if_else(wrong, filler, parts)
-    problems: dict[int, list[str]] = {}
-
-    def flag(mask, field, message: str) -> None:
-        for i in np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool) & ~wrong_np):
-            problems.setdefault(int(i), []).append(message.format(value=field[int(i)].as_py()))
-
-    columns = []
-    for k, col in enumerate(schema.columns):
-        field = pc.utf8_trim_whitespace(pc.list_element(parts, k))
-        if schema.strip_suffix and col.dtype == "string":
-            cut = pc.utf8_slice_codeunits(field, 0, -len(schema.strip_suffix))
-            field = pc.if_else(pc.ends_with(field, schema.strip_suffix), cut, field)
-        missing = pc.or_(pc.or_(pc.equal(field, schema.missing_token), pc.equal(field, "")), wrong)
-        if col.dtype == "string":
-            columns.append(pc.if_else(missing, pa.scalar(None, pa.string()), field))
-            continue
-        present = pc.invert(missing)
-        is_num = pc.match_substring_regex(field, _NUMBER)
-        num = pc.cast(pc.if_else(is_num, field, "0"), pa.float64())
-        non_finite = pc.and_(present, pc.or_(pc.match_substring_regex(field, _NON_FINITE), pc.is_inf(num)))
-        not_number = pc.and_(present, pc.invert(pc.or_(is_num, non_finite)))
-        flag(not_number, field, f"column {col.name}: {{value!r}} is not a number")
-        flag(non_finite, field, f"column {col.name}: {{value!r}} is not finite (NaN/inf are not data)")
-        ok = pc.and_(present, pc.and_(is_num, pc.invert(non_finite)))
-        if col.dtype == "int":
-            fractional = pc.and_(ok, pc.not_equal(num, pc.floor(num)))
-            flag(fractional, field, f"column {col.name}: {{value!r}} is not an integer")
-            ok = pc.and_(ok, pc.invert(fractional))
-            columns.append(pc.if_else(ok, pc.cast(pc.if_else(ok, num, 0.0), pa.int64()), pa.scalar(None, pa.int64())))
-        else:
-            columns.append(pc.if_else(ok, num, pa.scalar(None, pa.float64())))
-    reasons = [None] * n
-    for i in np.flatnonzero(wrong_np):
-        reasons[i] = f"expected {n_cols} fields separated by {schema.separator!r}, got {n_fields[int(i)].as_py()}"
-    for i, msgs in problems.items():
-        reasons[i] = "; ".join(msgs)
-    out = lines
-    for col, values in zip(schema.columns, columns):
-        out = out.append_column(col.name, values)
-    return out.append_column(REASON, pa.array(reasons, type=pa.string()))
-
-
-def parse_lines(lines: pd.DataFrame, schema: TableSchema) -> pd.DataFrame:
-    """``parse_table`` for a pandas frame (integers come back as nullable Int64)."""
-    import pyarrow as pa
-
-    table = pa.Table.from_pandas(lines[["source", "line", "text"]], preserve_index=False)
-    return parse_table(table, schema).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)

@@ -17,7 +17,7 @@ import numpy as np
 from gen_pipeline.kinds.table.schema import REASON, TableSchema
 
 def score_table(bundle, parsed, schema: TableSchema):
-    """Parsed lines (``parse_table``'s output) -> source, line, the columns, score, reason."""
+    """Typed rows (``sources.read_table``'s output) -> source, line, the columns, score, reason."""
     import pyarrow as pa
 
     reasons = np.asarray(parsed.column(REASON).to_pylist(), dtype=object)
