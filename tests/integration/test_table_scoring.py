@@ -33,8 +33,8 @@ def _bundle() -> ModelBundle:
 
 def test_score_table_gives_each_row_a_score_or_a_reason(spark, tmp_path):
     texts = ["39,Male,0", "50,Female,1", "x,Male,0", "41,Alien,0", "1,2", "", "77,Female,1"]
-    (tmp_path / "f").write_text("\n".join(texts) + "\n")
-    records, _ = read_table(spark, [tmp_path / "f"], SCHEMA)  # Spark's CSV reader + the validation pass
+    (tmp_path / "f.csv").write_text("\n".join(texts) + "\n")
+    records, _ = read_table(spark, [tmp_path / "f.csv"], SCHEMA)  # Spark's CSV reader + the validation pass
     typed = pa.Table.from_batches(records.orderBy("line")._collect_as_arrow())
     out = score_table(_bundle(), typed, SCHEMA).to_pandas()
     assert out["line"].tolist() == [1, 2, 3, 4, 5, 7]  # the blank line is not data
