@@ -52,15 +52,15 @@ def anomaly(work: Path, components: int) -> dict:
     from sklearn.decomposition import PCA
     from sklearn.metrics import roc_auc_score
 
-    from gen_pipeline.images import read_encoded
+    from gen_pipeline.layout import PreprocessOutput
 
     scored = pq.read_table(work / "outputs/fashion_vae_anomaly/scored").to_pandas()
     scored = scored[scored["score"].notna()].sort_values("index")
     ours = roc_auc_score(scored["anomaly"], scored["score"])
     plain = roc_auc_score(scored["anomaly"], scored["neg_elbo"]) if "neg_elbo" in scored else None
     pre = work / "runs/fashion_vae_anomaly/preprocess"
-    x_train, y_train = read_encoded(pre, "train")
-    x_test, y_test = read_encoded(pre, "test")
+    x_train, y_train = PreprocessOutput(pre).read_encoded("train")
+    x_test, y_test = PreprocessOutput(pre).read_encoded("test")
     pca = PCA(n_components=components, random_state=0).fit(x_train[:, :784])
     recon = pca.inverse_transform(pca.transform(x_test[:, :784]))
     err = ((x_test[:, :784] - recon) ** 2).sum(1)
@@ -75,13 +75,13 @@ def augmentation(work: Path, per_class: int, synth_per_class: int, epochs: int, 
     """Classifier on ``per_class`` real images per class, alone and with generated images added."""
     import torch
 
-    from gen_pipeline.image_eval import accuracy, predict, train_classifier
-    from gen_pipeline.images import read_encoded
+    from gen_pipeline.kinds.image.metrics import accuracy, predict, train_classifier
+    from gen_pipeline.layout import PreprocessOutput
     from gen_pipeline.registry import resolve
 
     pre = work / "runs/fashion_dcgan/preprocess"
-    x, y = read_encoded(pre, "train")
-    xt, yt = read_encoded(pre, "test")
+    x, y = PreprocessOutput(pre).read_encoded("train")
+    xt, yt = PreprocessOutput(pre).read_encoded("test")
     rng = np.random.default_rng(0)
     pick = np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in range(10)])
     xr, yr = x[pick], y[pick]
@@ -96,7 +96,7 @@ def augmentation(work: Path, per_class: int, synth_per_class: int, epochs: int, 
     for name in models:
         _, pyfunc = resolve(f"models:/{name}@champion")
         labels = torch.arange(10).repeat_interleave(synth_per_class)
-        xs = pyfunc.bundle.model.sample(len(labels), generator=torch.Generator().manual_seed(0), labels=labels).numpy()
+        xs = pyfunc.bundle.model.sample(len(labels), generator=torch.Generator().manual_seed(0), fixed={pyfunc.bundle.model.label_start: labels}).numpy()
         # Pixels round-trip through uint8, exactly as generate writes them.
         xs[:, :784] = np.rint(xs[:, :784] * 255) / 255
         ys = labels.numpy()
@@ -131,26 +131,29 @@ def small_data(work: Path, fractions: list[float], configs: list[str], variants:
                max_steps: int | None) -> list[dict]:
     """Each config x training share x remedy variant, trained in this process (no Spark/Ray) the way
     ``train`` sizes it: one worker with the global batch (``batch_size x num_workers``), epochs of
-    ``gen_pipeline.train.steps_per_epoch`` steps (``train.min_steps``). The share is a seeded
+    ``gen_pipeline.training.driver.steps_per_epoch`` steps (``train.min_steps``). The share is a seeded
     subset of the full run's train split (a prefix of one permutation: 1% within 10% within
     100%). FID (10,000 samples) and conditional accuracy always on the classifier of the FULL
     train split and the official 10,000 test images, so the yardstick does not move."""
     import torch
 
     from gen_pipeline.config import load_config
-    from gen_pipeline.image_eval import ensure_classifier, fid, predict
-    from gen_pipeline.images import ImageTransformer, read_encoded
-    from gen_pipeline.loaders import memory_source
+    from gen_pipeline.kinds.image.metrics import ensure_classifier, fid, predict
+    from gen_pipeline.kinds.image.transform import ImageTransformer
+    from gen_pipeline.layout import PreprocessOutput
+    from gen_pipeline.training.loaders import memory_source
     from gen_pipeline.models import build_model
-    from gen_pipeline.train import fit, steps_per_epoch
+    from gen_pipeline.kinds.image import IMAGE
+    from gen_pipeline.training.driver import steps_per_epoch
+    from gen_pipeline.training.loop import fit
 
     rows = []
     for config in configs:
         cfg0 = load_config(config)
         pre = work / f"runs/{cfg0.name}/preprocess"
-        clf, info = ensure_classifier(pre, cfg0.evaluate.classifier_epochs)
-        x, _ = read_encoded(pre, "train")
-        xt, yt = read_encoded(pre, "test")
+        clf, info = ensure_classifier(PreprocessOutput(pre), cfg0.evaluate.classifier_epochs)
+        x, _ = PreprocessOutput(pre).read_encoded("train")
+        xt, yt = PreprocessOutput(pre).read_encoded("test")
         tr = ImageTransformer(json.loads((pre / "transform_spec.json").read_text()))
         order = np.random.default_rng(seed).permutation(len(x))
         for fraction in fractions:
@@ -163,7 +166,7 @@ def small_data(work: Path, fractions: list[float], configs: list[str], variants:
                 batch = cfg.train.batch_size * cfg.train.num_workers
                 one = cfg.model_copy(update={"train": cfg.train.model_copy(update={"num_workers": 1,
                                                                                    "batch_size": batch})})
-                steps, _ = steps_per_epoch(one, len(part))
+                steps, _ = steps_per_epoch(one, len(part), IMAGE.default_min_steps)
                 epochs = cfg.train.epochs
                 if max_steps and steps * epochs > max_steps:  # a quick look, said in the row
                     steps = max(1, max_steps // epochs)
@@ -177,7 +180,7 @@ def small_data(work: Path, fractions: list[float], configs: list[str], variants:
                 model.eval()
                 fake = model.sample(10_000, generator=torch.Generator().manual_seed(1)).numpy()
                 labels = torch.arange(10_000) % tr.num_classes
-                cond = model.sample(10_000, generator=torch.Generator().manual_seed(2), labels=labels).numpy()
+                cond = model.sample(10_000, generator=torch.Generator().manual_seed(2), fixed={model.label_start: labels}).numpy()
                 row = {"config": cfg0.name, "train_share": fraction, "train_images": int(len(part)),
                        "variant": name, "overrides": over, "steps": steps * epochs, "batch": batch,
                        "fid": round(fid(clf, xt, fake), 2),
