@@ -83,7 +83,8 @@ def chunk_table(start: int, n: int, seed: int):
         k = [3, 5, 7, 10, 12, 15, 20, 30, 40][i]
         p = 1 / np.arange(1, k + 1) ** 1.1
         codes = rng.choice(k, n, p=p / p.sum())
-        out[name] = nulls(np.array([f"{name[-1]}v{j}" for j in range(k)], dtype=object)[codes], 0.03 if i % 3 == 0 else 0)
+        values = np.array([f"{name[-1]}v{j}" for j in range(k)], dtype=object)[codes]
+        out[name] = nulls(values, 0.03 if i % 3 == 0 else 0)
     for name, k in (("cat_high_50k", 50_000), ("cat_high_5k", 5_000)):
         codes = (rng.zipf(1.3, n) - 1) % k if k == 50_000 else rng.integers(0, k, n)
         out[name] = nulls(np.char.add("u", codes.astype(str)).astype(object), 0.02)
@@ -208,7 +209,8 @@ def main() -> None:
     sizes = sorted({args.rows} | (set() if args.skip_1m else {1_000_000}))
     for rows in sizes:
         csv = work / f"table_{rows}.csv"
-        r: dict = {"rows": rows, "csv_build_s": round(build_csv(csv, rows), 1), "csv_mb": round(csv.stat().st_size / 2**20)}
+        r: dict = {"rows": rows, "csv_build_s": round(build_csv(csv, rows), 1),
+                   "csv_mb": round(csv.stat().st_size / 2**20)}
         inferred = monitored([*me, "--child", "infer", "--csv", str(csv), "--work-dir", str(work / f"w{rows}")])
         r["infer_s"] = round(result(inferred["log"])["infer_s"], 2)
         pre = monitored([sys.executable, "-m", "gen_pipeline.cli", "preprocess", "--data", str(csv), "--name", NAME,
