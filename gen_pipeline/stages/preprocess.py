@@ -128,12 +128,16 @@ def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_di
     columns, encode, ddl = kind.encoder(spec)
     clean = kind.clean_columns(spec)
     for split in SPLITS:
-        part = good.filter(F.col("split") == split).repartition(cfg.data.num_files, "_key") \
+        needed = list(dict.fromkeys([*(clean or []), *columns, "_key"]))
+        part = good.filter(F.col("split") == split).select(*needed).repartition(cfg.data.num_files, "_key") \
             .sortWithinPartitions("_key")
-        if clean:
+        if clean:  # both writes read the split shuffled and sorted once, from the cache
+            part = part.persist(StorageLevel.MEMORY_AND_DISK)
             part.select(*clean).write.mode("overwrite").parquet(str(out.clean(split)))
         part.select(*columns).mapInArrow(encode, ddl).write.mode("overwrite") \
             .options(**ENCODED_PARQUET_OPTIONS).parquet(str(out.encoded(split)))
+        if clean:
+            part.unpersist()
     extras = kind.manifest_extras(spark, out, spec, records)
     parsed.unpersist()
 
