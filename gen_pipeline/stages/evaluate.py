@@ -6,11 +6,19 @@ and the report, metrics, decision and reason land on the candidate's run and mod
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
 from gen_pipeline.config import PipelineConfig
 from gen_pipeline.layout import PreprocessOutput, RunLayout
+
+
+def metric_key(name: str) -> str:
+    """``name`` as MLflow accepts a metric key: a per-column metric of a user's column such as
+    ``Culmen Length (mm)`` or ``Delta 15 N (o/oo)`` keeps letters, digits, ``_ - .`` and spaces,
+    the rest becomes ``_`` (report.json keeps the column's own name)."""
+    return re.sub(r"[^\w\-. ]", "_", name)
 
 
 def stage_evaluate(cfg: PipelineConfig, rt) -> dict:
@@ -39,7 +47,7 @@ def stage_evaluate(cfg: PipelineConfig, rt) -> dict:
         promote, reason = False, "the candidate is already the champion" + ("" if promote else f"; {reason}")
 
     for k, v in metrics.items():
-        client.log_metric(cand_mv.run_id, f"eval_{k}", v)
+        client.log_metric(cand_mv.run_id, metric_key(f"eval_{k}"), v)
     title = f"{cfg.model_name} v{cand_mv.version}: {'promoted' if promote else 'not promoted'} ({reason})"
     with tempfile.TemporaryDirectory() as d:
         for write in result.artifacts.values():

@@ -102,3 +102,28 @@ def raw_table(dataset: str, datasets_dir: Path) -> RawTable:
     if dataset not in DATASETS:
         raise PipelineError(f"data.dataset: unknown dataset {dataset!r} (known: {', '.join(DATASETS)})")
     return DATASETS[dataset](datasets_dir)
+
+
+# Real tables this project was never written for, used only by tests and benchmarks (through
+# ``--data``, with an inferred schema): each ships inside a permissively licensed wheel.
+VEGA_WHEEL = "vega_datasets==0.9.0"  # MIT
+PENGUINS_WHEEL = "palmerpenguins==0.1.6"  # MIT package, CC0 data
+
+
+def fetch_vega_airports(datasets_dir: Path) -> Path:
+    """``airports.csv``: 3,376 US airports (a unique IATA code, quoted names, missing states)."""
+    return _fetch_from_wheel("Vega airports", VEGA_WHEEL, Path(datasets_dir) / "vega",
+                             {"airports.csv": "vega_datasets/_data/airports.csv"}) / "airports.csv"
+
+
+def fetch_vega_seattle_weather(datasets_dir: Path) -> Path:
+    """``seattle-weather.csv``: 1,461 days (``yyyy/MM/dd`` dates, numbers, a 5-class weather)."""
+    return _fetch_from_wheel("Vega Seattle weather", VEGA_WHEEL, Path(datasets_dir) / "vega",
+                             {"seattle-weather.csv": "vega_datasets/_data/seattle-weather.csv"}) / "seattle-weather.csv"
+
+
+def fetch_penguins_raw(datasets_dir: Path) -> Path:
+    """``penguins_raw.csv``: 344 Palmer penguins, 17 columns (dates, ``NA`` nulls, quoted fields
+    with commas, Yes/No, free-text comments)."""
+    return _fetch_from_wheel("Palmer penguins (raw)", PENGUINS_WHEEL, Path(datasets_dir) / "penguins",
+                             {"penguins_raw.csv": "palmerpenguins/data/penguins-raw.csv"}) / "penguins_raw.csv"

@@ -12,7 +12,7 @@ records, read by Spark). The rules, in order, over the sample's non-missing valu
    most ``max_int_categories`` (20) distinct values is ``categorical`` (codes, ratings, counts of
    children); an integer column whose values are all distinct (``k == n >= 20``) is an
    ``identifier``; any other number is ``continuous``. (``0``/``1`` is categorical, not boolean.)
-4. every value an ISO 8601 date (``2024-03-01``) or ``dd/MM/yyyy`` / ``MM/dd/yyyy``: ``date``; with
+4. every value an ISO 8601 date (``2024-03-01``) or ``yyyy/MM/dd`` / ``dd/MM/yyyy`` / ``MM/dd/yyyy``: ``date``; with
    a time of day (``2024-03-01 12:30:00``, ``T`` or space): ``datetime``. Date/timestamp Parquet
    columns likewise.
 5. strings, all distinct (``k == n >= 20``), short and without spaces: ``identifier``; long
@@ -24,8 +24,10 @@ Text cells equal to the most frequent of ``NA``, ``N/A``, ``null``, ``None``, ``
 (if any occurs) are missing values (``missing_token``); empty fields are always missing.
 A kind holds when every sampled value fits it, or, in a sample of 100 or more, all but under
 1% (``TOLERANCE``): those few are quarantined when the table is read, with their reason.
-``label`` is never inferred: it is declared for a column carried through scoring but never
-generated. The ``--target`` column is modelled like any other.
+In Parquet, ORC and catalog tables, which carry their own types, rules 2-4 read only those types:
+a string column stays a string (``Yes``/``No`` or ``2024-01-02`` strings are categorical), so
+generate writes the input's types. ``label`` is never inferred: it is declared for a column
+carried through scoring but never generated. The ``--target`` column is modelled like any other.
 
 The schema goes to ``<work>/schemas/<name>.yaml``, which preprocess never overwrites: edit it
 and the next run uses it (``data.reinfer: true`` infers again). ``data.schema: PATH`` uses a
@@ -54,7 +56,8 @@ _MISSING = ("", "NA", "N/A", "n/a", "na", "null", "NULL", "None", "none", "nan",
 _BOOL = {"true", "false", "t", "f", "yes", "no", "y", "n"}
 _NUMBER = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
 _INTEGRAL = re.compile(r"^[+-]?[0-9]+$")
-_DATE_FORMATS = (("%Y-%m-%d", None), ("%d/%m/%Y", "dd/MM/yyyy"), ("%m/%d/%Y", "MM/dd/yyyy"))
+_DATE_FORMATS = (("%Y-%m-%d", None), ("%Y/%m/%d", "yyyy/MM/dd"), ("%d/%m/%Y", "dd/MM/yyyy"),
+                 ("%m/%d/%Y", "MM/dd/yyyy"))
 _ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?$")
 _INT_TYPES = ("tinyint", "smallint", "byte", "short", "integer", "int", "long", "bigint")  # Spark's names
 _KIND_DTYPE = {"boolean": "bool", "datetime": "timestamp", "date": "date", "text": "string"}
@@ -70,10 +73,14 @@ def _mostly(mask: pd.Series) -> bool:
     return share == 1.0 or (len(mask) >= 100 and share >= 1 - TOLERANCE)
 
 
-def infer_column(name: str, values: pd.Series, spark_type: str = "string") -> tuple[Column, str]:
+def infer_column(name: str, values: pd.Series, spark_type: str = "string", typed: bool = False) -> tuple[Column, str]:
     """(column, why) for one column's sampled values: strings for text formats, or the values
-    of a typed column (``spark_type`` is Spark's simple type name: long, double, boolean, ...)."""
+    of a typed column (``spark_type`` is Spark's simple type name: long, double, boolean, ...).
+    ``typed``: the source has its own types (Parquet, ORC, a catalog table), so a string
+    column stays a string (categorical, identifier, text): generate writes the input's types,
+    and ``Yes``/``No`` or ``2024-01-02`` strings there are regenerated as such strings."""
     v = values.dropna()
+    parse = spark_type == "string" and not typed  # text cells that may be read as other types
     if spark_type == "string":
         v = v.astype(str).str.strip()
         v = v[v != ""]
@@ -82,7 +89,7 @@ def infer_column(name: str, values: pd.Series, spark_type: str = "string") -> tu
         return Column(name, "constant", "string"), "no value in the sample (all missing)"
     numeric_type = spark_type in (*_INT_TYPES, "float", "double") \
         or spark_type.startswith("decimal")
-    if spark_type == "boolean" or (spark_type == "string" and set(v.str.lower().unique()) <= _BOOL
+    if spark_type == "boolean" or (parse and set(v.str.lower().unique()) <= _BOOL
                                                         and v.str.lower().nunique() == 2):
         return Column(name, "boolean", "bool"), "true/false values"
     if k == 1:
@@ -92,10 +99,10 @@ def infer_column(name: str, values: pd.Series, spark_type: str = "string") -> tu
     if spark_type in ("date", "timestamp", "timestamp_ntz"):
         kind = "date" if spark_type == "date" else "datetime"
         return Column(name, kind, _KIND_DTYPE[kind]), f"{spark_type} column"
-    if spark_type == "string" and _mostly(v.str.match(_NUMBER)):
+    if parse and _mostly(v.str.match(_NUMBER)):
         v = v[v.str.match(_NUMBER)]  # the rest will be quarantined as "not a number"
         n, k = len(v), int(v.nunique())
-    if numeric_type or (spark_type == "string" and v.str.match(_NUMBER).all()):
+    if numeric_type or (parse and v.str.match(_NUMBER).all()):
         integral = spark_type in _INT_TYPES or (
             spark_type == "string" and v.str.match(_INTEGRAL).all())
         if spark_type.startswith("decimal") and spark_type.endswith(",0)"):
@@ -107,9 +114,9 @@ def infer_column(name: str, values: pd.Series, spark_type: str = "string") -> tu
         return Column(name, "continuous", "int" if integral else "float"), \
             f"{'integers' if integral else 'numbers'} with {k} distinct values"
     if spark_type == "string":
-        if _mostly(v.str.match(_ISO_DATETIME)):
+        if parse and _mostly(v.str.match(_ISO_DATETIME)):
             return Column(name, "datetime", "timestamp"), "ISO 8601 date-times"
-        for py, spark_fmt in _DATE_FORMATS:
+        for py, spark_fmt in _DATE_FORMATS if parse else ():
             if _mostly(v.str.len().between(8, 10) & pd.to_datetime(v, format=py, errors="coerce").notna()):
                 return Column(name, "date", "date", spark_fmt), f"dates ({spark_fmt or 'ISO 8601'})"
         length = v.str.len().mean()
@@ -168,6 +175,7 @@ def sample_table(spark, source, options: dict | None = None, sample_rows: int = 
     opts = dict(options or src.options)
     if src.table:
         df = spark.table(src.table)
+        opts["typed"] = True
     else:
         inputs = list_inputs(spark, src.paths)
         uris = [i["uri"] for i in inputs]
@@ -190,6 +198,7 @@ def sample_table(spark, source, options: dict | None = None, sample_rows: int = 
             df = spark.read.options(**read_opts, header=str(base.header).lower(), inferSchema="false").csv(uris)
         else:
             df = load_columnar(spark, uris, fmt)
+            opts["typed"] = fmt != "json"  # Parquet/ORC carry their own types: string columns stay strings
     types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
     names = list(types)
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -218,7 +227,7 @@ def infer_schema(sample: pd.DataFrame, types: dict[str, str], options: dict | No
         values = sample[name]
         if t == "string" and missing:
             values = values.where(values.astype(str).str.strip() != missing)
-        col, reason = infer_column(name, values, t)
+        col, reason = infer_column(name, values, t, typed=bool(opts.get("typed")))
         cols.append(col)
         why[name] = reason
     kw = {k: opts[k] for k in ("separator", "header", "quote", "escape", "encoding", "multi_line") if k in opts}
