@@ -29,6 +29,10 @@ class TableKind(DataKind):
     )
     default_primary_metric = "quality_score"
     position = "line"
+    # A small table still gets enough optimizer steps (train.min_steps): a few thousand rows at
+    # batch 500 on 2 workers are 2-3 steps a pass, and 30 epochs of them learned nothing better
+    # than independent marginals (benchmarks/RESULTS.md, real tables through --data).
+    default_min_steps = 2000
     split_columns = ("text",)
     quarantine_columns = ("source", "line", "text")
 
