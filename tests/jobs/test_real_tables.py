@@ -25,7 +25,8 @@ from gen_pipeline.kinds.table.schema import TableSchema
 pytestmark = [pytest.mark.jobs, pytest.mark.slow]
 
 # test-sized training: bounds of its own (a 2-epoch model need not beat independent marginals)
-TINY = ["--set", "train.epochs=2", "--set", "train.min_steps=0", "--set", "generate.rows=5000", "--set", "evaluate.max_detection_auc_gbt=1.0",
+TINY = ["--set", "train.epochs=2", "--set", "train.min_steps=0", "--set", "generate.rows=5000",
+        "--set", "evaluate.max_detection_auc_gbt=1.0",
         "--set", "evaluate.reference_rows=false"]
 
 
