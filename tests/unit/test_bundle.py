@@ -10,7 +10,8 @@ from gen_pipeline.bundle import ModelBundle
 from gen_pipeline.config import PipelineConfig
 from gen_pipeline.errors import PipelineError
 from gen_pipeline.kinds.table.schema import Column, TableSchema
-from gen_pipeline.kinds.table.transforms import TableTransformer, fit_vgm
+from gen_pipeline.kinds.table.fitting import fit_vgm
+from gen_pipeline.kinds.table.transforms import TableTransformer
 
 SCHEMA = TableSchema(columns=(Column("age", "continuous", "int"), Column("sex", "categorical", "string"),
                               Column("job", "categorical", "string")))

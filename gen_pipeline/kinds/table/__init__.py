@@ -65,7 +65,7 @@ class TableKind(DataKind):
         return RawRecords(table.name, parsed.withColumn("split_hint", hint), inputs, {"schema": table.schema})
 
     def fit(self, spark, good, records: RawRecords, cfg) -> dict:
-        from gen_pipeline.kinds.table.transforms import fit_spec
+        from gen_pipeline.kinds.table.fitting import fit_spec
 
         t = cfg.transform
         print(f"[preprocess] fitting transforms from Spark aggregates ({t.continuous})", flush=True)

@@ -283,8 +283,10 @@ def resolve_schema(spark, source, name: str, work_dir: Path, *, schema_path: str
     """The schema for ``source``: ``schema_path`` if given, else ``<work>/schemas/<name>.yaml`` if
     an earlier run wrote it (and ``reinfer`` is off), else inferred now and written there. The
     schema is printed as a table; overrides apply on top and are checked against the data."""
+    from gen_pipeline.kinds.table.sources import TableSource
     from gen_pipeline.layout import RunLayout
 
+    source = source if isinstance(source, TableSource) else TableSource.of(source)
     saved = RunLayout(Path(work_dir), name).schema_file
     sample = types = None
     why = None
@@ -300,7 +302,7 @@ def resolve_schema(spark, source, name: str, work_dir: Path, *, schema_path: str
         saved.parent.mkdir(parents=True, exist_ok=True)
         part = saved.with_name(f".{saved.name}.part")
         part.write_text(schema.to_yaml(f"Schema of {name}, inferred from the first {len(sample):,} records of "
-                                       f"{', '.join(map(str, getattr(source, 'paths', [source])))}.\n"
+                                       f"{', '.join(map(str, source.paths))}.\n"
                                        "Edit kinds here (continuous, categorical, boolean, datetime, date, "
                                        "identifier, constant, text, label); the next preprocess uses this file."))
         part.replace(saved)

@@ -1,4 +1,5 @@
-"""Reversible, serialisable per-column encodings of a table (fitted from Spark aggregates).
+"""Reversible, serialisable per-column encodings of a table (fitted from Spark aggregates by
+``fitting.fit_spec``).
 
 Continuous columns, three choices: mode-specific normalisation (Xu et al. 2019, section 4.2): a
 variational Gaussian mixture per column, fitted on a bounded sample, encodes a value as its mode
@@ -49,184 +50,6 @@ VGM_MIN_WEIGHT = 0.005  # modes lighter than this are dropped (CTGAN's paper use
 VGM_SAMPLE_ROWS = 20_000  # the bounded sample the mixtures are fitted on
 VGM_POINT_SHARE = 0.05  # a single value held by this share of the rows is a mode of its own
 VGM_MAX_POINTS = 10
-
-
-# ---------------------------------------------------------------------------------------------
-# Fitting from Spark aggregates: nothing but small summaries reaches the driver.
-# ---------------------------------------------------------------------------------------------
-def fit_vgm(values: np.ndarray, max_modes: int = VGM_MAX_MODES, seed: int = 0,
-            point_share: float = VGM_POINT_SHARE) -> dict:
-    """Modes of one column's (non-null) values: point masses, then a Gaussian mixture.
-
-    A single value that holds at least ``point_share`` of the rows (Adult's capital_gain = 0,
-    92% of rows; hours_per_week = 40) is a mode of its own with no width (``stds`` 0), so it
-    decodes to exactly that value: a Gaussian around a spike smears it over neighbouring values
-    once the model's output noise is added (the mixed-type encoding of CTAB-GAN, Zhao et al.
-    2021). The remaining values get a Dirichlet-process Gaussian mixture whose weak concentration
-    prior switches surplus components off, so the column has as many modes as its data shows.
-    ``weights`` are shares of all rows.
-    """
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.mixture import BayesianGaussianMixture
-
-    x = np.asarray(values, dtype=np.float64)
-    x = x[~np.isnan(x)]
-    if len(np.unique(x)) < 2:  # a constant column: one point mass
-        return {"means": [float(x[0]) if len(x) else 0.0], "stds": [0.0], "weights": [1.0]}
-    distinct, counts = np.unique(x, return_counts=True)
-    top = np.argsort(-counts, kind="stable")[:VGM_MAX_POINTS]
-    points = distinct[top[counts[top] >= point_share * len(x)]]
-    means, stds, weights = [], [], []
-    for v in points:
-        means.append(float(v))
-        stds.append(0.0)
-        weights.append(float(np.mean(x == v)))
-    rest = x[~np.isin(x, points)]
-    if len(np.unique(rest)) >= 2:
-        gm = BayesianGaussianMixture(n_components=min(max_modes, len(rest)),
-                                     weight_concentration_prior_type="dirichlet_process",
-                                     weight_concentration_prior=1e-3, max_iter=200, n_init=1, random_state=seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            gm.fit(rest.reshape(-1, 1))
-        share = len(rest) / len(x)
-        keep = gm.weights_ * share > VGM_MIN_WEIGHT
-        w = gm.weights_[keep] / gm.weights_[keep].sum() * share
-        means += gm.means_[keep, 0].tolist()
-        stds += np.sqrt(gm.covariances_[keep].reshape(-1)).clip(1e-6).tolist()
-        weights += w.tolist()
-    elif len(rest):  # one leftover value: a point mass too
-        means.append(float(rest[0]))
-        stds.append(0.0)
-        weights.append(len(rest) / len(x))
-    total = sum(weights)
-    return {"means": means, "stds": stds, "weights": [w / total for w in weights]}
-
-
-def _numeric_expr(c):
-    """A column as a double: datetimes as wall-clock microseconds since 1970, dates as days."""
-    from pyspark.sql import functions as F
-
-    if c.kind == "datetime":
-        return F.expr(f"timestampdiff(MICROSECOND, TIMESTAMP_NTZ'1970-01-01 00:00:00', "
-                      f"cast(`{c.name}` as timestamp_ntz))").cast("double")
-    if c.kind == "date":
-        return F.expr(f"unix_date(`{c.name}`)").cast("double")
-    return F.col(f"`{c.name}`").cast("double")
-
-
-def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: int = 200,
-             sample_rows: int = VGM_SAMPLE_ROWS, point_share: float = VGM_POINT_SHARE,
-             max_categories: int = MAX_CATEGORIES) -> dict:
-    """Fit every column's encoding from aggregates of a Spark DataFrame of typed rows.
-
-    Only summaries reach the driver, plus (for ``vgm``) a seeded sample of about
-    ``sample_rows`` rows of the continuous columns to fit the mixtures on.
-    """
-    from pyspark.sql import functions as F
-
-    cont = [c for c in schema.model_columns if c.kind in _NUMERIC_KINDS]
-    for c in schema.columns:
-        if c.kind == "text":
-            import sys
-
-            print(f"[preprocess] warning: column {c.name} is free text: left out of the model and of generated rows",
-                  file=sys.stderr, flush=True)
-    probs = np.linspace(0.0, 1.0, num_quantiles + 1).tolist()
-    aggs = [F.count(F.lit(1)).alias("__n")]
-    for c in cont:
-        col = _numeric_expr(c)
-        aggs += [
-            F.min(col).alias(f"{c.name}__min"),
-            F.max(col).alias(f"{c.name}__max"),
-            F.avg(col).alias(f"{c.name}__mean"),
-            F.stddev_pop(col).alias(f"{c.name}__std"),
-            F.sum(col.isNull().cast("long")).alias(f"{c.name}__nulls"),
-            F.percentile_approx(col, probs, 10_000).alias(f"{c.name}__q"),
-        ]
-        if c.kind == "datetime":  # the coarsest unit every value is a whole number of (s, ms or us)
-            aggs += [F.max(F.pmod(col, F.lit(float(step)))).alias(f"{c.name}__mod{step}") for step in _TIME_STEPS]
-    stats = df.agg(*aggs).first().asDict()
-    n_rows = int(stats["__n"])
-    if n_rows == 0:
-        raise PipelineError("no usable rows to fit the transforms on (every row was quarantined?)")
-
-    sample = None
-    if method == "vgm" and cont:
-        fraction = min(1.0, sample_rows / n_rows)
-        sample = df.select(*[_numeric_expr(c).alias(c.name) for c in cont]).sample(False, fraction, seed=0).toPandas()
-
-    columns = []
-    for c in schema.model_columns:
-        if c.kind in ("identifier", "constant"):
-            columns.append(_fit_unmodelled(df, c))
-            continue
-        if c.kind in _NUMERIC_KINDS and stats[f"{c.name}__min"] is None:  # all null: nothing to learn
-            columns.append({"name": c.name, "kind": "constant", "dtype": c.dtype, "value": None})
-            continue
-        if c.kind in _NUMERIC_KINDS:
-            entry = {
-                "name": c.name, "kind": c.kind, "dtype": c.dtype, "method": method,
-                "min": float(stats[f"{c.name}__min"]), "max": float(stats[f"{c.name}__max"]),
-                "mean": float(stats[f"{c.name}__mean"]),
-                "std": float(stats[f"{c.name}__std"] or 0.0) or 1.0,
-                "has_nulls": int(stats[f"{c.name}__nulls"]) > 0,
-            }
-            if c.kind == "datetime":
-                entry["step"] = next((s for s in _TIME_STEPS if not stats[f"{c.name}__mod{s}"]), 1)
-            if method == "quantile":
-                entry["quantiles"] = [float(v) for v in stats[f"{c.name}__q"]]
-                entry["probs"] = probs
-            elif method == "vgm":
-                entry.update(fit_vgm(sample[c.name].to_numpy(), point_share=point_share))
-            columns.append(entry)
-        else:
-            # One row per category, the most frequent first, at most max_categories + MAX_RARE_VALUES.
-            counts = df.groupBy(c.name).count().orderBy(F.desc("count"), F.col(c.name).cast("string")) \
-                .limit(max_categories + MAX_RARE_VALUES).collect()
-            ordered = sorted(counts, key=lambda r: (-r["count"], "" if r[c.name] is None else str(r[c.name])))
-            entry = {
-                "name": c.name, "kind": c.kind, "dtype": c.dtype,
-                "categories": [r[c.name] for r in ordered],  # None is the missing category
-                "frequencies": [r["count"] / n_rows for r in ordered],
-            }
-            if len(ordered) > max_categories:
-                entry = _cap_categories(entry, max_categories)
-            columns.append(entry)
-    return {"version": SPEC_VERSION, "schema": schema.to_dict(), "columns": columns, "fitted_rows": n_rows}
-
-
-def _cap_categories(entry: dict, max_categories: int) -> dict:
-    """Keep the ``max_categories - 1`` most frequent values (and the missing category); the rest
-    share the slot ``OTHER`` and are kept, with their frequencies, to be drawn when decoded."""
-    cats, freqs = entry["categories"], entry["frequencies"]
-    keep = [i for i, c in enumerate(cats) if c is None][:1]
-    keep += [i for i, c in enumerate(cats) if c is not None][:max_categories - 1 - len(keep)]
-    keep = sorted(keep)
-    rare = [i for i in range(len(cats)) if i not in set(keep)]
-    return {**entry, "categories": [cats[i] for i in keep] + [OTHER],
-            "frequencies": [freqs[i] for i in keep] + [float(sum(freqs[i] for i in rare))],
-            "other_values": [cats[i] for i in rare], "other_frequencies": [freqs[i] for i in rare]}
-
-
-def _fit_unmodelled(df, c) -> dict:
-    """Identifiers: what new ids look like (integers above the largest id; strings ``syn``-
-    prefixed with the usual width). Constants: the value."""
-    from pyspark.sql import functions as F
-
-    if c.kind == "constant":
-        row = df.where(F.col(f"`{c.name}`").isNotNull()).select(f"`{c.name}`").limit(1).collect()
-        value = row[0][0] if row else None
-        if c.dtype in ("date", "timestamp") and value is not None:
-            value = value.isoformat()
-        return {"name": c.name, "kind": "constant", "dtype": c.dtype, "value": value}
-    if c.dtype == "int":
-        r = df.agg(F.max(f"`{c.name}`").alias("max")).first()
-        return {"name": c.name, "kind": "identifier", "dtype": "int", "max": int(r["max"] or 0)}
-    r = df.agg(F.max(F.length(F.col(f"`{c.name}`").cast("string"))).alias("width")).first()
-    return {"name": c.name, "kind": "identifier", "dtype": c.dtype, "width": int(r["width"] or 8)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -506,13 +329,11 @@ class TableTransformer:
 # ---------------------------------------------------------------------------------------------
 # The kinds beyond continuous and categorical strings
 # ---------------------------------------------------------------------------------------------
-_ARROW_TYPES = {"int": "int64", "float": "float64", "string": "string", "bool": "bool_", "date": "date32"}
-
-
 def _arrow_type(dtype: str):
     import pyarrow as pa
 
-    return pa.timestamp("us") if dtype == "timestamp" else getattr(pa, _ARROW_TYPES[dtype])()
+    return {"int": pa.int64(), "float": pa.float64(), "string": pa.string(), "bool": pa.bool_(),
+            "date": pa.date32(), "timestamp": pa.timestamp("us")}[dtype]
 
 
 def _as_number(col: dict, values: pd.Series) -> np.ndarray:
@@ -521,7 +342,7 @@ def _as_number(col: dict, values: pd.Series) -> np.ndarray:
     if col["kind"] == "continuous":
         return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     t = pd.to_datetime(values, errors="coerce")
-    if getattr(t.dt, "tz", None) is not None:
+    if isinstance(t.dtype, pd.DatetimeTZDtype):
         t = t.dt.tz_localize(None)
     ns = t.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(np.float64)
     ns[t.isna().to_numpy()] = np.nan

@@ -9,7 +9,8 @@ import pyarrow as pa
 import pytest
 
 from gen_pipeline.kinds.table.schema import Column, TableSchema
-from gen_pipeline.kinds.table.transforms import OTHER, TableTransformer, _as_number, _cap_categories
+from gen_pipeline.kinds.table.fitting import _cap_categories
+from gen_pipeline.kinds.table.transforms import OTHER, TableTransformer, _as_number
 
 SCHEMA = TableSchema(columns=(
     Column("ts", "datetime", "timestamp"), Column("d", "date", "date"), Column("b", "boolean", "bool"),

@@ -4,7 +4,8 @@ import pytest
 
 from gen_pipeline.errors import PipelineError
 from gen_pipeline.kinds.table.schema import Column, TableSchema
-from gen_pipeline.kinds.table.transforms import TableTransformer, _quantile_forward, fit_vgm
+from gen_pipeline.kinds.table.fitting import fit_vgm
+from gen_pipeline.kinds.table.transforms import TableTransformer, _quantile_forward
 
 SCHEMA = TableSchema(columns=(Column("gain", "continuous", "int"), Column("hours", "continuous", "float"),
                               Column("job", "categorical", "string")))
