@@ -32,8 +32,7 @@ import math
 import torch
 from torch import nn
 
-from gen_pipeline.models.base import mlp
-from gen_pipeline.models.vae import TabularVAE
+from gen_pipeline.models.vae import TabularVAE, _VAENet
 
 _LOG_2PI = math.log(2 * math.pi)
 _SCORE_DRAWS = 16  # latent draws for score()'s KL estimate: the same fixed draws for every row
@@ -70,21 +69,17 @@ class _MixturePrior(nn.Module):
         return torch.logsumexp(per_comp + torch.log_softmax(self.logits.double(), 0), dim=-1).to(z.dtype)
 
 
-class _MixVAENet(nn.Module):
-    """Encoder, decoder, output scales and the prior: one forward, so DDP syncs all of them."""
+class _MixVAENet(_VAENet):
+    """The TVAE's encoder, decoder and output scales, and the prior: one forward, so DDP syncs
+    all of them."""
 
     def __init__(self, data_dim: int, hidden: list[int], latent: int, n_cont: int, components: int):
-        super().__init__()
-        self.encoder = mlp([data_dim, *hidden])
-        self.to_mu = nn.Linear(hidden[-1], latent)
-        self.to_logvar = nn.Linear(hidden[-1], latent)
-        self.decoder = mlp([latent, *reversed(hidden), data_dim], last_act=False)
-        self.log_sigma = nn.Parameter(torch.full((n_cont,), math.log(0.1)))
+        super().__init__(data_dim, hidden, latent, n_cont)
         self.prior = _MixturePrior(components, latent)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.encoder(x)
-        return self.to_mu(h), self.to_logvar(h).clamp(-12.0, 8.0)
+        mu, logvar = super().encode(x)
+        return mu, logvar.clamp(-12.0, 8.0)
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor, joint: bool):
         """(reconstruction logits, per-row KL term, per-row prior fit term).
