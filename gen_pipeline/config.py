@@ -117,6 +117,9 @@ class ModelConfig(_Strict):
     # ex_post: the encoder and decoder train as the TVAE (KL to N(0, I)) while the mixture fits
     # their posterior samples beside them, for sampling; joint: the mixture is the ELBO's prior.
     prior_training: Literal["ex_post", "joint"] = "ex_post"
+    # tvae_ar only: the hidden widths of its masked autoregressive decoder (its encoder is
+    # ``hidden_dims``); each layer's units are shared out over the encoded spans.
+    decoder_hidden_dims: tuple[int, ...] = (512, 512)
     # Image models (dcgan, conv_vae): conv width and VAE likelihood; ``conditional`` above makes
     # them class-conditional on the image label.
     base_channels: int = Field(default=32, ge=4)

@@ -31,6 +31,8 @@ FAMILIES = {s.name: s for s in (
     ModelSpec("tvae", "gen_pipeline.models.vae:TabularVAE", ("table",), can_score=True, conditional=False),
     ModelSpec("tvae_mix", "gen_pipeline.models.vae_mix:MixturePriorVAE", ("table",), can_score=True,
               conditional=False),
+    ModelSpec("tvae_ar", "gen_pipeline.models.vae_ar:AutoregressiveVAE", ("table",), can_score=True,
+              conditional=False),
     ModelSpec("gan", "gen_pipeline.models.gan:TabularGAN", ("table",), can_score=False, conditional=True),
     ModelSpec("dcgan", "gen_pipeline.models.dcgan:DCGAN", ("image",), can_score=False, conditional=True),
     ModelSpec("conv_vae", "gen_pipeline.models.conv_vae:ConvVAE", ("image",), can_score=True, conditional=True),

@@ -81,8 +81,7 @@ class TabularVAE(GenerativeModel):
 
         Continuous columns: Gaussian with the learned scales. Categorical spans: the
         cross-entropy of each span's softmax against its one-hot category (the encoding always
-        sets exactly one), for all spans at once: per span, logsumexp of its logits (shifted by
-        the span's max, a constant for the gradient) minus the logit of the true category.
+        sets exactly one): ``_categorical_nll``.
         """
         recon = self._squash(recon)
         nll = torch.zeros(x.shape[0], device=x.device, dtype=recon.dtype)
@@ -91,14 +90,20 @@ class TabularVAE(GenerativeModel):
             diff = x[:, self._cont] - recon[:, self._cont]
             nll = nll + (0.5 * (diff / sigma) ** 2 + torch.log(sigma) + 0.5 * _LOG_2PI).sum(1)
         if self.cat_spans:
-            with torch.no_grad():
-                top = recon[:, self._cat_grid].masked_fill(self._cat_pad, float("-inf")).amax(2)  # (B, S)
-                shift = top @ self._cat_member.T  # (B, D): each column gets its span's max
-            e = (recon - shift).masked_fill(~self._cat_cols, float("-inf")).exp()
-            logsumexp = torch.log(e @ self._cat_member) + top  # (B, S)
-            chosen = (recon * x).masked_fill(~self._cat_cols, 0.0).sum(1)
-            nll = nll + logsumexp.sum(1) - chosen
+            nll = nll + self._categorical_nll(x, recon)
         return nll
+
+    def _categorical_nll(self, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+        """The categorical spans' cross-entropies summed per row, for all spans at once: per
+        span, logsumexp of its logits (shifted by the span's max, a constant for the gradient)
+        minus the logit of the true category. Other columns of ``recon`` are ignored."""
+        with torch.no_grad():
+            top = recon[:, self._cat_grid].masked_fill(self._cat_pad, float("-inf")).amax(2)  # (B, S)
+            shift = top @ self._cat_member.T  # (B, D): each column gets its span's max
+        e = (recon - shift).masked_fill(~self._cat_cols, float("-inf")).exp()
+        logsumexp = torch.log(e @ self._cat_member) + top  # (B, S)
+        chosen = (recon * x).masked_fill(~self._cat_cols, 0.0).sum(1)
+        return logsumexp.sum(1) - chosen
 
     @staticmethod
     def _kl_per_row(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
