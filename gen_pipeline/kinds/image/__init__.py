@@ -162,7 +162,8 @@ class ImageKind(DataKind):
         normal = normal_classes(bundle.manifest)
         frame = spark.createDataFrame([(u,) for u in units], "unit string").repartition(len(units))
         one_class = 0 < len(normal) < len(tr.classes)
-        return ScoreJob(frame, [str(f) for f in source.files], image_scorer(tr.size, tuple(tr.classes), normal, tr.channels),
+        scorer = image_scorer(tr.size, tuple(tr.classes), normal, tr.channels)
+        return ScoreJob(frame, [str(f) for f in source.files], scorer,
                         labels=["anomaly"] if one_class else [], columns=("score", "neg_elbo"),
                         meaning="negative ELBO above the image's Bernoulli entropy floor (nats per image)",
                         lineage={"normal_classes": normal})

@@ -106,7 +106,7 @@ def _square_side(h: int, w: int, where: str) -> int:
 def _png_headers(files: list[Path]) -> tuple[Counter, list[Path]]:
     """(count of each (width, height), the files stored in a colour or palette mode), from the
     PNG headers only (PIL reads no pixels until asked); unreadable files are left to the reader."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     sizes, colour = Counter(), []
     for f in files:
@@ -115,7 +115,7 @@ def _png_headers(files: list[Path]) -> tuple[Counter, list[Path]]:
                 sizes[im.size] += 1
                 if im.mode not in GREY_MODES:
                     colour.append(f)
-        except Exception:  # noqa: BLE001 - any unreadable file is quarantined by the reader, with its reason
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):  # the reader quarantines it
             continue
     return sizes, colour
 
@@ -123,14 +123,14 @@ def _png_headers(files: list[Path]) -> tuple[Counter, list[Path]]:
 def _holds_colour(files: list[Path]) -> bool:
     """Whether one of up to ``COLOUR_PROBES`` evenly spaced ``files`` has a pixel whose R, G, B differ
     (an RGB file of grey pixels is grey)."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     step = max(1, len(files) / COLOUR_PROBES)
     for f in [files[int(i * step)] for i in range(min(len(files), COLOUR_PROBES))]:
         try:
             with Image.open(f) as im:
                 rgb = np.asarray(im.convert("RGB"))
-        except Exception:  # noqa: BLE001 - quarantined by the reader
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):  # the reader quarantines it
             continue
         if (rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any():
             return True

@@ -2,8 +2,6 @@
 sides taken from the data, sides that are not a multiple of 4 padded inside the conv towers and
 cropped back, so models read and write images of the data's own side and channel count."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
