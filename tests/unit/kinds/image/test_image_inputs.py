@@ -69,6 +69,22 @@ def test_png_folder_of_grey_pixels_stored_as_rgb_is_grey_and_a_non_square_one_is
         folder_source(wide, None)
 
 
+def test_sets_too_small_unreadable_or_flat_non_square_are_refused_in_one_line(tmp_path):
+    from PIL import Image
+
+    for name in ("tiny", "junk"):
+        (tmp_path / name / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((2, 2), np.uint8), "L").save(tmp_path / "tiny" / "a" / "t.png")
+    with pytest.raises(PipelineError, match="tiny: the images are 2x2; the image models need a side of at least 4"):
+        folder_source(tmp_path / "tiny", None)
+    (tmp_path / "junk" / "a" / "j.png").write_text("not a png")
+    with pytest.raises(PipelineError, match="junk: none of its 1 .png files can be read as an image"):
+        folder_source(tmp_path / "junk", None)
+    np.savez(tmp_path / "flat.npz", x=np.zeros((2, 50), np.uint8))
+    with pytest.raises(PipelineError, match="flat.npz: x holds rows of 50 pixels, not a square image"):
+        npz_source(tmp_path / "flat.npz", None)
+
+
 def test_rgb_npz_channels_last_or_first_and_odd_sides(tmp_path):
     from PIL import Image
 
