@@ -29,7 +29,8 @@ class DataConfig(_Strict):
 
     dataset: str = "adult"  # one of the registered kinds' datasets (gen_pipeline.kinds); or data.source
     # Image sets: the folder of PNGs (one subfolder per class) or the .npz file to read, and the
-    # image side every image must have (None = the dataset's own: 28 Fashion-MNIST, 8 digits).
+    # image side every image must have (None = the dataset's own: 28 Fashion-MNIST, 8 digits, the
+    # images' own for image_folder / image_npz; README "Your images as they come").
     path: str | None = None
     image_size: int | None = Field(default=None, ge=4)
     # Keep this seeded share of the TRAIN split (by a hash of each record's source and position,

@@ -7,7 +7,7 @@ these (as CTGAN's ``SpanInfo``), never a column name or a file. The span kinds:
   offset; ``bounded`` ones live in [-1, 1] and models emit tanh for them);
 - ``categorical``: a softmax block (a column's one-hot, a VGM mode, a null flag); ``cond``
   marks a categorical COLUMN that a condition can name, with its training ``freqs``;
-- ``image``: H*W (or C*H*W) pixel intensities in [0, 1], row-major;
+- ``image``: C*H*W pixel intensities in [0, 1], channel planes, each row-major (``shape``);
 - ``signal``: L samples of a 1-D signal, standardised.
 """
 
@@ -28,3 +28,4 @@ class Span:
     bounded: bool = False  # a continuous value that lives in [-1, 1] (a VGM offset): models emit tanh
     cond: bool = False  # a categorical COLUMN (not a mode or a null flag): conditions can name it
     freqs: tuple[float, ...] = ()  # for a ``cond`` span, its categories' training frequencies
+    shape: tuple[int, ...] = ()  # for an ``image`` span, (C, H, W) (empty: one square grey plane)

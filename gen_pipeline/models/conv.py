@@ -1,8 +1,16 @@
 """Convolutional towers shared by the image families (DCGAN, conv VAE), in plain torch.
 
-Images arrive flattened in the encoded layout ``(B, S*S + K)``: S*S pixels in [0, 1], then the
-label one-hot over K classes (see ``gen_pipeline.kinds.image.transform``). Two stride-2 convolutions take
-S x S to S/4 x S/4 and back (28 -> 7, 8 -> 2), as in DCGAN (Radford et al. 2016).
+Images arrive flattened in the encoded layout ``(B, C*S*S + K)``: C channel planes of S*S pixels
+in [0, 1] (C = 1 grey, 3 RGB), then the label one-hot over K classes (see
+``gen_pipeline.kinds.image.transform``). Two stride-2 convolutions take S x S to S/4 x S/4 and back
+(28 -> 7, 8 -> 2), as in DCGAN (Radford et al. 2016).
+
+A side that is not a multiple of 4 is padded, never refused: the towers work at
+``model_side(S)``, S rounded up to a multiple of 4. ``DownTower`` pads its input to that side by
+repeating the edge pixels (half the extra rows and columns before the image, the odd one after:
+30 -> 1 + 30 + 1, 10 -> 1 + 10 + 1, 9 -> 1 + 9 + 2), and ``UpTower`` crops its output back to the
+same window, so a model reads and writes images of the data's own side. With S a multiple of 4
+both are no-ops and the layers are exactly those of a model trained before padding existed.
 """
 
 from __future__ import annotations
@@ -11,9 +19,16 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from gen_pipeline.errors import PipelineError
 from gen_pipeline.spans import Span
+
+
+def image_channels(spans: list[Span]) -> int:
+    """C of the image span's (C, H, W) shape: 1 (grey) when the span carries no shape."""
+    image = [s for s in spans if s.kind == "image"]
+    return int(image[0].shape[0]) if image and image[0].shape else 1
 
 
 def geometry(spans: list[Span], data_dim: int) -> tuple[int, int]:
@@ -23,17 +38,45 @@ def geometry(spans: list[Span], data_dim: int) -> tuple[int, int]:
         raise PipelineError("model.family: dcgan/conv_vae need an image dataset (data.dataset: fashion_mnist, "
                             "digits, image_folder or image_npz)")
     d = image[0].end - image[0].start
-    side = math.isqrt(d)
-    if side * side != d or side % 4:
-        raise PipelineError(f"images of {d} pixels: the conv models need square images with a side divisible "
-                            "by 4 (set data.image_size)")
+    c = image_channels(spans)
+    side = math.isqrt(d // c)
+    if c * side * side != d:
+        raise PipelineError(f"images of {d} pixels in {c} channel(s): the conv models need square images "
+                            "(crop or pad them to S x S)")
     return side, data_dim - d
 
 
-def split_batch(batch: torch.Tensor, side: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, S*S + K) -> images (B, 1, S, S), one-hot labels (B, K)."""
-    d = side * side
-    return batch[:, :d].reshape(-1, 1, side, side), batch[:, d:]
+def model_side(side: int) -> int:
+    """The side the towers work at: S rounded up to a multiple of 4 (28 -> 28, 30 -> 32, 10 -> 12)."""
+    return -(-side // 4) * 4
+
+
+def _margins(side: int) -> tuple[int, int]:
+    """(before, after) rows (and columns) that take S to ``model_side(S)``: the odd one after."""
+    extra = model_side(side) - side
+    return extra // 2, extra - extra // 2
+
+
+def pad_to_model_side(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, S, S) -> (B, C, S', S'), S' = ``model_side(S)``, the edge pixels repeated."""
+    before, after = _margins(x.shape[-1])
+    if not before + after:
+        return x
+    return F.pad(x, (before, after, before, after), mode="replicate")
+
+
+def crop_to_side(x: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, C, S', S') -> (B, C, S, S): the window ``pad_to_model_side`` put the image in."""
+    before, _ = _margins(side)
+    if x.shape[-1] == side:
+        return x
+    return x[..., before:before + side, before:before + side]
+
+
+def split_batch(batch: torch.Tensor, side: int, channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C*S*S + K) -> images (B, C, S, S), one-hot labels (B, K)."""
+    d = channels * side * side
+    return batch[:, :d].reshape(-1, channels, side, side), batch[:, d:]
 
 
 def label_planes(y: torch.Tensor, side: int) -> torch.Tensor:
@@ -83,27 +126,30 @@ def _up(in_ch: int, out_ch: int, upsample: str) -> list[nn.Module]:
 
 
 class UpTower(nn.Module):
-    """(B, in_dim) -> (B, 1, S, S) logits: project to S/4 x S/4 x 2c, then two x2 upsamplings."""
+    """(B, in_dim) -> (B, C, S, S) logits: project to S'/4 x S'/4 x 2c, two x2 upsamplings to
+    S' = ``model_side(S)``, then the S x S window (``crop_to_side``)."""
 
-    def __init__(self, in_dim: int, side: int, c: int, batch_norm: bool, upsample: str = "transposed"):
+    def __init__(self, in_dim: int, side: int, c: int, batch_norm: bool, upsample: str = "transposed",
+                 channels: int = 1):
         super().__init__()
         self.side, self.c = side, c
-        q = side // 4
+        q = model_side(side) // 4
         norm1 = nn.BatchNorm1d(2 * c * q * q) if batch_norm else nn.Identity()
         norm2 = nn.BatchNorm2d(c) if batch_norm else nn.Identity()
         self.project = nn.Sequential(nn.Linear(in_dim, 2 * c * q * q), norm1, nn.ReLU())
         self.up = nn.Sequential(
-            *_up(2 * c, c, upsample), norm2, nn.ReLU(),  # (B, c, S/2, S/2)
-            *_up(c, 1, upsample),                        # (B, 1, S, S)
+            *_up(2 * c, c, upsample), norm2, nn.ReLU(),  # (B, c, S'/2, S'/2)
+            *_up(c, channels, upsample),                 # (B, C, S', S')
         )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        q = self.side // 4
-        return self.up(self.project(h).reshape(-1, 2 * self.c, q, q))
+        q = model_side(self.side) // 4
+        return crop_to_side(self.up(self.project(h).reshape(-1, 2 * self.c, q, q)), self.side)
 
 
 class DownTower(nn.Module):
-    """(B, in_ch, S, S) -> (B, 2c * (S/4)^2) features: two stride-2 convs with leaky ReLUs.
+    """(B, in_ch, S, S) -> (B, 2c * (S'/4)^2) features: the input padded to S' = ``model_side(S)``
+    (``pad_to_model_side``), then two stride-2 convs with leaky ReLUs.
 
     ``spectral_norm``: each conv's weight divided by its largest singular value (one power
     iteration per training forward; Miyato et al. 2018), so the layer is 1-Lipschitz in its
@@ -111,13 +157,13 @@ class DownTower(nn.Module):
 
     def __init__(self, in_ch: int, side: int, c: int, dropout: float = 0.0, spectral_norm: bool = False):
         super().__init__()
-        self.out_dim = 2 * c * (side // 4) ** 2
+        self.out_dim = 2 * c * (model_side(side) // 4) ** 2
         sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
         self.net = nn.Sequential(
-            sn(nn.Conv2d(in_ch, c, 4, 2, 1)), nn.LeakyReLU(0.2), nn.Dropout(dropout),      # (B, c, S/2, S/2)
-            sn(nn.Conv2d(c, 2 * c, 4, 2, 1)), nn.LeakyReLU(0.2), nn.Dropout(dropout),  # (B, 2c, S/4, S/4)
+            sn(nn.Conv2d(in_ch, c, 4, 2, 1)), nn.LeakyReLU(0.2), nn.Dropout(dropout),      # (B, c, S'/2, S'/2)
+            sn(nn.Conv2d(c, 2 * c, 4, 2, 1)), nn.LeakyReLU(0.2), nn.Dropout(dropout),  # (B, 2c, S'/4, S'/4)
             nn.Flatten(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(pad_to_model_side(x))

@@ -15,8 +15,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from gen_pipeline.models.base import GenerativeModel, adam
-from gen_pipeline.models.conv import (DownTower, UpTower, geometry, label_planes, label_start, one_hot_labels,
-                                       split_batch)
+from gen_pipeline.models.conv import (DownTower, UpTower, geometry, image_channels, label_planes, label_start,
+                                       one_hot_labels, split_batch)
 
 
 def cb_log_norm(logits: torch.Tensor) -> torch.Tensor:
@@ -46,12 +46,12 @@ def cb_mean(logits: torch.Tensor) -> torch.Tensor:
 class _ConvVAENet(nn.Module):
     """Encoder + decoder in one module, so one DDP wrapper syncs all of it."""
 
-    def __init__(self, side: int, k: int, latent: int, c: int, upsample: str = "transposed"):
+    def __init__(self, side: int, k: int, latent: int, c: int, upsample: str = "transposed", channels: int = 1):
         super().__init__()
         self.side, self.k = side, k
-        self.encoder = DownTower(1 + k, side, c)
+        self.encoder = DownTower(channels + k, side, c)
         self.to_stats = nn.Linear(self.encoder.out_dim, 2 * latent)  # mu and log-variance
-        self.decoder = UpTower(latent + k, side, c, batch_norm=False, upsample=upsample)
+        self.decoder = UpTower(latent + k, side, c, batch_norm=False, upsample=upsample, channels=channels)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(torch.cat([x, label_planes(y, self.side)], 1))
@@ -59,7 +59,7 @@ class _ConvVAENet(nn.Module):
         return mu, logvar.clamp(-12.0, 8.0)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.decoder(torch.cat([z, y], 1)).flatten(1)  # (B, S*S) logits
+        return self.decoder(torch.cat([z, y], 1)).flatten(1)  # (B, C*S*S) logits
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor):
         mu, logvar = self.encode(x, y)
@@ -73,10 +73,11 @@ class ConvVAE(GenerativeModel):
     def __init__(self, cfg, spans, data_dim):
         super().__init__(cfg, spans, data_dim)
         self.side, k = geometry(spans, data_dim)
+        self.channels = image_channels(spans)
         self.k = k if cfg.conditional else 0
         self.conditional = self.k > 0
         self.label_start = label_start(spans)
-        self.net = _ConvVAENet(self.side, self.k, cfg.latent_dim, cfg.base_channels, cfg.upsample)
+        self.net = _ConvVAENet(self.side, self.k, cfg.latent_dim, cfg.base_channels, cfg.upsample, self.channels)
         object.__setattr__(self, "_run", self.net)  # the DDP-wrapped view, not part of state_dict
 
     def configure_optimizers(self, lr: float, weight_decay: float) -> None:
@@ -86,11 +87,11 @@ class ConvVAE(GenerativeModel):
         object.__setattr__(self, "_run", wrap(self.net))
 
     def _split(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = split_batch(batch, self.side)
+        x, y = split_batch(batch, self.side, self.channels)
         return x, (y if self.k else y[:, :0])
 
     def nll(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """-log p(x | z) in nats per image: (B,). x: (B, S*S) in [0, 1]."""
+        """-log p(x | z) in nats per image: (B,). x: (B, C*S*S) in [0, 1]."""
         nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
         if self.cfg.likelihood == "continuous_bernoulli":
             nll = nll - cb_log_norm(logits).sum(1)
@@ -120,7 +121,7 @@ class ConvVAE(GenerativeModel):
     @torch.no_grad()
     def sample_raw(self, n: int, generator: torch.Generator | None = None,
                    fixed: dict | None = None) -> torch.Tensor:
-        """(n, S*S + K): the decoder's mean image for z ~ N(0, I) (the usual way to show VAE
+        """(n, C*S*S + K): the decoder's mean image for z ~ N(0, I) (the usual way to show VAE
         samples: per-pixel noise adds nothing a person or FID wants), then the condition."""
         device = self.net.to_stats.weight.device
         z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=device)

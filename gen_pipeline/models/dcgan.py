@@ -34,31 +34,31 @@ from torch.nn import functional as F
 
 from gen_pipeline.models.augment import diff_augment, parse_policy
 from gen_pipeline.models.base import GenerativeModel, adam
-from gen_pipeline.models.conv import (DownTower, UpTower, geometry, init_dcgan, label_planes, label_start,
-                                       one_hot_labels, split_batch)
+from gen_pipeline.models.conv import (DownTower, UpTower, geometry, image_channels, init_dcgan, label_planes,
+                                       label_start, one_hot_labels, split_batch)
 
 REAL_TARGET = 0.9  # one-sided label smoothing
 
 
 class _Generator(nn.Module):
-    def __init__(self, latent: int, k: int, side: int, c: int, upsample: str = "transposed"):
+    def __init__(self, latent: int, k: int, side: int, c: int, upsample: str = "transposed", channels: int = 1):
         super().__init__()
-        self.tower = UpTower(latent + k, side, c, batch_norm=True, upsample=upsample)
+        self.tower = UpTower(latent + k, side, c, batch_norm=True, upsample=upsample, channels=channels)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.tower(torch.cat([z, y], 1)))  # (B, 1, S, S) in [0, 1]
+        return torch.sigmoid(self.tower(torch.cat([z, y], 1)))  # (B, C, S, S) in [0, 1]
 
 
 class _Discriminator(nn.Module):
-    def __init__(self, k: int, side: int, c: int, spectral_norm: bool = False):
+    def __init__(self, k: int, side: int, c: int, spectral_norm: bool = False, channels: int = 1):
         super().__init__()
         self.side = side
-        self.features = DownTower(1 + k, side, c, dropout=0.3, spectral_norm=spectral_norm)
+        self.features = DownTower(channels + k, side, c, dropout=0.3, spectral_norm=spectral_norm)
         head = nn.Linear(self.features.out_dim, 1)
         self.head = nn.utils.parametrizations.spectral_norm(head) if spectral_norm else head
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = torch.cat([x * 2 - 1, label_planes(y, self.side)], 1)  # (B, 1 + K, S, S)
+        h = torch.cat([x * 2 - 1, label_planes(y, self.side)], 1)  # (B, C + K, S, S)
         return self.head(self.features(h)).squeeze(1)  # (B,) logits
 
 
@@ -68,12 +68,13 @@ class DCGAN(GenerativeModel):
     def __init__(self, cfg, spans, data_dim):
         super().__init__(cfg, spans, data_dim)
         self.side, k = geometry(spans, data_dim)
+        self.channels = image_channels(spans)
         self.k = k if cfg.conditional else 0
         self.conditional = self.k > 0
         self.label_start = label_start(spans)
         c = cfg.base_channels
-        self.generator = _Generator(cfg.latent_dim, self.k, self.side, 2 * c, cfg.upsample)
-        self.discriminator = _Discriminator(self.k, self.side, c, cfg.spectral_norm)
+        self.generator = _Generator(cfg.latent_dim, self.k, self.side, 2 * c, cfg.upsample, self.channels)
+        self.discriminator = _Discriminator(self.k, self.side, c, cfg.spectral_norm, self.channels)
         self.apply(init_dcgan)
         self.augment = parse_policy(cfg.diff_augment)
         if cfg.ema_decay > 0:
@@ -101,7 +102,7 @@ class DCGAN(GenerativeModel):
         return diff_augment(x, self.augment) if self.augment else x
 
     def train_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        real, y = split_batch(batch, self.side)
+        real, y = split_batch(batch, self.side, self.channels)
         y = self._condition(y)
         n = real.shape[0]
         opt_d, opt_g = self.optimizers["discriminator"], self.optimizers["generator"]
@@ -160,7 +161,7 @@ class DCGAN(GenerativeModel):
     @torch.no_grad()
     def sample_raw(self, n: int, generator: torch.Generator | None = None,
                    fixed: dict | None = None) -> torch.Tensor:
-        """(n, S*S + K): pixels in [0, 1], then the condition's one-hot (zeros if unconditional);
+        """(n, C*S*S + K): pixels in [0, 1], then the condition's one-hot (zeros if unconditional);
         from the generator's moving average when ``ema_decay`` > 0."""
         net = self.generator_ema if self.cfg.ema_decay > 0 else self.generator
         was_training = net.training

@@ -1,4 +1,5 @@
-"""Image preprocess on Spark: a PNG folder and an .npz with bad images among good ones."""
+"""Image preprocess on Spark: a PNG folder (grey 8x8, and RGB 10x10 with the side and channels
+taken from the images) and an .npz with bad images among good ones."""
 
 import json
 
@@ -14,48 +15,50 @@ from gen_pipeline.stages.preprocess import run_preprocess
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def png_folder(tmp_path_factory):
+@pytest.fixture(scope="module", params=[("L", 8), ("RGB", 10)], ids=["grey8", "rgb10"])
+def png_folder(request, tmp_path_factory):
     from PIL import Image
 
+    mode, side = request.param
     root = tmp_path_factory.mktemp("png")
     rng = np.random.default_rng(0)
     images = {}
     for cls in ("boot", "coat"):
         (root / cls).mkdir()
         for i in range(30):
-            im = rng.integers(0, 256, (8, 8), dtype=np.uint8)
-            Image.fromarray(im, "L").save(root / cls / f"{i:02d}.png")
+            im = rng.integers(0, 256, (side, side) + ((3,) if mode == "RGB" else ()), dtype=np.uint8)
+            Image.fromarray(im, mode).save(root / cls / f"{i:02d}.png")
             images[f"{cls}/{i:02d}.png"] = im
     Image.fromarray(np.zeros((16, 16), np.uint8), "L").save(root / "coat" / "big.png")
     (root / "boot" / "empty.png").write_bytes(b"")
     (root / "boot" / "cut.png").write_bytes((root / "boot" / "00.png").read_bytes()[:40])
-    return root, images
+    return root, images, side, 3 if mode == "RGB" else 1
 
 
 def test_png_folder_rows_reconcile_and_bad_images_are_quarantined(spark, png_folder, tmp_path):
-    root, images = png_folder
-    cfg = load_config("configs/digits_dcgan_tiny.yaml", ["data.dataset=image_folder", f"data.path={root}",
-                                                         "data.image_size=8"])
+    root, images, side, channels = png_folder
+    over = ["data.dataset=image_folder", f"data.path={root}"] + (["data.image_size=8"] if channels == 1 else [])
+    cfg = load_config("configs/digits_dcgan_tiny.yaml", over)  # RGB: the side and channels from the images
     out = tmp_path / "pre"
     manifest = run_preprocess(spark, cfg, tmp_path / "datasets", out)
     assert manifest["rows_in"] == 63
     assert manifest["rows_written"] == 60 and manifest["rows_quarantined"] == 3
     assert manifest["rows_in"] == manifest["rows_written"] + manifest["rows_quarantined"]
     q = pq.read_table(out / "quarantine").to_pandas().set_index("source")
-    assert q.loc["coat/big.png", "reason"] == "wrong size: 16x16, expected 8x8"
+    assert q.loc["coat/big.png", "reason"] == f"wrong size: 16x16, expected {side}x{side}"
     assert q.loc["boot/empty.png", "reason"].startswith("unreadable image: cannot identify image file")
     assert q.loc["boot/cut.png", "reason"].startswith("unreadable image:")
     assert manifest["quarantine_reasons"] == {"wrong size": 1, "unreadable image": 2}
     spec = json.loads((out / "transform_spec.json").read_text())
-    assert spec["shape"] == [1, 8, 8] and spec["classes"] == ["boot", "coat"] and spec["pixel_scale"]["max"] == 255
+    assert spec["shape"] == [channels, side, side] and spec["classes"] == ["boot", "coat"]
+    assert spec["pixel_scale"]["max"] == 255
     # every good image is in exactly one split, pixel-exact after the inverse scaling
     tr = ImageTransformer(spec)
     got = []
     for split in ("train", "validation", "test"):
         x, y = PreprocessOutput(out).read_encoded(split)
         if len(x):
-            assert x.shape[1] == 66 and (y == tr.labels(x)).all()
+            assert x.shape[1] == channels * side * side + 2 and (y == tr.labels(x)).all()
             got += [im.tobytes() for im in tr.pixels(x)]
     assert sorted(got) == sorted(im.tobytes() for im in images.values())
 

@@ -30,7 +30,7 @@ class ImageKind(DataKind):
         from gen_pipeline.stages.preprocess import file_listing
 
         source = image_source(cfg, datasets_dir)
-        size, classes = source.size, source.classes
+        size, classes, channels = source.size, source.classes, source.channels
 
         def decode(batches):
             import pyarrow as pa
@@ -39,7 +39,7 @@ class ImageKind(DataKind):
                                 ("label", pa.int32()), ("pixels", pa.binary()), ("reason", pa.string())])
             for rb in batches:
                 for u in rb.column(0).to_pylist():
-                    rows = decode_unit(json.loads(u), size, classes)
+                    rows = decode_unit(json.loads(u), size, classes, channels)
                     yield pa.RecordBatch.from_arrays([pa.array(c, type=t) for c, t in
                                                       zip(zip(*rows), schema.types)], schema=schema)
 
@@ -54,8 +54,10 @@ class ImageKind(DataKind):
         from gen_pipeline.kinds.image.transform import IMAGE_SPEC_VERSION, PIXEL_MAX
 
         source = records.context["source"]
+        layout = "row-major pixels, then the label one-hot" if source.channels == 1 else \
+            "channel planes (R, G, B), each row-major, then the label one-hot"
         return {"version": IMAGE_SPEC_VERSION, "kind": "image", "dataset": source.name,
-                "shape": [1, source.size, source.size], "layout": "row-major pixels, then the label one-hot",
+                "shape": [source.channels, source.size, source.size], "layout": layout,
                 "pixel_scale": {"encoded": "pixel / 255", "inverse": "clip(round(x * 255), 0, 255) as uint8",
                                 "max": PIXEL_MAX},
                 "classes": list(source.classes)}
@@ -137,8 +139,9 @@ class ImageKind(DataKind):
 
     # ---- generate and score ----------------------------------------------------------------
     def lineage(self, transformer) -> dict:
-        return {"image": {"column": "image", "dtype": "uint8", "shape": [transformer.size, transformer.size],
-                          "layout": "row-major", "label": "condition class (null: unconditional model)",
+        layout = "row-major" if transformer.channels == 1 else "row-major, channels last (R, G, B)"
+        return {"image": {"column": "image", "dtype": "uint8", "shape": list(transformer.image_shape),
+                          "layout": layout, "label": "condition class (null: unconditional model)",
                           "classes": transformer.classes}}
 
     def after_generate(self, out: Path, transformer) -> None:
@@ -152,14 +155,15 @@ class ImageKind(DataKind):
         from gen_pipeline.kinds.image.sources import image_source
 
         tr = bundle.transformer
-        source = score_inputs(image_source(cfg, datasets_dir), inputs, tr.size)
+        source = score_inputs(image_source(cfg, datasets_dir), inputs, tr.size, tr.channels)
         units = [json.dumps(u) for u in source.units]
         if not units:
             raise PipelineError(f"{source.name}: no images to score")
         normal = normal_classes(bundle.manifest)
         frame = spark.createDataFrame([(u,) for u in units], "unit string").repartition(len(units))
         one_class = 0 < len(normal) < len(tr.classes)
-        return ScoreJob(frame, [str(f) for f in source.files], image_scorer(tr.size, tuple(tr.classes), normal),
+        scorer = image_scorer(tr.size, tuple(tr.classes), normal, tr.channels)
+        return ScoreJob(frame, [str(f) for f in source.files], scorer,
                         labels=["anomaly"] if one_class else [], columns=("score", "neg_elbo"),
                         meaning="negative ELBO above the image's Bernoulli entropy floor (nats per image)",
                         lineage={"normal_classes": normal})

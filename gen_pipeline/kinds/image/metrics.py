@@ -26,32 +26,34 @@ FEATURE_DIM = 128
 
 
 class Classifier(nn.Module):
-    """A small CNN: two conv blocks, a 128-d feature layer (FID's features), a linear head."""
+    """A small CNN: two conv blocks, a 128-d feature layer (FID's features), a linear head.
+    Any side S >= 4 (the pools floor: 30 -> 15 -> 7) and C = 1 or 3 channel planes."""
 
-    def __init__(self, side: int, k: int):
+    def __init__(self, side: int, k: int, channels: int = 1):
         super().__init__()
-        self.side, self.k = side, k
+        self.side, self.k, self.channels = side, k, channels
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # (B, 32, S/2, S/2)
+            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # (B, 32, S/2, S/2)
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 64, S/4, S/4)
             nn.Flatten(), nn.Linear(64 * (side // 4) ** 2, FEATURE_DIM), nn.ReLU(),
         )
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(FEATURE_DIM, k))
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.body(pixels.reshape(-1, 1, self.side, self.side))  # (B, 128)
+        return self.body(pixels.reshape(-1, self.channels, self.side, self.side))  # (B, 128)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(pixels))  # (B, K) logits
 
 
 def train_classifier(x: np.ndarray, y: np.ndarray, side: int, k: int, epochs: int, seed: int = 0,
-                     batch_size: int = 128, lr: float = 1e-3) -> Classifier:
-    """Fit the classifier on pixels ``x`` (N, S*S) in [0, 1] and labels ``y`` (N,)."""
+                     batch_size: int = 128, lr: float = 1e-3, channels: int = 1) -> Classifier:
+    """Fit the classifier on pixels ``x`` (N, C*S*S) in [0, 1] and labels ``y`` (N,)."""
     torch.manual_seed(seed)
-    clf = Classifier(side, k)
+    clf = Classifier(side, k, channels)
     opt = torch.optim.Adam(clf.parameters(), lr=lr)
-    xt, yt = torch.from_numpy(np.ascontiguousarray(x[:, :side * side], dtype=np.float32)), torch.from_numpy(y).long()
+    d = channels * side * side
+    xt, yt = torch.from_numpy(np.ascontiguousarray(x[:, :d], dtype=np.float32)), torch.from_numpy(y).long()
     g = torch.Generator().manual_seed(seed)
     clf.train()
     for _ in range(epochs):
@@ -68,8 +70,8 @@ def train_classifier(x: np.ndarray, y: np.ndarray, side: int, k: int, epochs: in
 
 @torch.no_grad()
 def predict(clf: Classifier, x: np.ndarray | torch.Tensor, batch: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """(features (N, 128), predicted class (N,)) for pixels (N, >= S*S)."""
-    x = torch.as_tensor(x, dtype=torch.float32)[:, :clf.side * clf.side]
+    """(features (N, 128), predicted class (N,)) for pixels (N, >= C*S*S)."""
+    x = torch.as_tensor(x, dtype=torch.float32)[:, :clf.channels * clf.side * clf.side]
     feats, preds = [], []
     for i in range(0, len(x), batch):
         f = clf.features(x[i:i + batch])
@@ -90,7 +92,7 @@ def ensure_classifier(data: PreprocessOutput, epochs: int, seed: int = 0, log=No
     log = log or (lambda msg: print(msg, flush=True))
     pre = data.root
     manifest = data.manifest
-    side, k = manifest["image_shape"][1], len(manifest["classes"])
+    channels, side, k = manifest["image_shape"][0], manifest["image_shape"][1], len(manifest["classes"])
     if k < 2:
         raise PipelineError(f"{pre}: FID and conditional accuracy need a labelled image set (found {k} classes)")
     path = data.classifier_path
@@ -107,7 +109,7 @@ def ensure_classifier(data: PreprocessOutput, epochs: int, seed: int = 0, log=No
             and other.get("train_fraction", 1.0) >= 1.0)
         d = torch.load(candidate, map_location="cpu", weights_only=True)
         if same and d["fingerprint"] == other["fingerprint"] and int(d["epochs"]) == epochs:
-            clf = Classifier(side, k)
+            clf = Classifier(side, k, channels)
             clf.load_state_dict(d["state_dict"])
             clf.eval()
             if candidate != path:
@@ -123,7 +125,7 @@ def ensure_classifier(data: PreprocessOutput, epochs: int, seed: int = 0, log=No
         xv, yv = data.read_encoded("validation")
         x, y, keep = np.concatenate([x, xv]), np.concatenate([y, yv]), np.concatenate([keep, yv >= 0])
     log(f"[evaluate] training the pipeline's classifier on {int(keep.sum())} real images ({epochs} epochs)")
-    clf = train_classifier(x[keep], y[keep], side, k, epochs, seed)
+    clf = train_classifier(x[keep], y[keep], side, k, epochs, seed, channels=channels)
     xt, yt = data.read_encoded("test")
     info = {"test_accuracy": accuracy(clf, xt[yt >= 0], yt[yt >= 0]), "train_rows": int(keep.sum()),
             "epochs": epochs, "seconds": round(time.perf_counter() - t0, 1)}
@@ -169,7 +171,7 @@ def classifier_for(data: PreprocessOutput, transformer) -> Classifier | None:
     if not data.classifier_path.is_file():
         return None
     d = torch.load(data.classifier_path, map_location="cpu", weights_only=True)
-    clf = Classifier(transformer.size, transformer.num_classes)
+    clf = Classifier(transformer.size, transformer.num_classes, transformer.channels)
     clf.load_state_dict(d["state_dict"])
     clf.eval()
     return clf

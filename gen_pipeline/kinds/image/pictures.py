@@ -14,16 +14,17 @@ from gen_pipeline.layout import PREVIEW_FILE, PreprocessOutput
 
 
 def grid_png(images: np.ndarray, path: Path, ncols: int = 10, scale: int = 2, pad: int = 2) -> Path:
-    """uint8 images (N, S, S) -> one PNG grid, ``ncols`` per row, scaled up for a person to look at."""
+    """uint8 images (N, S, S) grey or (N, S, S, 3) RGB -> one PNG grid (mode L or RGB), ``ncols``
+    per row, scaled up for a person to look at."""
     from PIL import Image
 
     n, s = len(images), images.shape[1]
     nrows = max(1, math.ceil(n / ncols))
-    canvas = np.full((nrows * (s + pad) + pad, ncols * (s + pad) + pad), 255, np.uint8)
+    canvas = np.full((nrows * (s + pad) + pad, ncols * (s + pad) + pad) + images.shape[3:], 255, np.uint8)
     for i, im in enumerate(images):
         r, c = divmod(i, ncols)
         canvas[pad + r * (s + pad): pad + r * (s + pad) + s, pad + c * (s + pad): pad + c * (s + pad) + s] = im
-    img = Image.fromarray(canvas, "L")
+    img = Image.fromarray(canvas, "RGB" if canvas.ndim == 3 else "L")
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     img.save(path)
@@ -42,7 +43,7 @@ def shown_classes(k: int, max_rows: int = MAX_GRID_ROWS) -> np.ndarray:
 
 
 def class_grid(model, transformer, per_class: int, seed: int, clf: Classifier | None = None) -> np.ndarray:
-    """Images (K * per_class, S, S), one row per class: drawn with that condition when the model
+    """Images (K * per_class, S, S[, C]), one row per class: drawn with that condition when the model
     is conditional, else unconditional samples sorted into rows by the classifier's prediction."""
     g = torch.Generator().manual_seed(seed)
     k = transformer.num_classes
@@ -95,10 +96,10 @@ def preview_grid(out: Path, transformer, n: int = 100, per_class: int = 10, scan
     rows, 10 per row."""
     import pyarrow.dataset as ds
 
-    side = transformer.size
+    shape = transformer.image_shape
     table = ds.dataset(Path(out), format="parquet").head(scan if transformer.num_classes else n,
                                                          columns=["image", "label"])
-    images = np.frombuffer(b"".join(table.column("image").to_pylist()), np.uint8).reshape(-1, side, side)
+    images = np.frombuffer(b"".join(table.column("image").to_pylist()), np.uint8).reshape((-1,) + shape)
     labels = table.column("label").to_numpy(zero_copy_only=False)
     labels = np.where(np.isnan(labels.astype(np.float64)), -1, labels).astype(np.int64)
     if not transformer.num_classes or (labels < 0).all():
@@ -106,5 +107,5 @@ def preview_grid(out: Path, transformer, n: int = 100, per_class: int = 10, scan
     rows = []
     for c in shown_classes(transformer.num_classes):
         pick = images[labels == c][:per_class]
-        rows.append(np.concatenate([pick, np.full((per_class - len(pick), side, side), 255, np.uint8)]))
+        rows.append(np.concatenate([pick, np.full((per_class - len(pick),) + shape, 255, np.uint8)]))
     return grid_png(np.concatenate(rows), Path(out) / PREVIEW_FILE, ncols=per_class)

@@ -23,13 +23,14 @@ from gen_pipeline.errors import PipelineError
 from gen_pipeline.kinds.image.sources import ImageSource, decode_unit, folder_source, npz_source
 
 
-def score_inputs(source: ImageSource, inputs: list[str] | None, size: int) -> ImageSource:
-    """What to score: ``--input`` (a PNG folder or an .npz), else the dataset's test images."""
+def score_inputs(source: ImageSource, inputs: list[str] | None, size: int, channels: int = 1) -> ImageSource:
+    """What to score: ``--input`` (a PNG folder or an .npz), else the dataset's test images; read
+    at the model's side and channel count (``image_scorer`` converts each image to it)."""
     if inputs:
         if len(inputs) != 1:
             raise PipelineError("--input: give one PNG folder or one .npz file for an image model")
         p = Path(inputs[0])
-        return npz_source(p, size) if p.suffix == ".npz" else folder_source(p, size)
+        return npz_source(p, size, channels) if p.suffix == ".npz" else folder_source(p, size, channels)
     test = tuple(u for u in source.units if u.get("hint") == "test")
     return dataclasses.replace(source, units=test) if test else source
 
@@ -40,16 +41,17 @@ def normal_classes(manifest: dict) -> list[int]:
     return sorted(int(k) for k, v in counts.items() if v and int(k) >= 0)
 
 
-def image_scorer(size: int, classes: tuple[str, ...], normal: list[int]):
+def image_scorer(size: int, classes: tuple[str, ...], normal: list[int], channels: int = 1):
     """(bundle, a batch of work units) -> the units' images scored: source, index, label, score,
-    neg_elbo, anomaly (1 = a class the model never saw; null unless a one-class model), reason."""
+    neg_elbo, anomaly (1 = a class the model never saw; null unless a one-class model), reason.
+    Each image is decoded to the model's ``channels`` (grey repeated into RGB, RGB to grey luma)."""
     one_class = 0 < len(normal) < len(classes)
 
     def score(b, rb):
         import pyarrow as pa
         import torch
 
-        rows = [r for u in rb.column(0).to_pylist() for r in decode_unit(json.loads(u), size, classes)]
+        rows = [r for u in rb.column(0).to_pylist() for r in decode_unit(json.loads(u), size, classes, channels)]
         good = [i for i, r in enumerate(rows) if r[5] is None]
         scores, elbos = [None] * len(rows), [None] * len(rows)
         if good:

@@ -5,12 +5,29 @@ driver and decoded inside Spark tasks (pure numpy/PIL, so unit tests reach the r
 Every raw image is a row: rows_in == rows_written + rows_quarantined (+ rows excluded from train
 by ``data.train_where``, a Spark SQL condition on ``label``). A wrong-size, unreadable or
 corrupt image goes to ``quarantine/`` with its source, index and reason.
+
+The user's images as they come (the rule README's image input section states):
+
+- Side: ``data.image_size``, or when unset the side of the images themselves (an .npz: its
+  array's; a PNG folder: the size most of its images have, read from the PNG headers). Images
+  must be square; one of another size is quarantined as ``wrong size``. Any side >= 4 is taken:
+  the conv models pad a side that is not a multiple of 4 (``gen_pipeline.models.conv``) and
+  write images of the original side.
+- Channels: grey (1) or RGB (3). An .npz says it by its shape: (N, H, W), (N, H*W) or
+  (N, H, W, 1) grey; (N, H, W, 3) RGB ((N, 1 or 3, H, W), channels first, is read the same).
+  A PNG folder is RGB when one of its images holds colour (a pixel whose R, G and B differ, in
+  up to ``COLOUR_PROBES`` images stored in a colour or palette mode), else grey; each image is
+  then converted to that mode (grey pixels repeated into R, G, B; colour to grey by ITU-R 601
+  luma, PIL's "L"). An alpha channel is dropped. At score time images are converted to the
+  model's channel count the same way.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import struct
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +46,8 @@ RAW_DDL = "source string, `index` bigint, split_hint string, label int, pixels b
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ImageSource:
-    """A raw image set: its kind, files, expected side, class names and the work units to decode."""
+    """A raw image set: its kind, files, expected side, class names, the work units to decode and
+    the channel count every image is decoded to (1 grey, 3 RGB)."""
 
     name: str
     kind: str  # "idx" | "folder" | "npz"
@@ -37,6 +55,11 @@ class ImageSource:
     size: int
     classes: tuple[str, ...]
     units: tuple[dict, ...]
+    channels: int = 1
+
+
+COLOUR_PROBES = 64  # images of a PNG folder decoded on the driver to tell colour from grey
+GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 
 def _idx_header(path: Path, dims: int) -> tuple[int, tuple[int, ...]]:
@@ -70,25 +93,110 @@ def idx_source(name: str, pairs: list[tuple[Path, Path, str]], size: int, classe
     return ImageSource(name, "idx", files, size, classes, tuple(units))
 
 
-def folder_source(folder: Path, size: int) -> ImageSource:
-    """A folder of PNGs; a subfolder per class names the label (``folder/<class>/*.png``)."""
+def _square_side(h: int, w: int, where: str) -> int:
+    """The side of H x W images, refused in one line when they are not square or too small."""
+    if h != w:
+        raise PipelineError(f"{where}: the images are {w}x{h} (width x height); the image models need square "
+                            "images: crop or pad them to a square, or set data.image_size to keep only square ones")
+    if h < 4:
+        raise PipelineError(f"{where}: the images are {w}x{h}; the image models need a side of at least 4")
+    return h
+
+
+def _png_headers(files: list[Path]) -> tuple[Counter, list[Path]]:
+    """(count of each (width, height), the files stored in a colour or palette mode), from the
+    PNG headers only (PIL reads no pixels until asked); unreadable files are left to the reader."""
+    from PIL import Image, UnidentifiedImageError
+
+    sizes, colour = Counter(), []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                sizes[im.size] += 1
+                if im.mode not in GREY_MODES:
+                    colour.append(f)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):  # the reader quarantines it
+            continue
+    return sizes, colour
+
+
+def _holds_colour(files: list[Path]) -> bool:
+    """Whether one of up to ``COLOUR_PROBES`` evenly spaced ``files`` has a pixel whose R, G, B differ
+    (an RGB file of grey pixels is grey)."""
+    from PIL import Image, UnidentifiedImageError
+
+    step = max(1, len(files) / COLOUR_PROBES)
+    for f in [files[int(i * step)] for i in range(min(len(files), COLOUR_PROBES))]:
+        try:
+            with Image.open(f) as im:
+                rgb = np.asarray(im.convert("RGB"))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):  # the reader quarantines it
+            continue
+        if (rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any():
+            return True
+    return False
+
+
+def folder_source(folder: Path, size: int | None, channels: int | None = None) -> ImageSource:
+    """A folder of PNGs; a subfolder per class names the label (``folder/<class>/*.png``).
+    ``size`` / ``channels`` None: the folder's own (the module's rule); given: every image is
+    read at that channel count, and one of another side is quarantined."""
     folder = Path(folder)
     if not folder.is_dir():
         raise PipelineError(f"{folder}: image folder not found; set data.path to a folder of PNGs")
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() == ".png")
     if not files:
         raise PipelineError(f"{folder}: no .png files found; nothing to read")
+    if size is None or channels is None:
+        sizes, colour = _png_headers(files)
+        if size is None:
+            if not sizes:
+                raise PipelineError(f"{folder}: none of its {len(files)} .png files can be read as an image")
+            (w, h), _ = sizes.most_common(1)[0]
+            size = _square_side(h, w, str(folder))
+        if channels is None:
+            channels = 3 if colour and _holds_colour(colour) else 1
     classes = tuple(sorted({p.parent.name for p in files if p.parent != folder}))
     units = []
     for i in range(0, len(files), UNIT_ROWS // 5):  # PNG decoding is slower per image
         chunk = files[i:i + UNIT_ROWS // 5]
         units.append({"kind": "png", "paths": [str(p.relative_to(folder)) for p in chunk], "root": str(folder),
                       "start": i, "hint": ""})
-    return ImageSource(folder.name, "folder", tuple(files), size, classes, tuple(units))
+    return ImageSource(folder.name, "folder", tuple(files), size, classes, tuple(units), channels)
 
 
-def npz_source(path: Path, size: int) -> ImageSource:
-    """An .npz with ``x`` (N, H, W) or (N, H*W) uint8 images and optional ``y`` labels, ``classes``."""
+def _npz_layout(shape: tuple[int, ...], path: Path) -> tuple[tuple[int, int] | None, int, str]:
+    """((H, W) or None for flat rows that are not square, channels, layout) of an ``x`` array:
+    layout "flat" (N, H*W), "hw" (N, H, W), "hwc" (N, H, W, C) or "chw" (N, C, H, W)."""
+    if len(shape) == 2:
+        s = math.isqrt(shape[1])
+        return ((s, s) if s * s == shape[1] else None), 1, "flat"
+    if len(shape) == 3:
+        return (shape[1], shape[2]), 1, "hw"
+    if len(shape) == 4 and shape[3] in (1, 3):
+        return (shape[1], shape[2]), shape[3], "hwc"
+    if len(shape) == 4 and shape[1] in (1, 3):
+        return (shape[2], shape[3]), shape[1], "chw"
+    raise PipelineError(f"{path}: x has shape {tuple(shape)}; save images as (N, H, W) or (N, H*W) grey, "
+                        "or (N, H, W, 3) RGB")
+
+
+def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 (H, W, c) -> (H, W, channels): grey repeated into R, G, B, or RGB to grey by the
+    ITU-R 601 luma in PIL's integer arithmetic (so an .npz and a PNG give the same grey)."""
+    c = img.shape[-1]
+    if c == channels:
+        return img
+    if channels == 3:
+        return np.repeat(img, 3, axis=-1)
+    rgb = img.astype(np.uint32)
+    grey = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
+    return grey.astype(np.uint8)[..., None]
+
+
+def npz_source(path: Path, size: int | None, channels: int | None = None) -> ImageSource:
+    """An .npz with ``x`` uint8 images ((N, H, W), (N, H*W), (N, H, W, 3): the module's rule) and
+    optional ``y`` labels, ``classes``. ``size`` / ``channels`` None: the array's own."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: input file not found; set data.path to an existing .npz")
@@ -96,16 +204,25 @@ def npz_source(path: Path, size: int) -> ImageSource:
         with np.load(path, allow_pickle=False) as z:
             if "x" not in z.files:
                 raise PipelineError(f"{path}: no array named 'x' (found {z.files}); save images as x=, labels as y=")
-            n = int(z["x"].shape[0])
+            shape = z["x"].shape
+            if len(shape) < 2:
+                raise PipelineError(f"{path}: x has shape {shape}; save images as (N, H, W) or (N, H, W, 3)")
+            n = int(shape[0])
             y = z["y"] if "y" in z.files else None
             classes = tuple(str(c) for c in z["classes"]) if "classes" in z.files else ()
     except (OSError, ValueError) as e:
         raise PipelineError(f"{path}: not a readable .npz ({str(e)[:160]}); pass a numpy savez file") from None
     if not classes and y is not None and len(y):
         classes = tuple(str(i) for i in range(int(np.max(y)) + 1))  # labels only: bounded
+    hw, c, _ = _npz_layout(shape, path)
+    if size is None:
+        if hw is None:
+            raise PipelineError(f"{path}: x holds rows of {shape[1]} pixels, not a square image; save images as "
+                                "(N, H, W) or (N, H, W, 3)")
+        size = _square_side(hw[0], hw[1], str(path))
     units = [{"kind": "npz", "path": str(path), "start": s, "count": min(UNIT_ROWS, n - s), "hint": ""}
              for s in range(0, n, UNIT_ROWS)]
-    return ImageSource(path.stem, "npz", (path,), size, classes, tuple(units))
+    return ImageSource(path.stem, "npz", (path,), size, classes, tuple(units), channels or c)
 
 
 def image_source(cfg: PipelineConfig, datasets_dir: Path) -> ImageSource:
@@ -124,8 +241,8 @@ def image_source(cfg: PipelineConfig, datasets_dir: Path) -> ImageSource:
     if not d.path:
         raise PipelineError(f"data.path: required for data.dataset={d.dataset} (the PNG folder or the .npz file)")
     if d.dataset == "image_folder":
-        return folder_source(Path(d.path), d.image_size or 28)
-    return npz_source(Path(d.path), d.image_size or 28)
+        return folder_source(Path(d.path), d.image_size)
+    return npz_source(Path(d.path), d.image_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,9 +292,10 @@ def _read_idx(unit: dict, size: int, num_classes: int) -> list[tuple]:
     return rows
 
 
-def _read_png(unit: dict, size: int, classes: tuple[str, ...]) -> list[tuple]:
+def _read_png(unit: dict, size: int, classes: tuple[str, ...], channels: int = 1) -> list[tuple]:
     from PIL import Image, UnidentifiedImageError
 
+    mode = "RGB" if channels == 3 else "L"
     rows = []
     root = Path(unit["root"])
     for i, rel in enumerate(unit["paths"]):
@@ -188,8 +306,7 @@ def _read_png(unit: dict, size: int, classes: tuple[str, ...]) -> list[tuple]:
             with Image.open(path) as im:
                 im.load()  # decodes now: a truncated or corrupt file fails here, not later
                 w, h = im.size
-                gray = im.convert("L") if im.mode != "L" else im
-                arr = np.asarray(gray, dtype=np.uint8)
+                arr = np.asarray(im.convert(mode) if im.mode != mode else im, dtype=np.uint8)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             rows.append((rel, unit["start"] + i, "", label, None, f"unreadable image: {str(e)[:160]}"))
             continue
@@ -200,20 +317,23 @@ def _read_png(unit: dict, size: int, classes: tuple[str, ...]) -> list[tuple]:
     return rows
 
 
-def _read_npz(unit: dict, size: int, num_classes: int) -> list[tuple]:
+def _read_npz(unit: dict, size: int, num_classes: int, channels: int = 1) -> list[tuple]:
     path = Path(unit["path"])
     start, count = unit["start"], unit["count"]
     with np.load(path, allow_pickle=False) as z:
         x = z["x"][start:start + count]
         y = z["y"][start:start + count] if "y" in z.files else None
-    shape = x.shape[1:]
+    hw, c, layout = _npz_layout(x.shape, path)
+    if layout == "chw":
+        x = np.moveaxis(x, 1, -1)
+    shown = "x".join(map(str, hw if hw else x.shape[1:]))
     flat = x.reshape(len(x), -1)
     rows = []
     for i in range(len(x)):
         label = None if y is None else int(y[i])
         img = flat[i].astype(np.float64)
-        if shape not in ((size, size), (size * size,)):
-            reason = f"wrong size: {'x'.join(map(str, shape))}, expected {size}x{size}"
+        if hw != (size, size):
+            reason = f"wrong size: {shown}, expected {size}x{size}"
         elif not np.isfinite(img).all():
             reason = "corrupt: non-finite pixel values"
         elif img.min() < 0 or img.max() > PIXEL_MAX or (img != np.rint(img)).any():
@@ -222,14 +342,16 @@ def _read_npz(unit: dict, size: int, num_classes: int) -> list[tuple]:
             reason = f"label {label} out of range (0..{num_classes - 1})"
         else:
             reason = None
-        rows.append((path.name, start + i, "", label, None if reason else img.astype(np.uint8).tobytes(), reason))
+        pixels = None if reason else to_channels(img.astype(np.uint8).reshape(size, size, c), channels).tobytes()
+        rows.append((path.name, start + i, "", label, pixels, reason))
     return rows
 
 
-def decode_unit(unit: dict, size: int, classes: tuple[str, ...]) -> list[tuple]:
-    """(source, index, split hint, label, uint8 pixel bytes or None, reason or None) per image."""
+def decode_unit(unit: dict, size: int, classes: tuple[str, ...], channels: int = 1) -> list[tuple]:
+    """(source, index, split hint, label, uint8 pixel bytes or None, reason or None) per image;
+    the bytes row-major, ``channels`` per pixel (channels last)."""
     if unit["kind"] == "idx":
         return _read_idx(unit, size, len(classes))
     if unit["kind"] == "png":
-        return _read_png(unit, size, classes)
-    return _read_npz(unit, size, len(classes))
+        return _read_png(unit, size, classes, channels)
+    return _read_npz(unit, size, len(classes), channels)

@@ -1,10 +1,15 @@
 """The image encoding and its inverse: uint8 pixels (+ a class label) <-> the ``features`` layout.
 
+Raw and generated images are uint8 bytes in the order numpy and PIL keep them: row-major, and
+for RGB the channels last (H, W, 3: R, G, B interleaved); grey images are H*W bytes.
+
 Encoded layout (one ``features`` list<float32> per image, so both loaders hand torch a
-``(B, H*W + K)`` tensor without changes): the H*W pixels scaled to [0, 1] (``pixel / 255``,
-row-major), then the class label one-hot over K classes (all zeros when the image has none).
-The spec (``transform_spec.json``, ``kind: image``) records the shape, the scaling and the
+``(B, C*H*W + K)`` tensor without changes): the C*H*W pixels scaled to [0, 1] (``pixel / 255``)
+as C channel planes (C = 1 grey, 3 RGB), each row-major, as convolutions take them; then the
+class label one-hot over K classes (all zeros when the image has none). The spec
+(``transform_spec.json``, ``kind: image``) records the shape [C, H, W], the scaling and the
 class names, so generate inverts it to uint8 pixels and score encodes raw images the same way.
+For C = 1 the planes and the interleaved bytes are the same order.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ PIXEL_MAX = 255.0  # every source is read as uint8 intensities; the model sees p
 
 
 class ImageSchema:
-    """The generated/scored columns: ``image`` (H*W uint8 bytes, row-major) and ``label``."""
+    """The generated/scored columns: ``image`` (H*W*C uint8 bytes, row-major, channels last) and ``label``."""
 
     def __init__(self, size: int):
         self.size = size
@@ -51,12 +56,15 @@ class ImageTransformer:
             raise PipelineError(f"image spec version {spec.get('version')!r} is not supported "
                                 f"(supported: {IMAGE_SPEC_VERSION}); retrain the model or install a matching release")
         self.spec = spec
+        self.channels = int(spec["shape"][0])
         self.size = int(spec["shape"][1])
-        self.image_dim = self.size * self.size
+        self.image_dim = self.channels * self.size * self.size
+        # one image as numpy holds it: (S, S) grey, (S, S, C) colour
+        self.image_shape = (self.size, self.size) + ((self.channels,) if self.channels > 1 else ())
         self.classes = list(spec["classes"])
         self.num_classes = len(self.classes)
         self.output_dim = self.image_dim + self.num_classes
-        self.spans = [Span("image", 0, self.image_dim)]
+        self.spans = [Span("image", 0, self.image_dim, shape=(self.channels, self.size, self.size))]
         if self.num_classes:
             self.spans.append(Span("label", self.image_dim, self.output_dim))  # a condition: given, never drawn
         self.schema = ImageSchema(self.size)
@@ -93,9 +101,10 @@ class ImageTransformer:
         return self.inverse_to_arrow(x)
 
     def encode(self, pixels: np.ndarray, labels) -> np.ndarray:
-        """uint8 (N, H*W) + labels (N,) (None/-1 = unlabelled) -> float32 (N, H*W + K)."""
+        """uint8 (N, H*W*C) channels last + labels (N,) (None/-1 = unlabelled) -> float32 (N, C*H*W + K)."""
         out = np.zeros((len(pixels), self.output_dim), dtype=np.float32)
-        out[:, :self.image_dim] = pixels.reshape(len(pixels), -1).astype(np.float32) / PIXEL_MAX
+        planes = pixels.reshape(len(pixels), self.size * self.size, self.channels).transpose(0, 2, 1)
+        out[:, :self.image_dim] = planes.reshape(len(pixels), -1).astype(np.float32) / PIXEL_MAX
         if self.num_classes and labels is not None:
             lab = np.array([-1 if v is None or v != v else int(v) for v in labels], dtype=np.int64)
             ok = (lab >= 0) & (lab < self.num_classes)
@@ -103,9 +112,10 @@ class ImageTransformer:
         return out
 
     def pixels(self, x: np.ndarray) -> np.ndarray:
-        """Model output (N, D) -> uint8 images (N, H, W): the inverse of ``pixel / 255``."""
-        return np.clip(np.rint(x[:, :self.image_dim] * PIXEL_MAX), 0, 255).astype(np.uint8).reshape(
-            -1, self.size, self.size)
+        """Model output (N, D) -> uint8 images (N, H, W) grey or (N, H, W, C): the inverse of ``pixel / 255``."""
+        planes = np.clip(np.rint(x[:, :self.image_dim] * PIXEL_MAX), 0, 255).astype(np.uint8).reshape(
+            -1, self.channels, self.size, self.size)
+        return np.ascontiguousarray(planes.transpose(0, 2, 3, 1)).reshape((-1,) + self.image_shape)
 
     def labels(self, x: np.ndarray) -> np.ndarray:
         """The one-hot label part -> int labels, -1 where there is none."""
@@ -129,13 +139,14 @@ class ImageTransformer:
         return self.inverse_to_arrow(x).to_pandas()
 
     def transform(self, df, strict: bool = True) -> tuple[np.ndarray, list[str | None]]:
-        """Rows with ``image`` (H*W uint8 bytes) and optional ``label`` -> features, reasons."""
+        """Rows with ``image`` (H*W*C uint8 bytes) and optional ``label`` -> features, reasons."""
         n = len(df)
         pix = np.zeros((n, self.image_dim), dtype=np.uint8)
         reasons: list[str | None] = [None] * n
         for i, b in enumerate(df["image"]):
             if b is None or len(b) != self.image_dim:
-                msg = f"image: {0 if b is None else len(b)} bytes, expected {self.image_dim} ({self.size}x{self.size})"
+                msg = (f"image: {0 if b is None else len(b)} bytes, expected {self.image_dim} "
+                       f"({'x'.join(map(str, self.image_shape))})")
                 if strict:
                     raise PipelineError(f"row {i}: {msg}")
                 reasons[i] = msg
