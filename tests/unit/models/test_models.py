@@ -102,7 +102,7 @@ def test_gan_has_no_anomaly_score():
         _model("gan").score(_data(10))
 
 
-@pytest.mark.parametrize("family", ["tvae", "gan", "tvae_mix"])
+@pytest.mark.parametrize("family", ["tvae", "gan", "tvae_mix", "tvae_ar"])
 def test_sampling_reproduces_from_a_seed(family):
     model = _model(family)
     a = model.sample(300, torch.Generator().manual_seed(5))
@@ -111,7 +111,7 @@ def test_sampling_reproduces_from_a_seed(family):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-@pytest.mark.parametrize("family", ["tvae", "gan", "tvae_mix"])
+@pytest.mark.parametrize("family", ["tvae", "gan", "tvae_mix", "tvae_ar"])
 def test_resume_from_checkpoint_matches_an_unbroken_run(family, tmp_path):
     torch.set_num_threads(1)
     data = _data(1200)
@@ -199,7 +199,7 @@ def test_tvae_nll_of_all_spans_at_once_equals_one_cross_entropy_per_span():
     assert "_cat_grid" not in model.state_dict()  # index buffers are rebuilt, never saved
 
 
-@pytest.mark.parametrize("family", ["tvae", "tvae_mix", "gan"])
+@pytest.mark.parametrize("family", ["tvae", "tvae_mix", "tvae_ar", "gan"])
 def test_the_same_config_data_and_seed_give_the_same_weights(family):
     """Reproducible fits on the CPU: two trainings from the same seed end with identical weights
     (the loop reseeds torch from (seed, epoch) and the memory loader shuffles from (seed, epoch,
