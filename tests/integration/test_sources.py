@@ -197,3 +197,33 @@ def test_pandas_nanosecond_parquet_is_a_one_line_error_with_the_fix(spark, tmp_p
     pd.DataFrame({"when": pd.to_datetime(["2024-01-01", "2024-02-01"])}).to_parquet(tmp_path / "ns.parquet")
     with pytest.raises(PipelineError, match=r"ns.parquet: not a readable parquet file .*coerce_timestamps='us'"):
         sample_table(spark, TableSource.of(str(tmp_path / "ns.parquet")))
+
+
+def test_a_catalog_table_is_fingerprinted_by_its_files(spark, tmp_path):
+    """``table:NAME``: the listing is the table's files (path, size, modification time), so a table
+    that gains or rewrites a file gets another fingerprint; the name alone would not change."""
+    from gen_pipeline.config import PipelineConfig
+    from gen_pipeline.stages.preprocess import fingerprint
+
+    folder = tmp_path / "tbl"
+    spark.createDataFrame([(i, f"n{i % 3}", i / 2) for i in range(30)], "id long, name string, score double") \
+        .coalesce(1).write.parquet(str(folder))
+    spark.sql(f"CREATE TABLE byo_listing USING parquet LOCATION '{folder}'")
+    try:
+        cfg = PipelineConfig(name="t", model_name="t", data={"source": "table:byo_listing"})
+        out, inputs = read_table(spark, TableSource.of("table:byo_listing"), SCHEMA)
+        assert len(out.toPandas()) == 30 and inputs[0]["path"] == "table:byo_listing"
+        (part,) = [p for p in folder.glob("part-*")]
+        assert inputs[0]["files"] == [{"path": str(part), "bytes": part.stat().st_size,
+                                       "modified": inputs[0]["modified"]}] and inputs[0]["bytes"] == part.stat().st_size
+        spark.createDataFrame([(99, "n0", 1.0)], "id long, name string, score double").write.mode("append") \
+            .parquet(str(folder))  # the table changes under the same name
+        out2, inputs2 = read_table(spark, TableSource.of("table:byo_listing"), SCHEMA)
+        assert len(out2.toPandas()) == 31 and len(inputs2[0]["files"]) == len(list(folder.glob("part-*"))) > 1
+        assert fingerprint(inputs2, cfg) != fingerprint(inputs, cfg)
+        assert fingerprint(read_table(spark, TableSource.of("table:byo_listing"), SCHEMA)[1], cfg) == \
+            fingerprint(inputs2, cfg)  # unchanged: the same fingerprint
+        with pytest.raises(PipelineError, match="table no_such_db.nope: cannot read it"):
+            read_table(spark, TableSource.of("table:no_such_db.nope"), SCHEMA)
+    finally:
+        spark.sql("DROP TABLE IF EXISTS byo_listing")
