@@ -155,6 +155,7 @@ def test_your_own_csv_through_preprocess_with_an_inferred_schema(spark, runtime,
     assert list(manifest["quarantine_reasons"]) == ["column placed: 'not a date' is not a timestamp"]
     spec = {c["name"]: c for c in json.loads((tmp_path / "pre" / "transform_spec.json").read_text())["columns"]}
     assert "comment" not in spec and spec["placed"]["step"] == 1_000_000
+    assert spec["order_id"]["format"] == {"prefix": "O", "digits": 5, "max": 399}  # O00000..O00399 (O99999 quarantined)
     assert len(spec["region"]["categories"]) == 50 and spec["amount"]["has_nulls"]  # capped; nulls kept
     clean = PreprocessOutput(tmp_path / "pre").read_clean("train")
     assert str(clean["placed"].dtype).startswith("datetime64") and clean["paid"].dtype == bool

@@ -14,7 +14,8 @@ type; a categorical column with more than ``max_categories`` values keeps its mo
 and one shared slot for the rest, decoded by drawing one of the rarer training values by its
 frequency (so the encoded width is bounded and every value comes from the training vocabulary);
 identifiers and constants take no encoded width: identifiers are regenerated as new values of
-the original type that are never a training id, constants as their value. Free text is not
+the original type and format (a string id's prefix and zero-padded digits, ``_regenerate``) that
+are never a training id and are unique across a generate job, constants as their value. Free text is not
 modelled (a warning names it).
 The fitted state is a small versioned JSON (``transform_spec.json``) that travels with the model.
 """
@@ -366,9 +367,14 @@ def _decode_categories(col: dict, code: np.ndarray, rng: np.random.Generator):
 
 
 def _regenerate(col: dict, n: int, rng: np.random.Generator, row_offset: int | None):
-    """Identifiers: new values above (integers) or beside (``syn``-prefixed strings) every
-    training id, unique within a job when ``row_offset`` is given, else within a random block of
-    2**22 ids. Constants: the value."""
+    """Identifiers: new values of the original type and format that are never a training id,
+    unique within a job when ``row_offset`` is given (the row's job-wide index picks its id), else
+    within a random block of 2**22 ids. Integers: above the largest training id. Strings with a
+    learned format (``fitting.string_id_format``: a common prefix and digits, zero-padded to a
+    fixed width or not): the same prefix and width, numbered above the largest training number
+    (``CUST-000123`` ... ``CUST-004711`` gives ``CUST-004712`` on; past the width's last number
+    they grow a digit rather than wrap); other strings: ``syn`` and digits at the usual width.
+    Constants: the value."""
     import datetime
 
     import pyarrow as pa
@@ -384,5 +390,10 @@ def _regenerate(col: dict, n: int, rng: np.random.Generator, row_offset: int | N
     index = start + np.arange(n, dtype=np.int64)
     if col["dtype"] == "int":
         return pa.array(col["max"] + 1 + index, type=pa.int64())
+    fmt = col.get("format")
+    if fmt:
+        first = int(fmt["max"]) + 1 + start  # Python integers: any number of digits
+        prefix, width = fmt["prefix"], fmt["digits"]
+        return pa.array([f"{prefix}{first + i:0{width}d}" for i in range(n)], type=_arrow_type(col["dtype"]))
     width = max(col.get("width", 8) - 3, 1)
     return pa.array([f"syn{i:0{width}d}" for i in index], type=_arrow_type(col["dtype"]))

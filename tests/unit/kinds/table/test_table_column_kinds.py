@@ -104,3 +104,52 @@ def test_dictionary_output_keeps_types(table):
     out = t.inverse_to_arrow(x, dictionary=True)
     assert out.column_names == ["ts", "d", "b", "id", "sid", "k", "zip", "city"]
     assert out.schema.field("zip").type == pa.int64() and out.schema.field("b").type == pa.bool_()
+
+
+def _id_aggregates(values: pd.Series) -> dict:
+    """What fitting's Spark aggregate gives for a string id column (the same rules, in pandas)."""
+    from gen_pipeline.kinds.table.fitting import ID_PATTERN
+
+    parts = values.dropna().str.extract(ID_PATTERN)
+    prefix, digits = parts[0].fillna(""), parts[1].fillna("")
+    has = digits != ""
+    return {"n": len(parts), "no_digits": int((~has).sum()), "prefix_min": prefix.min(), "prefix_max": prefix.max(),
+            "min_len": int(digits[has].str.len().min()) if has.any() else None, "max_len": int(digits.str.len().max()),
+            "leading_zeros": int(((digits.str.len() > 1) & digits.str.startswith("0")).sum()),
+            "max_number": int(digits[has].astype(int).max()) if has.any() else None}
+
+
+@pytest.mark.parametrize("real, pattern, first", [
+    ([f"CUST-{i:06d}" for i in range(5, 4712)], r"CUST-\d{6}", "CUST-004712"),  # prefix + zero-padded digits
+    ([f"{i:08d}" for i in range(100, 400)], r"\d{8}", "00000400"),  # fixed-length digit strings
+    ([f"INV-{i}" for i in range(1, 3000, 7)], r"INV-[1-9]\d*", "INV-2998"),  # unpadded numbers
+    ([f"A{i:03d}" for i in [*range(20), 998, 999]], r"A\d{3,}", "A1000"),  # past the width: one digit more
+])
+def test_string_ids_keep_their_format_are_unique_across_partitions_and_never_real(real, pattern, first):
+    import re
+
+    from gen_pipeline.kinds.table.fitting import string_id_format
+    from gen_pipeline.kinds.table.transforms import _regenerate
+
+    fmt = string_id_format(_id_aggregates(pd.Series(real)))
+    assert fmt is not None
+    col = {"name": "sid", "kind": "identifier", "dtype": "string", "width": max(map(len, real)), "format": fmt}
+    rng = np.random.default_rng(0)
+    parts = [_regenerate(col, 700, rng, row_offset=k * 700).to_pylist() for k in range(3)]  # three tasks of a job
+    ids = [v for p in parts for v in p]
+    assert ids[0] == first  # numbered on from the largest training id
+    assert len(set(ids)) == len(ids) and not set(ids) & set(real)  # unique across partitions, never a real id
+    assert all(re.fullmatch(pattern, v) for v in ids), ids[:3]
+
+
+def test_string_ids_with_no_single_format_fall_back_to_syn():
+    from gen_pipeline.kinds.table.fitting import string_id_format
+    from gen_pipeline.kinds.table.transforms import _regenerate
+
+    for real in (["AB12", "CD34", "EF56"],  # no common prefix
+                 ["x1a", "x2b", "x3c"],  # not ending in digits
+                 ["K007", "K12345", "K8"]):  # leading zeros beside other widths
+        assert string_id_format(_id_aggregates(pd.Series(real))) is None, real
+    col = {"name": "sid", "kind": "identifier", "dtype": "string", "width": 6}
+    out = _regenerate(col, 5, np.random.default_rng(0), row_offset=10).to_pylist()
+    assert out == ["syn010", "syn011", "syn012", "syn013", "syn014"]
