@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.kinds.table.schema import TableSchema
-from gen_pipeline.kinds.table.validation import (_BINARY, _CAST, _CORRUPT, _parse_datetime, _spark_type, _validate_fn,
-                                                  validated_ddl)
+from gen_pipeline.kinds.table.schema import TableSchema, base_dtype
+from gen_pipeline.kinds.table.validation import (_BINARY, _CAST, _CORRUPT, SPARK_CAST, _parse_datetime, _spark_type,
+                                                  _validate_fn, validated_ddl)
 
 FORMATS = ("csv", "parquet", "orc", "json")
 _EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".data": "csv", ".test": "csv", ".parquet": "parquet",
@@ -381,7 +381,7 @@ def read_table(spark, source, schema: TableSchema, max_rows_per_file: int | None
             del i["uri"]
     casts = [F.expr(f"try_cast(`{c.name}` AS {_spark_type(c)})").alias(_CAST + c.name)
              if not c.format else _parse_datetime(c).alias(_CAST + c.name)
-             for c in schema.columns if c.dtype in ("bool", "date", "timestamp")]
+             for c in schema.columns if base_dtype(c.dtype) in SPARK_CAST]
     records = records.select("*", *casts)
     out = records.mapInArrow(_validate_fn(schema, "json" if fmt_used == "json" else "csv"), validated_ddl(schema))
     return out, inputs

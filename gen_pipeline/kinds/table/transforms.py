@@ -8,8 +8,10 @@ normal (robust to the heavy skew and zero spikes of Adult's capital columns); or
 A null indicator when the column had nulls. Categorical columns: one-hot over the training vocabulary, missing as its own category.
 
 Other kinds (gen_pipeline.kinds.table.schema): datetimes and dates are encoded as continuous numbers
-(microseconds or days since 1970-01-01, wall-clock) and decoded back to timestamps or dates,
-inside the training range; booleans (and integer categories) are categories decoded in their own
+(microseconds or days since 1970-01-01, wall-clock; an instant, ``timestamp_ltz``, in UTC) and
+decoded back to timestamps of the same zone kind and unit (``step``: whole minutes, seconds,
+milliseconds) or dates, inside the training range; decimals are continuous and decoded rounded to
+their scale as ``decimal(p,s)``; booleans (and integer categories) are categories decoded in their own
 type; a categorical column with more than ``max_categories`` values keeps its most frequent ones
 and one shared slot for the rest, decoded by drawing one of the rarer training values by its
 frequency (so the encoded width is bounded and every value comes from the training vocabulary);
@@ -31,7 +33,7 @@ import pandas as pd
 from scipy.special import ndtr, ndtri
 
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.kinds.table.schema import TableSchema
+from gen_pipeline.kinds.table.schema import TIMESTAMPS, TableSchema, arrow_type, decimal_of
 from gen_pipeline.spans import Span
 
 MAX_CATEGORIES = 100  # transform.max_categories: one-hot slots per categorical column
@@ -288,14 +290,19 @@ class TableTransformer:
                 values = (np.rint(self._decode_continuous(col, x[:, start:start + w], mode) / step) * step) \
                     .astype(np.int64)
                 mask = code(start + w, 2) == 1 if col["has_nulls"] else None
-                arrays.append(pa.array(values, mask=mask, type=pa.timestamp("us")) if col["kind"] == "datetime"
+                arrays.append(pa.array(values, mask=mask, type=_arrow_type(col["dtype"])) if col["kind"] == "datetime"
                               else pa.array(values.astype(np.int32), mask=mask).cast(pa.date32()))
             elif col["kind"] == "continuous":
                 w = self._value_width(col)
                 mode = code(start + 1, w - 1) if col["method"] == "vgm" else None
                 values = self._decode_continuous(col, x[:, start:start + w], mode)
                 mask = code(start + w, 2) == 1 if col["has_nulls"] else None
-                arrays.append(pa.array(values.astype(np.int64) if col["dtype"] == "int" else values, mask=mask))
+                decimal = decimal_of(col["dtype"])
+                if decimal:  # rounded to the column's scale, then fixed-point of its precision and scale
+                    arrays.append(pa.array(np.round(values, decimal[1]), mask=mask)
+                                  .cast(pa.decimal128(*decimal), safe=False))
+                else:
+                    arrays.append(pa.array(values.astype(np.int64) if col["dtype"] == "int" else values, mask=mask))
             elif OTHER in col["categories"] or col.get("dtype", "string") != "string":
                 arrays.append(_decode_categories(col, code(start, len(col["categories"])), rng))
             else:
@@ -331,10 +338,7 @@ class TableTransformer:
 # The kinds beyond continuous and categorical strings
 # ---------------------------------------------------------------------------------------------
 def _arrow_type(dtype: str):
-    import pyarrow as pa
-
-    return {"int": pa.int64(), "float": pa.float64(), "string": pa.string(), "bool": pa.bool_(),
-            "date": pa.date32(), "timestamp": pa.timestamp("us")}[dtype]
+    return arrow_type(dtype)
 
 
 def _as_number(col: dict, values: pd.Series) -> np.ndarray:
@@ -383,8 +387,12 @@ def _regenerate(col: dict, n: int, rng: np.random.Generator, row_offset: int | N
         v = col["value"]
         if v is not None and col["dtype"] == "date":
             v = datetime.date.fromisoformat(v)
-        elif v is not None and col["dtype"] == "timestamp":
+        elif v is not None and col["dtype"] in TIMESTAMPS:
             v = datetime.datetime.fromisoformat(v)
+        elif v is not None and decimal_of(col["dtype"]):
+            import decimal
+
+            v = decimal.Decimal(v)
         return pa.array([v] * n, type=_arrow_type(col["dtype"]))
     start = row_offset if row_offset is not None else int(rng.integers(0, 2**30)) << 22
     index = start + np.arange(n, dtype=np.int64)

@@ -153,3 +153,77 @@ def test_string_ids_with_no_single_format_fall_back_to_syn():
     col = {"name": "sid", "kind": "identifier", "dtype": "string", "width": 6}
     out = _regenerate(col, 5, np.random.default_rng(0), row_offset=10).to_pylist()
     assert out == ["syn010", "syn011", "syn012", "syn013", "syn014"]
+
+
+def test_decimals_keep_precision_and_scale_and_timestamps_their_zone_kind():
+    """A ``decimal(12,2)`` column decodes to decimal128(12, 2) values on its scale inside the training
+    range; an instant (``timestamp_ltz``) decodes to timestamp[us, UTC] at the same instants, a
+    wall-clock ``timestamp`` to timestamp[us] with no zone; constants keep their types too."""
+    import decimal
+
+    rng = np.random.default_rng(1)
+    n = 1000
+    amount = pd.Series([decimal.Decimal(f"{v:.2f}") for v in rng.lognormal(4, 1, n)], dtype=object)
+    amount[::10] = None
+    at = pd.Series(pd.to_datetime("2024-03-01", utc=True) + pd.to_timedelta(rng.integers(0, 10**6, n), unit="s"))
+    local = at.dt.tz_localize(None)
+    schema = TableSchema(columns=(Column("amount", "continuous", "decimal(12,2)"),
+                                  Column("at", "datetime", "timestamp_ltz"), Column("local", "datetime", "timestamp"),
+                                  Column("fee", "constant", "decimal(5,3)"), Column("since", "constant", "timestamp_ltz")))
+    cols = [_numeric("amount", "continuous", "decimal(12,2)", _as_number({"kind": "continuous"}, amount)),
+            _numeric("at", "datetime", "timestamp_ltz", _as_number({"kind": "datetime"}, at)),
+            _numeric("local", "datetime", "timestamp", _as_number({"kind": "datetime"}, local)),
+            {"name": "fee", "kind": "constant", "dtype": "decimal(5,3)", "value": "0.125"},
+            {"name": "since", "kind": "constant", "dtype": "timestamp_ltz", "value": "2020-01-01T00:00:00+00:00"}]
+    cols[1]["step"] = cols[2]["step"] = 1_000_000
+    t = TableTransformer({"version": 3, "schema": schema.to_dict(), "columns": cols, "fitted_rows": n})
+    df = pd.DataFrame({"amount": amount, "at": at, "local": local, "fee": decimal.Decimal("0.125"),
+                       "since": pd.Timestamp("2020-01-01", tz="UTC")})
+    x, reasons = t.transform(df, strict=True)
+    out = t.inverse_to_arrow(x)
+    assert out.schema == pa.schema([("amount", pa.decimal128(12, 2)), ("at", pa.timestamp("us", "UTC")),
+                                    ("local", pa.timestamp("us")), ("fee", pa.decimal128(5, 3)),
+                                    ("since", pa.timestamp("us", "UTC"))])
+    back = out.to_pandas()
+    got = back["amount"].dropna()
+    assert back["amount"].isna().sum() == amount.isna().sum()
+    assert all(v.as_tuple().exponent == -2 for v in got)  # on the column's scale
+    assert got.min() >= amount.dropna().min() and got.max() <= amount.dropna().max()
+    assert (back["at"] - at).abs().max() < pd.Timedelta(seconds=10**6 / 50)  # the same instants, in UTC
+    assert str(back["at"].dt.tz) == "UTC" and back["local"].dt.tz is None
+    assert ((back["at"].dt.tz_localize(None) - back["local"]).abs() < pd.Timedelta(seconds=10**6 / 50)).all()
+    assert (back["fee"] == decimal.Decimal("0.125")).all()
+    assert (back["since"] == pd.Timestamp("2020-01-01", tz="UTC")).all()
+
+
+def test_the_validation_pass_types_decimals_and_instants():
+    """``validation.validate_fields`` on fields as Spark's readers give them: a decimal field typed
+    by Spark's cast (null when it does not fit the precision) and a timestamp of either zone kind."""
+    import datetime
+
+    from gen_pipeline.kinds.table.schema import REASON
+    from gen_pipeline.kinds.table.validation import _BINARY, _CAST, _CORRUPT, validate_fields
+
+    schema = TableSchema(columns=(Column("amount", "continuous", "decimal(6,2)"),
+                                  Column("at", "datetime", "timestamp_ltz")), missing_token="")
+    utc = datetime.timezone.utc
+    table = pa.table({
+        "source": ["f"] * 4, "line": [1, 2, 3, 4], "text": ["a"] * 4,
+        "amount": ["12.50", "123456789", "x", ""], "at": ["2024-01-01 10:00:00", "2024-01-01 11:00:00", "", "bad"],
+        _CORRUPT: pa.array([None] * 4, pa.string()), _BINARY: [False] * 4,
+        _CAST + "amount": pa.array([decimal_("12.50"), None, None, None], pa.decimal128(6, 2)),
+        _CAST + "at": pa.array([datetime.datetime(2024, 1, 1, 10, tzinfo=utc), datetime.datetime(2024, 1, 1, 11, tzinfo=utc),
+                                None, None], pa.timestamp("us", "UTC"))})
+    out = validate_fields(table, schema)
+    assert out.schema.field("amount").type == pa.decimal128(6, 2)
+    assert out.schema.field("at").type == pa.timestamp("us", "UTC")
+    assert out.column("amount").to_pylist()[0] == decimal_("12.50")
+    reasons = out.column(REASON).to_pylist()
+    assert reasons[0] is None and reasons[1] == "column amount: '123456789' does not fit decimal(6,2)"
+    assert reasons[2] == "column amount: 'x' is not a number" and reasons[3] == "column at: 'bad' is not a timestamp"
+
+
+def decimal_(text):
+    import decimal
+
+    return decimal.Decimal(text)
