@@ -101,8 +101,9 @@ def test_parquet_typed_columns_truncation_and_drift(spark, tmp_path):
 
 
 def test_decimals_and_time_zones_keep_their_types_from_parquet_to_generated_rows(spark, tmp_path):
-    """A DECIMAL(10,2), an instant (timestamp with a zone: Spark TIMESTAMP) and a wall-clock
-    timestamp (Spark TIMESTAMP_NTZ) are inferred, read, fitted and decoded in their own types."""
+    """A DECIMAL(10,2), an instant (timestamp with a zone: Spark TIMESTAMP), a wall-clock timestamp
+    (Spark TIMESTAMP_NTZ) and one stored in milliseconds are inferred, read, fitted and decoded in
+    their own types and units."""
     import decimal
 
     from gen_pipeline.kinds.table.fitting import fit_spec
@@ -113,23 +114,26 @@ def test_decimals_and_time_zones_keep_their_types_from_parquet_to_generated_rows
     at = [start + dt.timedelta(minutes=7 * i) for i in range(n)]
     t = pa.table({"amount": pa.array([decimal.Decimal(f"{i * 1.37 % 90:.2f}") for i in range(n)], pa.decimal128(10, 2)),
                   "at": pa.array(at, pa.timestamp("us", "Europe/Paris")),
-                  "local": pa.array([a.replace(tzinfo=None) for a in at], pa.timestamp("us"))})
+                  "local": pa.array([a.replace(tzinfo=None) for a in at], pa.timestamp("us")),
+                  "ms": pa.array([a.replace(tzinfo=None) for a in at], pa.timestamp("ms"))})
     pq.write_table(t, tmp_path / "typed.parquet")
     sample, types, opts = sample_table(spark, TableSource.of(str(tmp_path / "typed.parquet")))
     schema, why = infer_schema(sample, types, opts)
     assert [(c.kind, c.dtype) for c in schema.columns] == [
-        ("continuous", "decimal(10,2)"), ("datetime", "timestamp_ltz"), ("datetime", "timestamp")], why
+        ("continuous", "decimal(10,2)"), ("datetime", "timestamp_ltz"), ("datetime", "timestamp"),
+        ("datetime", "timestamp[ms]")], why
     df, _ = read_table(spark, TableSource.of(str(tmp_path / "typed.parquet")), schema)
     types = dict(df.dtypes)
-    assert (types["amount"], types["at"], types["local"]) == ("decimal(10,2)", "timestamp", "timestamp_ntz")
+    assert (types["amount"], types["at"], types["local"], types["ms"]) == (
+        "decimal(10,2)", "timestamp", "timestamp_ntz", "timestamp_ntz")
     rows = df.orderBy("line").toPandas()
     assert rows[REASON].isna().all() and rows["amount"].tolist()[:2] == [decimal.Decimal("0.00"), decimal.Decimal("1.37")]
     assert pd.Timestamp(rows["at"][1]).tz_localize("UTC") == pd.Timestamp(at[1])  # the same instant (UTC session)
     assert pd.Timestamp(rows["local"][1]) == pd.Timestamp(at[1]).tz_localize(None)  # the same wall clock
     spec = fit_spec(df, schema, "quantile", 50)
-    out = TableTransformer(spec).inverse_to_arrow(np.random.default_rng(0).normal(size=(200, 3)).astype("float32"))
+    out = TableTransformer(spec).inverse_to_arrow(np.random.default_rng(0).normal(size=(200, 4)).astype("float32"))
     assert out.schema == pa.schema([("amount", pa.decimal128(10, 2)), ("at", pa.timestamp("us", "UTC")),
-                                    ("local", pa.timestamp("us"))])
+                                    ("local", pa.timestamp("us")), ("ms", pa.timestamp("ms"))])
     assert min(out.column("at").to_pylist()) >= at[0] and max(out.column("at").to_pylist()) <= at[-1]
 
 

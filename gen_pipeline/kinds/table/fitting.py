@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.kinds.table.schema import TIMESTAMPS, TableSchema, decimal_of
+from gen_pipeline.kinds.table.schema import TableSchema, base_dtype, decimal_of
 from gen_pipeline.kinds.table.transforms import (MAX_CATEGORIES, MAX_RARE_VALUES, OTHER, SPEC_VERSION, VGM_MAX_MODES,
                                                  VGM_MAX_POINTS, VGM_MIN_WEIGHT, VGM_POINT_SHARE, VGM_SAMPLE_ROWS,
                                                  _NUMERIC_KINDS, _TIME_STEPS)
@@ -178,11 +178,11 @@ def _fit_unmodelled(df, c) -> dict:
     if c.kind == "constant":
         row = df.where(F.col(f"`{c.name}`").isNotNull()).select(f"`{c.name}`").limit(1).collect()
         value = row[0][0] if row else None
-        if c.dtype == "timestamp_ltz" and value is not None:  # PySpark gives an instant as local time
+        if base_dtype(c.dtype) == "timestamp_ltz" and value is not None:  # PySpark gives an instant as local time
             import datetime
 
             value = value.astimezone(datetime.timezone.utc).isoformat()
-        elif c.dtype in ("date", "timestamp") and value is not None:
+        elif base_dtype(c.dtype) in ("date", "timestamp") and value is not None:
             value = value.isoformat()
         elif decimal_of(c.dtype) and value is not None:
             value = str(value)  # exact, as JSON

@@ -29,7 +29,8 @@ a string column stays a string (``Yes``/``No`` or ``2024-01-02`` strings are cat
 generate writes the input's types: a ``DECIMAL(p,s)`` column is ``decimal(p,s)`` (continuous,
 generated at its scale; as categories or an identifier an integer), a ``TIMESTAMP`` (an instant,
 Parquet's isAdjustedToUTC) is ``timestamp_ltz`` and a ``TIMESTAMP_NTZ`` (wall clock) is
-``timestamp``, and a constant or all-null column keeps its type. ``label`` is never inferred: it is declared for a column
+``timestamp``, a Parquet timestamp stored in milliseconds adds ``[ms]`` (``timestamp[ms]``: generated
+in milliseconds), and a constant or all-null column keeps its type. ``label`` is never inferred: it is declared for a column
 carried through scoring but never generated. The ``--target`` column is modelled like any other.
 
 The schema goes to ``<work>/schemas/<name>.yaml``, which preprocess never overwrites: edit it
@@ -205,6 +206,8 @@ def sample_table(spark, source, options: dict | None = None, sample_rows: int = 
         else:
             df = load_columnar(spark, uris, fmt)
             opts["typed"] = fmt != "json"  # Parquet/ORC carry their own types: string columns stay strings
+            if fmt == "parquet":
+                opts["units"] = parquet_units(inputs[0]["path"])
     types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
     names = list(types)
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -217,6 +220,22 @@ def sample_table(spark, source, options: dict | None = None, sample_rows: int = 
             for n, t in types.items()]
     sample = df.select(*cast).limit(sample_rows).toPandas()
     return sample, types, opts
+
+
+def parquet_units(path: str) -> dict[str, str]:
+    """The timestamp columns a Parquet file stores in milliseconds, from its footer (Spark reads
+    every timestamp as microseconds, so generate would write microseconds): {column: "ms"}. Only
+    a local file's footer is read; on other stores timestamps are written in microseconds."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if "://" in path:
+        return {}
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException):
+        return {}  # Spark's reader says what is wrong with the file
+    return {f.name: "ms" for f in schema if pa.types.is_timestamp(f.type) and f.type.unit in ("s", "ms")}
 
 
 def infer_schema(sample: pd.DataFrame, types: dict[str, str], options: dict | None = None) -> tuple[TableSchema, dict]:
@@ -234,6 +253,10 @@ def infer_schema(sample: pd.DataFrame, types: dict[str, str], options: dict | No
         if t == "string" and missing:
             values = values.where(values.astype(str).str.strip() != missing)
         col, reason = infer_column(name, values, t, typed=bool(opts.get("typed")))
+        unit = (opts.get("units") or {}).get(name)
+        if unit and base_dtype(col.dtype) in ("timestamp", "timestamp_ltz"):  # the Parquet file's own unit
+            col = dataclasses.replace(col, dtype=f"{col.dtype}[{unit}]")
+            reason += f", in {unit}"
         cols.append(col)
         why[name] = reason
     kw = {k: opts[k] for k in ("separator", "header", "quote", "escape", "encoding", "multi_line") if k in opts}
@@ -251,7 +274,7 @@ def apply_overrides(schema: TableSchema, overrides: dict[str, str], sample: pd.D
         old = by_name[name]
         dtype = _KIND_DTYPE.get(kind, old.dtype if base_dtype(old.dtype) in ("int", "float", "string", "decimal")
                                 else "string")
-        if kind == "datetime" and old.dtype in ("timestamp", "timestamp_ltz"):
+        if kind == "datetime" and base_dtype(old.dtype) in ("timestamp", "timestamp_ltz"):
             dtype = old.dtype  # the zone kind stays
         if kind == "continuous" and dtype == "string":
             dtype = "float"

@@ -16,9 +16,12 @@ from typing import Literal
 Kind = Literal["continuous", "categorical", "label", "boolean", "datetime", "date", "identifier", "constant", "text"]
 # Column types, read, validated and generated as such. ``timestamp`` is a wall-clock time with no
 # zone (Spark TIMESTAMP_NTZ, Arrow timestamp[us]); ``timestamp_ltz`` an instant (Spark TIMESTAMP,
-# Arrow timestamp[us, tz=UTC]; Parquet's isAdjustedToUTC); ``decimal(p,s)`` a fixed-point number
-# of precision p and scale s (Spark DecimalType, Arrow decimal128), generated at that scale.
-DType = Literal["int", "float", "string", "bool", "date", "timestamp", "timestamp_ltz", "decimal(p,s)"]
+# Arrow timestamp[us, tz=UTC]; Parquet's isAdjustedToUTC); either with ``[ms]`` is stored in
+# milliseconds where the output is written by Arrow (a Parquet input's unit; Spark itself holds
+# microseconds); ``decimal(p,s)`` a fixed-point number of precision p and scale s (Spark
+# DecimalType, Arrow decimal128), generated at that scale.
+DType = Literal["int", "float", "string", "bool", "date", "timestamp", "timestamp_ltz", "timestamp[ms]",
+                "timestamp_ltz[ms]", "decimal(p,s)"]
 # Columns the transformer encodes for a model; identifiers and constants are regenerated without it.
 ENCODED_KINDS = ("continuous", "categorical", "boolean", "datetime", "date")
 
@@ -28,32 +31,47 @@ _DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
 TIMESTAMPS = ("timestamp", "timestamp_ltz")
 
 
+_TIMESTAMP = re.compile(r"^(timestamp|timestamp_ltz)(?:\[(ms|us)\])?$")
+
+
 def decimal_of(dtype: str) -> tuple[int, int] | None:
     """(precision, scale) of a ``decimal(p,s)`` dtype; None for any other."""
     m = _DECIMAL.match(dtype or "")
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
+def timestamp_unit(dtype: str) -> str | None:
+    """``ms`` or ``us`` for a timestamp dtype (``us`` unless it says ``[ms]``); None for any other."""
+    m = _TIMESTAMP.match(dtype or "")
+    return (m.group(2) or "us") if m else None
+
+
 def base_dtype(dtype: str) -> str:
-    """``decimal`` for any ``decimal(p,s)``, else the dtype itself."""
-    return "decimal" if decimal_of(dtype) else dtype
+    """``decimal`` for any ``decimal(p,s)``, a timestamp dtype without its unit, else the dtype."""
+    if decimal_of(dtype):
+        return "decimal"
+    m = _TIMESTAMP.match(dtype or "")
+    return m.group(1) if m else dtype
 
 
 def spark_type(dtype: str) -> str:
     """A dtype's Spark SQL type name."""
     d = decimal_of(dtype)
-    return f"decimal({d[0]},{d[1]})" if d else _SPARK_TYPES[dtype]
+    return f"decimal({d[0]},{d[1]})" if d else _SPARK_TYPES[base_dtype(dtype)]
 
 
-def arrow_type(dtype: str):
-    """A dtype's Arrow type."""
+def arrow_type(dtype: str, spark: bool = False):
+    """A dtype's Arrow type (``spark``: as Spark exchanges it with Python, microsecond timestamps)."""
     import pyarrow as pa
 
     d = decimal_of(dtype)
     if d:
         return pa.decimal128(*d)
-    return {"int": pa.int64(), "float": pa.float64(), "string": pa.string(), "bool": pa.bool_(), "date": pa.date32(),
-            "timestamp": pa.timestamp("us"), "timestamp_ltz": pa.timestamp("us", tz="UTC")}[dtype]
+    unit = timestamp_unit(dtype)
+    if unit:
+        return pa.timestamp("us" if spark else unit, tz="UTC" if base_dtype(dtype) == "timestamp_ltz" else None)
+    return {"int": pa.int64(), "float": pa.float64(), "string": pa.string(), "bool": pa.bool_(),
+            "date": pa.date32()}[dtype]
 
 REASON = "_reason"  # the reader's column for a row it cannot use (None when the row is good)
 
@@ -116,11 +134,12 @@ class TableSchema:
         cols = self.model_columns if model_only else self.columns
         return ", ".join(f"`{c.name}` {spark_type(c.dtype)}" for c in cols)
 
-    def arrow_schema(self, model_only: bool = False):
+    def arrow_schema(self, model_only: bool = False, spark: bool = False):
+        """The Arrow schema of the original columns (``spark``: as Spark exchanges it with Python)."""
         import pyarrow as pa
 
         cols = self.model_columns if model_only else self.columns
-        return pa.schema([pa.field(c.name, arrow_type(c.dtype)) for c in cols])
+        return pa.schema([pa.field(c.name, arrow_type(c.dtype, spark)) for c in cols])
 
     def to_yaml(self, title: str = "") -> str:
         """The schema as an editable YAML file: reading options, then one line per column."""
@@ -173,7 +192,7 @@ class TableSchema:
             seen.add(c.name)
             if c.kind not in get_args(Kind):
                 raise PipelineError(f"{where}: column {c.name}: unknown kind {c.kind!r} (one of {get_args(Kind)})")
-            if not isinstance(c.dtype, str) or (c.dtype not in _SPARK_TYPES and not decimal_of(c.dtype)):
+            if not isinstance(c.dtype, str) or base_dtype(c.dtype) not in (*_SPARK_TYPES, "decimal"):
                 raise PipelineError(f"{where}: column {c.name}: unknown dtype {c.dtype!r} (one of {get_args(DType)})")
             d = decimal_of(c.dtype)
             if d and not (1 <= d[0] <= 38 and d[1] <= d[0]):

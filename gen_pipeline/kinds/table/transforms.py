@@ -33,7 +33,7 @@ import pandas as pd
 from scipy.special import ndtr, ndtri
 
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.kinds.table.schema import TIMESTAMPS, TableSchema, arrow_type, decimal_of
+from gen_pipeline.kinds.table.schema import TIMESTAMPS, TableSchema, arrow_type, base_dtype, decimal_of
 from gen_pipeline.spans import Span
 
 MAX_CATEGORIES = 100  # transform.max_categories: one-hot slots per categorical column
@@ -290,8 +290,11 @@ class TableTransformer:
                 values = (np.rint(self._decode_continuous(col, x[:, start:start + w], mode) / step) * step) \
                     .astype(np.int64)
                 mask = code(start + w, 2) == 1 if col["has_nulls"] else None
-                arrays.append(pa.array(values, mask=mask, type=_arrow_type(col["dtype"])) if col["kind"] == "datetime"
-                              else pa.array(values.astype(np.int32), mask=mask).cast(pa.date32()))
+                if col["kind"] == "datetime":  # microseconds, then the column's own unit and zone kind
+                    arrays.append(pa.array(values, mask=mask, type=arrow_type(col["dtype"], spark=True))
+                                  .cast(arrow_type(col["dtype"]), safe=False))
+                else:
+                    arrays.append(pa.array(values.astype(np.int32), mask=mask).cast(pa.date32()))
             elif col["kind"] == "continuous":
                 w = self._value_width(col)
                 mode = code(start + 1, w - 1) if col["method"] == "vgm" else None
@@ -387,7 +390,7 @@ def _regenerate(col: dict, n: int, rng: np.random.Generator, row_offset: int | N
         v = col["value"]
         if v is not None and col["dtype"] == "date":
             v = datetime.date.fromisoformat(v)
-        elif v is not None and col["dtype"] in TIMESTAMPS:
+        elif v is not None and base_dtype(col["dtype"]) in TIMESTAMPS:
             v = datetime.datetime.fromisoformat(v)
         elif v is not None and decimal_of(col["dtype"]):
             import decimal

@@ -120,7 +120,7 @@ def validate_fields(table, schema: TableSchema, fmt: str = "csv"):
         present = pc.invert(missing)
         if col.dtype == "string":
             columns.append(pc.if_else(missing, pa.scalar(None, pa.string()), field))
-        elif col.dtype in ("bool", "date", *TIMESTAMPS):
+        elif base_dtype(col.dtype) in ("bool", "date", *TIMESTAMPS):
             typed = table.column(_CAST + col.name)
             bad = pc.and_(present, pc.is_null(typed))
             what = {"bool": "a boolean", "date": "a date"}.get(col.dtype, "a timestamp")
@@ -149,7 +149,7 @@ def validate_fields(table, schema: TableSchema, fmt: str = "csv"):
                 columns.append(pc.if_else(ok, num, pa.scalar(None, pa.float64())))
     for i, msgs in problems.items():
         reasons[i] = "; ".join(msgs)
-    types = schema.arrow_schema()
+    types = schema.arrow_schema(spark=True)
     arrays = [table.column("source"), table.column("line"), text]
     arrays += [pc.cast(c, types.field(k).type) for k, c in enumerate(columns)]
     arrays.append(pa.array(reasons, type=pa.string()))

@@ -227,3 +227,29 @@ def decimal_(text):
     import decimal
 
     return decimal.Decimal(text)
+
+
+def test_millisecond_timestamps_are_generated_in_milliseconds(tmp_path):
+    """``timestamp[ms]`` (a Parquet input's unit, read from its footer by ``parquet_units``)
+    decodes to timestamp[ms]; Spark's side of the schema stays in microseconds."""
+    import pyarrow.parquet as pq
+
+    from gen_pipeline.kinds.table.inference import parquet_units
+
+    pq.write_table(pa.table({"a": pa.array([0, 1], pa.timestamp("ms")), "b": pa.array([0, 1], pa.timestamp("us")),
+                             "c": pa.array([0, 1], pa.timestamp("ms", "UTC"))}), tmp_path / "t.parquet")
+    assert parquet_units(str(tmp_path / "t.parquet")) == {"a": "ms", "c": "ms"}
+    schema = TableSchema(columns=(Column("a", "datetime", "timestamp[ms]"), Column("c", "datetime", "timestamp_ltz[ms]")))
+    assert schema.arrow_schema() == pa.schema([("a", pa.timestamp("ms")), ("c", pa.timestamp("ms", "UTC"))])
+    assert schema.arrow_schema(spark=True) == pa.schema([("a", pa.timestamp("us")), ("c", pa.timestamp("us", "UTC"))])
+    assert schema.spark_ddl() == "`a` timestamp_ntz, `c` timestamp"
+    ts = pd.Series(pd.to_datetime("2024-01-01") + pd.to_timedelta(np.arange(500) * 1234, unit="ms"))
+    cols = [_numeric("a", "datetime", "timestamp[ms]", _as_number({"kind": "datetime"}, ts)),
+            _numeric("c", "datetime", "timestamp_ltz[ms]", _as_number({"kind": "datetime"}, ts))]
+    cols[0]["step"] = cols[1]["step"] = 1_000
+    t = TableTransformer({"version": 3, "schema": schema.to_dict(), "columns": cols, "fitted_rows": 500})
+    x, _ = t.transform(pd.DataFrame({"a": ts, "c": ts.dt.tz_localize("UTC")}))
+    out = t.inverse_to_arrow(x)
+    assert out.schema == schema.arrow_schema()
+    back = out.to_pandas()
+    assert (back["a"] - ts).abs().max() < pd.Timedelta(seconds=10) and back["a"].min() >= ts.min()
