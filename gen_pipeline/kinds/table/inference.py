@@ -27,11 +27,12 @@ A kind holds when every sampled value fits it, or, in a sample of 100 or more, a
 In Parquet, ORC and catalog tables, which carry their own types, rules 2-4 read only those types:
 a string column stays a string (``Yes``/``No`` or ``2024-01-02`` strings are categorical), so
 generate writes the input's types: a ``DECIMAL(p,s)`` column is ``decimal(p,s)`` (continuous,
-generated at its scale; as categories or an identifier an integer), a ``TIMESTAMP`` (an instant,
+generated at its scale; as categories or an identifier, an integer), a ``TIMESTAMP`` (an instant,
 Parquet's isAdjustedToUTC) is ``timestamp_ltz`` and a ``TIMESTAMP_NTZ`` (wall clock) is
-``timestamp``, a Parquet timestamp stored in milliseconds adds ``[ms]`` (``timestamp[ms]``: generated
-in milliseconds), and a constant or all-null column keeps its type. ``label`` is never inferred: it is declared for a column
-carried through scoring but never generated. The ``--target`` column is modelled like any other.
+``timestamp``, a Parquet timestamp stored in milliseconds adds ``[ms]`` (generated in
+milliseconds), and a constant or all-null column keeps its type. ``label`` is never inferred: it
+is declared for a column carried through scoring but never generated. The ``--target`` column is
+modelled like any other.
 
 The schema goes to ``<work>/schemas/<name>.yaml``, which preprocess never overwrites: edit it
 and the next run uses it (``data.reinfer: true`` infers again). ``data.schema: PATH`` uses a
