@@ -82,7 +82,7 @@ def check_command(stage: str, args: list[str], job: Path | None, where: str):
         else:
             assert config.is_file() and config.parent == REPO / "configs", f"{where}: {ns.config} is not in configs/"
         ns = argparse.Namespace(**{**vars(ns), "config": str(config)})
-    cfg = _config(ns)  # every --set key is a real field with a valid value; --data/--name/--target as the CLI reads them
+    cfg = _config(ns)  # every --set key a real field with a valid value; --data/--name/--target as the CLI reads them
     model = getattr(ns, "model", None)
     if model:
         assert re.fullmatch(rf"models:/{cfg.model_name}(@\w+|/\d+)", model), f"{where}: {model} vs {cfg.model_name}"

@@ -169,7 +169,8 @@ def test_decimals_keep_precision_and_scale_and_timestamps_their_zone_kind():
     local = at.dt.tz_localize(None)
     schema = TableSchema(columns=(Column("amount", "continuous", "decimal(12,2)"),
                                   Column("at", "datetime", "timestamp_ltz"), Column("local", "datetime", "timestamp"),
-                                  Column("fee", "constant", "decimal(5,3)"), Column("since", "constant", "timestamp_ltz")))
+                                  Column("fee", "constant", "decimal(5,3)"),
+                                  Column("since", "constant", "timestamp_ltz")))
     cols = [_numeric("amount", "continuous", "decimal(12,2)", _as_number({"kind": "continuous"}, amount)),
             _numeric("at", "datetime", "timestamp_ltz", _as_number({"kind": "datetime"}, at)),
             _numeric("local", "datetime", "timestamp", _as_number({"kind": "datetime"}, local)),
@@ -212,8 +213,8 @@ def test_the_validation_pass_types_decimals_and_instants():
         "amount": ["12.50", "123456789", "x", ""], "at": ["2024-01-01 10:00:00", "2024-01-01 11:00:00", "", "bad"],
         _CORRUPT: pa.array([None] * 4, pa.string()), _BINARY: [False] * 4,
         _CAST + "amount": pa.array([decimal_("12.50"), None, None, None], pa.decimal128(6, 2)),
-        _CAST + "at": pa.array([datetime.datetime(2024, 1, 1, 10, tzinfo=utc), datetime.datetime(2024, 1, 1, 11, tzinfo=utc),
-                                None, None], pa.timestamp("us", "UTC"))})
+        _CAST + "at": pa.array([datetime.datetime(2024, 1, 1, 10, tzinfo=utc),
+                                datetime.datetime(2024, 1, 1, 11, tzinfo=utc), None, None], pa.timestamp("us", "UTC"))})
     out = validate_fields(table, schema)
     assert out.schema.field("amount").type == pa.decimal128(6, 2)
     assert out.schema.field("at").type == pa.timestamp("us", "UTC")
@@ -239,7 +240,8 @@ def test_millisecond_timestamps_are_generated_in_milliseconds(tmp_path):
     pq.write_table(pa.table({"a": pa.array([0, 1], pa.timestamp("ms")), "b": pa.array([0, 1], pa.timestamp("us")),
                              "c": pa.array([0, 1], pa.timestamp("ms", "UTC"))}), tmp_path / "t.parquet")
     assert parquet_units(str(tmp_path / "t.parquet")) == {"a": "ms", "c": "ms"}
-    schema = TableSchema(columns=(Column("a", "datetime", "timestamp[ms]"), Column("c", "datetime", "timestamp_ltz[ms]")))
+    schema = TableSchema(columns=(Column("a", "datetime", "timestamp[ms]"),
+                                  Column("c", "datetime", "timestamp_ltz[ms]")))
     assert schema.arrow_schema() == pa.schema([("a", pa.timestamp("ms")), ("c", pa.timestamp("ms", "UTC"))])
     assert schema.arrow_schema(spark=True) == pa.schema([("a", pa.timestamp("us")), ("c", pa.timestamp("us", "UTC"))])
     assert schema.spark_ddl() == "`a` timestamp_ntz, `c` timestamp"

@@ -32,7 +32,7 @@ def _kind(values, spark_type="string"):
     (["2024-01-02", "2023-12-31"], "string", ("date", "date")),
     (["31/12/2023", "01/02/2024"], "string", ("date", "date")),
     ([pd.Timestamp("2024-01-01"), pd.Timestamp("2024-02-01")], "timestamp", ("datetime", "timestamp_ltz")),  # instant
-    ([pd.Timestamp("2024-01-01"), pd.Timestamp("2024-02-01")], "timestamp_ntz", ("datetime", "timestamp")),  # wall clock
+    ([pd.Timestamp("2024-01-01"), pd.Timestamp("2024-02-01")], "timestamp_ntz", ("datetime", "timestamp")),
     ([Decimal("1.25"), Decimal("20.50"), Decimal("3.10")], "decimal(10,2)", ("continuous", "decimal(10,2)")),
     ([Decimal(i * 7 % 50) for i in range(100)], "decimal(12,0)", ("continuous", "decimal(12,0)")),
     ([Decimal(i % 4) for i in range(100)], "decimal(12,0)", ("categorical", "int")),  # few integers: categories
