@@ -182,11 +182,20 @@ def table_listing(spark, name: str) -> dict:
     except Exception as e:  # no such table, or a catalog that cannot be reached
         raise PipelineError(f"table {name}: cannot read it ({_first_line(e)}); check the name (db.table) and the "
                             "session's catalog") from None
+    wanted = {_local(u) for u in uris}  # file:/x and file:///x alike
+    statuses = {}
+    for folder in sorted({u.rsplit("/", 1)[0] for u in uris}):  # one listing per folder, not a call per file
+        hp = spark._jvm.org.apache.hadoop.fs.Path(folder)
+        for st in hp.getFileSystem(conf).listStatus(hp):
+            if _local(str(st.getPath())) in wanted:
+                statuses[_local(str(st.getPath()))] = st
     files = []
     for uri in uris:
-        hp = spark._jvm.org.apache.hadoop.fs.Path(uri)
-        st = hp.getFileSystem(conf).getFileStatus(hp)
-        files.append({"path": _local(str(st.getPath())), "bytes": int(st.getLen()),
+        if _local(uri) not in statuses:  # named otherwise by the listing (an escaped character): its own status
+            hp = spark._jvm.org.apache.hadoop.fs.Path(uri)
+            statuses[_local(uri)] = hp.getFileSystem(conf).getFileStatus(hp)
+        st = statuses[_local(uri)]
+        files.append({"path": _local(uri), "bytes": int(st.getLen()),
                       "modified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st.getModificationTime() / 1000))})
     return {"path": f"table:{name}", "bytes": sum(f["bytes"] for f in files) if files else None,
             "modified": max(f["modified"] for f in files) if files else None, "files": files}
