@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--seed", type=int, default=None, help="generation seed")
         if stage == "score":
             p.add_argument("--input", dest="inputs", action="append", default=None,
-                           help="raw file(s) in the model's original format (default: the dataset's test file)")
+                           help="raw file(s) in the model's original format (default: the held-out "
+                                "records: a bundled table's test file; with --data/data.source, the test "
+                                "split preprocess wrote)")
         if stage == "train":
             p.add_argument("--fail-at-epoch", type=int, default=None, help=argparse.SUPPRESS)
     return parser

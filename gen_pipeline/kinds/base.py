@@ -140,13 +140,11 @@ class DataKind:
     def after_generate(self, out: Path, transformer) -> None:
         """A quick look at the output (the image kind writes ``_preview.png``)."""
 
-    def score_records(self, spark, cfg, datasets_dir: Path, inputs: list[str] | None, bundle) -> ScoreJob:
-        """The records to score (``inputs``, else the dataset's held-out records) and the scorer."""
+    def score_records(self, spark, cfg, datasets_dir: Path, inputs: list[str] | None, bundle,
+                      work_dir: Path | None = None) -> ScoreJob:
+        """The records to score (``inputs``, else the dataset's held-out records) and the scorer
+        (``work_dir``: where the run's preprocess output is, ``layout.RunLayout``)."""
         raise NotImplementedError
-
-    @property
-    def metric_names(self) -> tuple[str, ...]:
-        return tuple(m.name for m in self.metrics)
 
     def lower_is_better(self, metric: str) -> bool:
         return any(m.name == metric and m.lower_is_better for m in self.metrics)

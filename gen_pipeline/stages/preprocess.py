@@ -42,8 +42,11 @@ def file_listing(files) -> list[dict]:
 
 
 def fingerprint(inputs: list[dict], cfg: PipelineConfig) -> str:
-    """A digest of the inputs' listing and every setting that shapes the output (data + transform)."""
-    what = {"inputs": [(i["path"], i["bytes"], i["modified"]) for i in inputs],
+    """A digest of the inputs' listing and every setting that shapes the output (data + transform).
+    A catalog table's input also lists its ``files`` (``sources.table_listing``): each one counts."""
+    what = {"inputs": [(i["path"], i["bytes"], i["modified"],
+                        *([[(f["path"], f["bytes"], f["modified"]) for f in i["files"]]] if i.get("files") else []))
+                       for i in inputs],
             "data": cfg.model_dump(mode="json")["data"], "transform": cfg.transform.model_dump(mode="json")}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 

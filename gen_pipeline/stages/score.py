@@ -76,7 +76,8 @@ def run_score(spark, bundle, job, *, out: Path, lineage: dict) -> dict:
 
 def stage_score(cfg, rt, model: str | None = None, inputs: list[str] | None = None,
                 out: str | None = None) -> dict:
-    """Score ``inputs`` (default: the dataset's held-out records) with a registered model."""
+    """Score ``inputs`` (default: the dataset's held-out records: a bundled table's test file, a
+    user table's held-out test split from its preprocess output) with a registered model."""
     from gen_pipeline.layout import RunLayout
     from gen_pipeline.registry import resolve
 
@@ -86,7 +87,7 @@ def stage_score(cfg, rt, model: str | None = None, inputs: list[str] | None = No
     mv, pyfunc = resolve(uri)
     bundle = pyfunc.bundle
     session = spark()
-    job = bundle.kind.score_records(session, cfg, rt.datasets_dir, inputs, bundle)
+    job = bundle.kind.score_records(session, cfg, rt.datasets_dir, inputs, bundle, work_dir=rt.work_dir)
     out_path = Path(out) if out else RunLayout(rt.work_dir, cfg.name).output("scored")
     lineage = {"model_uri": uri, "model_name": mv.name, "model_version": mv.version, "run_id": mv.run_id}
     lineage = run_score(session, bundle, job, out=out_path, lineage=lineage)

@@ -100,6 +100,44 @@ def test_parquet_typed_columns_truncation_and_drift(spark, tmp_path):
         _read(spark, [tmp_path / "cut.parquet"], schema)
 
 
+def test_decimals_and_time_zones_keep_their_types_from_parquet_to_generated_rows(spark, tmp_path):
+    """A DECIMAL(10,2), an instant (timestamp with a zone: Spark TIMESTAMP), a wall-clock timestamp
+    (Spark TIMESTAMP_NTZ) and one stored in milliseconds are inferred, read, fitted and decoded in
+    their own types and units."""
+    import decimal
+
+    from gen_pipeline.kinds.table.fitting import fit_spec
+    from gen_pipeline.kinds.table.transforms import TableTransformer
+
+    n = 120
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    at = [start + dt.timedelta(minutes=7 * i) for i in range(n)]
+    t = pa.table({"amount": pa.array([decimal.Decimal(f"{i * 1.37 % 90:.2f}") for i in range(n)], pa.decimal128(10, 2)),
+                  "at": pa.array(at, pa.timestamp("us", "Europe/Paris")),
+                  "local": pa.array([a.replace(tzinfo=None) for a in at], pa.timestamp("us")),
+                  "ms": pa.array([a.replace(tzinfo=None) for a in at], pa.timestamp("ms"))})
+    pq.write_table(t, tmp_path / "typed.parquet")
+    sample, types, opts = sample_table(spark, TableSource.of(str(tmp_path / "typed.parquet")))
+    schema, why = infer_schema(sample, types, opts)
+    assert [(c.kind, c.dtype) for c in schema.columns] == [
+        ("continuous", "decimal(10,2)"), ("datetime", "timestamp_ltz"), ("datetime", "timestamp"),
+        ("datetime", "timestamp[ms]")], why
+    df, _ = read_table(spark, TableSource.of(str(tmp_path / "typed.parquet")), schema)
+    types = dict(df.dtypes)
+    assert (types["amount"], types["at"], types["local"], types["ms"]) == (
+        "decimal(10,2)", "timestamp", "timestamp_ntz", "timestamp_ntz")
+    rows = df.orderBy("line").toPandas()
+    assert rows[REASON].isna().all()
+    assert rows["amount"].tolist()[:2] == [decimal.Decimal("0.00"), decimal.Decimal("1.37")]
+    assert pd.Timestamp(rows["at"][1]).tz_localize("UTC") == pd.Timestamp(at[1])  # the same instant (UTC session)
+    assert pd.Timestamp(rows["local"][1]) == pd.Timestamp(at[1]).tz_localize(None)  # the same wall clock
+    spec = fit_spec(df, schema, "quantile", 50)
+    out = TableTransformer(spec).inverse_to_arrow(np.random.default_rng(0).normal(size=(200, 4)).astype("float32"))
+    assert out.schema == pa.schema([("amount", pa.decimal128(10, 2)), ("at", pa.timestamp("us", "UTC")),
+                                    ("local", pa.timestamp("us")), ("ms", pa.timestamp("ms"))])
+    assert min(out.column("at").to_pylist()) >= at[0] and max(out.column("at").to_pylist()) <= at[-1]
+
+
 def test_inferred_schema_is_written_reused_and_checked(spark, tmp_path, capsys):
     rows = ["id,when,grade,city,amount,flag"]
     rows += [f"{i},2024-01-{1 + i % 28:02d} 10:00:00,{i % 5},c{i % 40},{i * 1.5},{'true' if i % 3 else 'false'}"
@@ -155,6 +193,7 @@ def test_your_own_csv_through_preprocess_with_an_inferred_schema(spark, runtime,
     assert list(manifest["quarantine_reasons"]) == ["column placed: 'not a date' is not a timestamp"]
     spec = {c["name"]: c for c in json.loads((tmp_path / "pre" / "transform_spec.json").read_text())["columns"]}
     assert "comment" not in spec and spec["placed"]["step"] == 1_000_000
+    assert spec["order_id"]["format"] == {"prefix": "O", "digits": 5, "max": 399}  # O00000..O00399 (O99999 quarantined)
     assert len(spec["region"]["categories"]) == 50 and spec["amount"]["has_nulls"]  # capped; nulls kept
     clean = PreprocessOutput(tmp_path / "pre").read_clean("train")
     assert str(clean["placed"].dtype).startswith("datetime64") and clean["paid"].dtype == bool
@@ -197,3 +236,33 @@ def test_pandas_nanosecond_parquet_is_a_one_line_error_with_the_fix(spark, tmp_p
     pd.DataFrame({"when": pd.to_datetime(["2024-01-01", "2024-02-01"])}).to_parquet(tmp_path / "ns.parquet")
     with pytest.raises(PipelineError, match=r"ns.parquet: not a readable parquet file .*coerce_timestamps='us'"):
         sample_table(spark, TableSource.of(str(tmp_path / "ns.parquet")))
+
+
+def test_a_catalog_table_is_fingerprinted_by_its_files(spark, tmp_path):
+    """``table:NAME``: the listing is the table's files (path, size, modification time), so a table
+    that gains or rewrites a file gets another fingerprint; the name alone would not change."""
+    from gen_pipeline.config import PipelineConfig
+    from gen_pipeline.stages.preprocess import fingerprint
+
+    folder = tmp_path / "tbl"
+    spark.createDataFrame([(i, f"n{i % 3}", i / 2) for i in range(30)], "id long, name string, score double") \
+        .coalesce(1).write.parquet(str(folder))
+    spark.sql(f"CREATE TABLE byo_listing USING parquet LOCATION '{folder}'")
+    try:
+        cfg = PipelineConfig(name="t", model_name="t", data={"source": "table:byo_listing"})
+        out, inputs = read_table(spark, TableSource.of("table:byo_listing"), SCHEMA)
+        assert len(out.toPandas()) == 30 and inputs[0]["path"] == "table:byo_listing"
+        (part,) = [p for p in folder.glob("part-*")]
+        assert inputs[0]["files"] == [{"path": str(part), "bytes": part.stat().st_size,
+                                       "modified": inputs[0]["modified"]}] and inputs[0]["bytes"] == part.stat().st_size
+        spark.createDataFrame([(99, "n0", 1.0)], "id long, name string, score double").write.mode("append") \
+            .parquet(str(folder))  # the table changes under the same name
+        out2, inputs2 = read_table(spark, TableSource.of("table:byo_listing"), SCHEMA)
+        assert len(out2.toPandas()) == 31 and len(inputs2[0]["files"]) == len(list(folder.glob("part-*"))) > 1
+        assert fingerprint(inputs2, cfg) != fingerprint(inputs, cfg)
+        assert fingerprint(read_table(spark, TableSource.of("table:byo_listing"), SCHEMA)[1], cfg) == \
+            fingerprint(inputs2, cfg)  # unchanged: the same fingerprint
+        with pytest.raises(PipelineError, match="table no_such_db.nope: cannot read it"):
+            read_table(spark, TableSource.of("table:no_such_db.nope"), SCHEMA)
+    finally:
+        spark.sql("DROP TABLE IF EXISTS byo_listing")

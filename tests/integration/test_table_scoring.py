@@ -46,3 +46,23 @@ def test_score_table_gives_each_row_a_score_or_a_reason(spark, tmp_path):
     assert "'x' is not a number" in reasons[2] and "unseen category 'Alien'" in reasons[3]
     assert "expected 3 fields" in reasons[4]
     assert out.loc[scored, "anomaly"].tolist() == [0, 1, 1]  # the label rides along, not modelled
+
+
+def test_a_user_table_scores_its_held_out_test_split_by_default(spark, tmp_path):
+    from gen_pipeline.errors import PipelineError
+    from gen_pipeline.kinds.table import TABLE
+    from gen_pipeline.layout import PreprocessOutput, RunLayout
+
+    cfg = PipelineConfig(name="mine", model_name="mine", data={"source": str(tmp_path / "mine.csv")})
+    with pytest.raises(PipelineError, match="no test split of mine to score; run `gen-pipeline preprocess` first, "
+                                            "or pass --input FILE"):
+        TABLE.score_records(spark, cfg, None, None, _bundle(), work_dir=tmp_path)
+    test = PreprocessOutput(RunLayout(tmp_path, "mine").preprocess).clean("test")
+    rows = [(39, "Male", 0), (50, "Female", 1), (77, "Female", 1)]
+    spark.createDataFrame(rows, SCHEMA.spark_ddl()).write.parquet(str(test))  # as preprocess writes clean/test
+    job = TABLE.score_records(spark, cfg, None, None, _bundle(), work_dir=tmp_path)
+    assert job.inputs == [str(test)]
+    out = score_table(_bundle(), pa.Table.from_batches(job.frame._collect_as_arrow()), SCHEMA).to_pandas()
+    assert sorted(zip(out["age"], out["sex"], out["anomaly"])) == sorted(rows)  # every held-out row, typed
+    assert out["score"].notna().all() and out["reason"].isna().all()
+    assert out["source"].str.endswith(".parquet").all()

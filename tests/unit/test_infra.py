@@ -5,24 +5,26 @@ No engine starts here."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import re
 import shlex
+import tempfile
 import types
 from pathlib import Path
 
 import pytest
 import yaml
 
-from gen_pipeline.cli import STAGES, build_parser
-from gen_pipeline.config import load_config
+from gen_pipeline.cli import STAGES, _config, build_parser
 from gen_pipeline.errors import PipelineError
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
 IMAGE_ROOT = "/opt/gen_pipeline/"  # where infra/Dockerfile puts jobs/ and configs/ (its WORKDIR)
 YAMLS = sorted((INFRA / "k8s").glob("*.yaml"))
+TABLE_CONFIG = "configs/table.yaml"  # where every stage's pod mounts the table's config (infra/k8s/table.yaml)
 
 
 def _pins() -> dict[str, str]:
@@ -57,7 +59,15 @@ def entry_commands(argv: list[str]) -> list[tuple[str, list[str], Path | None]]:
     return found
 
 
-def check_command(stage: str, args: list[str], job: Path | None, where: str) -> None:
+def _table_config_file() -> Path:
+    """The config of infra/k8s/table.yaml's ConfigMap, as the pods see it at configs/table.yaml."""
+    (cm,) = [d for d in _kind("ConfigMap") if d["metadata"]["name"] == "gen-pipeline-table"]
+    path = Path(tempfile.mkdtemp()) / "table.yaml"
+    path.write_text(cm["data"]["table.yaml"])
+    return path
+
+
+def check_command(stage: str, args: list[str], job: Path | None, where: str):
     assert stage in STAGES, f"{where}: unknown stage {stage!r}"
     if job is not None:
         assert job.is_file() and job.parent == REPO / "jobs", f"{where}: {job} is not one of jobs/*.py"
@@ -65,12 +75,18 @@ def check_command(stage: str, args: list[str], job: Path | None, where: str) -> 
         ns = build_parser().parse_args([stage, *args])
     except SystemExit:
         pytest.fail(f"{where}: the CLI rejects `{stage} {' '.join(args)}`")
-    config = _repo_path(ns.config)
-    assert config.is_file() and config.parent == REPO / "configs", f"{where}: {ns.config} is not in configs/"
-    cfg = load_config(config, ns.overrides)  # every --set key is a real field with a valid value
+    if ns.config:
+        config = _repo_path(ns.config)
+        if config == REPO / TABLE_CONFIG:  # the gen-pipeline-table ConfigMap, mounted there in every pod
+            config = _table_config_file()
+        else:
+            assert config.is_file() and config.parent == REPO / "configs", f"{where}: {ns.config} is not in configs/"
+        ns = argparse.Namespace(**{**vars(ns), "config": str(config)})
+    cfg = _config(ns)  # every --set key a real field with a valid value; --data/--name/--target as the CLI reads them
     model = getattr(ns, "model", None)
     if model:
         assert re.fullmatch(rf"models:/{cfg.model_name}(@\w+|/\d+)", model), f"{where}: {model} vs {cfg.model_name}"
+    return cfg
 
 
 def _check_all(argv: list[str], where: str) -> list[str]:
@@ -78,6 +94,11 @@ def _check_all(argv: list[str], where: str) -> list[str]:
     for stage, args, job in cmds:
         check_command(stage, args, job, where)
     return [stage for stage, _, _ in cmds]
+
+
+def _configs(argv: list[str], where: str) -> list:
+    """The config each gen_pipeline command in argv runs with."""
+    return [check_command(stage, args, job, where) for stage, args, job in entry_commands(argv)]
 
 
 def test_the_checker_rejects_what_the_cli_would():
@@ -137,14 +158,26 @@ def test_mlflow_server_has_postgres_s3_and_basic_auth_from_secrets():
     assert service["spec"]["type"] == "ClusterIP"
 
 
-def test_dag_runs_the_four_stages_in_order_without_airflow_installed():
-    assert importlib.util.find_spec("airflow") is None  # Airflow must not become a dependency
+def _dag():
     spec = importlib.util.spec_from_file_location("gen_pipeline_dag", INFRA / "airflow" / "gen_pipeline_dag.py")
     dag = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(dag)
+    return dag
+
+
+def _rendered(argv: list[str], params: dict) -> list[str]:
+    """A task's arguments as Airflow renders them (Jinja, ``params`` and the run's date)."""
+    import jinja2
+
+    return [jinja2.Template(a).render(params=params, ds="2026-11-29") for a in argv]
+
+
+def test_dag_runs_the_four_stages_in_order_without_airflow_installed():
+    assert importlib.util.find_spec("airflow") is None  # Airflow must not become a dependency
+    dag = _dag()
     assert dag.DAG is None and list(dag.STAGES) == ["preprocess", "train", "evaluate", "generate"]
     for stage, argv in dag.STAGES.items():
-        assert _check_all(argv, f"DAG task {stage}") == [stage]
+        assert _check_all(_rendered(argv, dag.PARAMS), f"DAG task {stage}") == [stage]
     assert dag.STAGES["train"][:3] == ["ray", "job", "submit"]
     assert all(v.startswith(("http://", "spark://", "/", "token")) for v in dag.ENV.values())
 
@@ -162,6 +195,33 @@ def test_dockerfile_copies_real_paths_and_pins_the_stack():
     assert "ARG TORCH_VARIANT=cpu" in lines  # CPU by default, CUDA by build-arg
     assert f"WORKDIR {IMAGE_ROOT.rstrip('/')}" in lines
     assert "PYSPARK_PYTHON=/opt/venv/bin/python" in text
+
+
+def test_the_table_is_a_parameter_never_adult():
+    """Every stage of every infra file runs on the table its parameters name (the ConfigMap's config
+    file, or a DAG run's data/name/target), and nothing in them is wired to a bundled dataset."""
+    table = _configs(["gen-pipeline", "preprocess", "--config", TABLE_CONFIG], "ConfigMap")[0]
+    assert table.data.source and table.evaluate.tstr_label and table.name != "adult_tvae"  # a user's table
+    dag = _dag()
+    commands = {f"DAG {k}": _rendered(v, dag.PARAMS) for k, v in dag.STAGES.items()}
+    commands |= {a["metadata"]["name"]: [a["spec"]["mainApplicationFile"], *a["spec"].get("arguments", [])]
+                 for a in _kind("SparkApplication")}
+    commands["RayJob"] = shlex.split(_kind("RayJob")[0]["spec"]["entrypoint"])
+    for where, argv in commands.items():
+        assert not [a for a in argv if "adult" in a.lower() or "shuttle" in a.lower()], f"{where}: {argv}"
+        for cfg in _configs(argv, where):
+            assert (cfg.name, cfg.data.source, cfg.evaluate.tstr_label) == \
+                (table.name, table.data.source, table.evaluate.tstr_label), where
+    for path in [*YAMLS, INFRA / "airflow" / "gen_pipeline_dag.py"]:  # no dataset named anywhere, comments included
+        assert not re.search(r"(?i)adult|shuttle|datasets/", path.read_text()), path
+    # a DAG run triggered with another table (no config file) runs every stage on that table
+    other = {"config": "", "data": "s3a://bucket/tables/orders/", "name": "orders", "target": "returned"}
+    for stage, argv in dag.STAGES.items():
+        (cfg,) = _configs(_rendered(argv, other), f"DAG {stage}")
+        assert (cfg.name, cfg.model_name, cfg.data.source, cfg.evaluate.tstr_label) == \
+            ("orders", "orders", other["data"], "returned"), stage
+    generate = _rendered(dag.STAGES["generate"], other)
+    assert generate[generate.index("--out") + 1] == "/data/work/outputs/orders/generated/2026-11-29"
 
 
 # ---- the README's cluster section ----------------------------------------------------------

@@ -149,7 +149,8 @@ class ImageKind(DataKind):
 
         preview_grid(out, transformer)  # a PNG grid of the first rows, for a quick look
 
-    def score_records(self, spark, cfg, datasets_dir: Path, inputs: list[str] | None, bundle) -> ScoreJob:
+    def score_records(self, spark, cfg, datasets_dir: Path, inputs: list[str] | None, bundle,
+                      work_dir: Path | None = None) -> ScoreJob:
         from gen_pipeline.errors import PipelineError
         from gen_pipeline.kinds.image.scoring import image_scorer, normal_classes, score_inputs
         from gen_pipeline.kinds.image.sources import image_source

@@ -171,7 +171,7 @@ class SignalKind(DataKind):
         """A model must keep more of the signals' shape than independent positions do."""
         return {}, {"autocorrelation_error": metrics["baseline_marginals_autocorrelation_error"]}
 
-    def score_records(self, spark, cfg, datasets_dir: Path, inputs, bundle) -> ScoreJob:
+    def score_records(self, spark, cfg, datasets_dir: Path, inputs, bundle, work_dir: Path | None = None) -> ScoreJob:
         """Every signal of ``inputs`` (one .npz with ``x``), else of the ``sine`` set, with its
         negative ELBO."""
         path = Path(inputs[0]) if inputs else sine_file(datasets_dir)

@@ -158,29 +158,58 @@ class TableKind(DataKind):
         return minimums, maximums
 
     # ---- score -----------------------------------------------------------------------------
-    def score_records(self, spark, cfg, datasets_dir: Path, inputs: list[str] | None, bundle):
-        """``inputs`` (any format preprocess reads), else the user table's source, else the bundled
-        table's test file, read with the model's own schema by Spark's readers."""
+    def score_records(self, spark, cfg, datasets_dir: Path, inputs: list[str] | None, bundle,
+                      work_dir: Path | None = None):
+        """``inputs`` (any format preprocess reads, read with the model's own schema by Spark's
+        readers), else the held-out records: for a user table (``data.source``) the test split
+        of its preprocess output (``clean/test``: rows no model trained on, already typed), for a
+        bundled table its test file."""
+        from gen_pipeline.errors import PipelineError
         from gen_pipeline.kinds.table.datasets import raw_table
         from gen_pipeline.kinds.table.scoring import score_table
         from gen_pipeline.kinds.table.sources import read_table
+        from gen_pipeline.layout import PreprocessOutput, RunLayout
 
         schema = bundle.schema
-        if inputs:
-            paths = list(inputs)
-        elif cfg.data.source:  # your own table: score its files
-            paths = [cfg.data.source] if isinstance(cfg.data.source, str) else list(cfg.data.source)
+        if not inputs and cfg.data.source:  # your own table: its held-out test split
+            test = PreprocessOutput(RunLayout(Path(work_dir or "work"), cfg.name).preprocess).clean("test")
+            if not test.is_dir():
+                raise PipelineError(f"{test}: no test split of {cfg.name} to score; run `gen-pipeline preprocess` "
+                                    "first, or pass --input FILE")
+            records, read = held_out_records(spark, test, schema), [str(test)]
         else:
-            paths = [str(raw_table(cfg.data.dataset, datasets_dir).files[-1])]
-        records, listed = read_table(spark, paths, schema)  # typed by Spark's readers + the validation pass
+            paths = list(inputs) if inputs else [str(raw_table(cfg.data.dataset, datasets_dir).files[-1])]
+            records, listed = read_table(spark, paths, schema)  # typed by Spark's readers + the validation pass
+            read = [i["path"] for i in listed]
 
         def scorer(b, rb):
             import pyarrow as pa
 
             return score_table(b, pa.Table.from_batches([rb]), schema)
 
-        return ScoreJob(records, [i["path"] for i in listed], scorer, labels=schema.label_columns,
+        return ScoreJob(records, read, scorer, labels=schema.label_columns,
                         meaning="negative ELBO (nats per row)")
+
+
+def held_out_records(spark, folder: Path, schema):
+    """A clean split (typed rows in the original schema) as records to score, in the shape
+    ``sources.read_table`` gives: ``source`` (the Parquet part), ``line`` (null: the rows were
+    shuffled into the split), ``text`` (null), the columns, ``_reason`` (null: every row passed
+    preprocess)."""
+    from pyspark.sql import functions as F
+
+    from gen_pipeline.kinds.table.schema import REASON
+
+    df = spark.read.parquet(str(folder))
+    missing = [c for c in schema.names if c not in df.columns]
+    if missing:
+        from gen_pipeline.errors import PipelineError
+
+        raise PipelineError(f"{folder}: column {missing[0]!r} not found; the preprocess output is of another "
+                            "schema than the model's: rerun `gen-pipeline preprocess`, or pass --input FILE")
+    return df.select(F.col("_metadata.file_name").alias("source"), F.lit(None).cast("bigint").alias("line"),
+                     F.lit(None).cast("string").alias("text"), *[F.col(f"`{n}`") for n in schema.names],
+                     F.lit(None).cast("string").alias(REASON))
 
 
 TABLE = TableKind()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.kinds.table.schema import TableSchema
+from gen_pipeline.kinds.table.schema import TableSchema, base_dtype, decimal_of
 from gen_pipeline.kinds.table.transforms import (MAX_CATEGORIES, MAX_RARE_VALUES, OTHER, SPEC_VERSION, VGM_MAX_MODES,
                                                  VGM_MAX_POINTS, VGM_MIN_WEIGHT, VGM_POINT_SHARE, VGM_SAMPLE_ROWS,
                                                  _NUMERIC_KINDS, _TIME_STEPS)
@@ -171,18 +171,59 @@ def _cap_categories(entry: dict, max_categories: int) -> dict:
 
 
 def _fit_unmodelled(df, c) -> dict:
-    """Identifiers: what new ids look like (integers above the largest id; strings ``syn``-
-    prefixed with the usual width). Constants: the value."""
+    """Identifiers: what new ids look like (integers: above the largest id; strings: the format
+    ``string_id_format`` learns, else ``syn``-prefixed with the usual width). Constants: the value."""
     from pyspark.sql import functions as F
 
     if c.kind == "constant":
         row = df.where(F.col(f"`{c.name}`").isNotNull()).select(f"`{c.name}`").limit(1).collect()
         value = row[0][0] if row else None
-        if c.dtype in ("date", "timestamp") and value is not None:
+        if base_dtype(c.dtype) == "timestamp_ltz" and value is not None:  # PySpark gives an instant as local time
+            import datetime
+
+            value = value.astimezone(datetime.timezone.utc).isoformat()
+        elif base_dtype(c.dtype) in ("date", "timestamp") and value is not None:
             value = value.isoformat()
+        elif decimal_of(c.dtype) and value is not None:
+            value = str(value)  # exact, as JSON
         return {"name": c.name, "kind": "constant", "dtype": c.dtype, "value": value}
     if c.dtype == "int":
         r = df.agg(F.max(f"`{c.name}`").alias("max")).first()
         return {"name": c.name, "kind": "identifier", "dtype": "int", "max": int(r["max"] or 0)}
-    r = df.agg(F.max(F.length(F.col(f"`{c.name}`").cast("string"))).alias("width")).first()
-    return {"name": c.name, "kind": "identifier", "dtype": c.dtype, "width": int(r["width"] or 8)}
+    s = F.col(f"`{c.name}`").cast("string")
+    prefix, digits = F.regexp_extract(s, ID_PATTERN, 1), F.regexp_extract(s, ID_PATTERN, 2)
+    r = df.where(s.isNotNull()).agg(
+        F.max(F.length(s)).alias("width"), F.count(F.lit(1)).alias("n"),
+        F.sum((digits == "").cast("long")).alias("no_digits"),
+        F.min(prefix).alias("prefix_min"), F.max(prefix).alias("prefix_max"),
+        F.min(F.when(digits != "", F.length(digits))).alias("min_len"), F.max(F.length(digits)).alias("max_len"),
+        F.sum(((F.length(digits) > 1) & digits.startswith("0")).cast("long")).alias("leading_zeros"),
+        F.max(F.when((F.length(digits) > 0) & (F.length(digits) <= 38), digits.cast("decimal(38,0)")))
+        .alias("max_number")).first().asDict()
+    entry = {"name": c.name, "kind": "identifier", "dtype": c.dtype, "width": int(r["width"] or 8)}
+    fmt = string_id_format(r)
+    return {**entry, "format": fmt} if fmt else entry
+
+
+# A string id's learned format: a prefix (anything, possibly empty) then a run of digits.
+ID_PATTERN = r"^(.*?)([0-9]+)$"
+
+
+def string_id_format(agg: dict) -> dict | None:
+    """The format of a string identifier column from its aggregates over the non-null values
+    (``n``; ``no_digits``: values not ending in digits; ``prefix_min``/``prefix_max`` of the part
+    before the final digits; ``min_len``/``max_len`` of the digits; ``leading_zeros``: digit runs
+    longer than one starting with 0; ``max_number``: the largest digit run as a number).
+
+    Every value is one common prefix and digits: ``{"prefix", "digits", "max"}`` with ``digits``
+    the zero-padded width when every digit run has the same length (``CUST-000123``,
+    ``00042``), else 0 (unpadded: ``INV-7``, ``INV-1234``). Anything else (no common prefix,
+    values not ending in digits, mixed widths with leading zeros, over 38 digits): None, and
+    ids fall back to ``syn``-prefixed numbers."""
+    if not agg["n"] or agg["no_digits"] or agg["prefix_min"] != agg["prefix_max"] or agg["max_number"] is None \
+            or agg["max_len"] > 38:
+        return None
+    fixed = agg["min_len"] == agg["max_len"]
+    if not fixed and agg["leading_zeros"]:  # 007 beside 12345: no one format writes both
+        return None
+    return {"prefix": agg["prefix_min"], "digits": int(agg["max_len"]) if fixed else 0, "max": int(agg["max_number"])}

@@ -26,8 +26,13 @@ A kind holds when every sampled value fits it, or, in a sample of 100 or more, a
 1% (``TOLERANCE``): those few are quarantined when the table is read, with their reason.
 In Parquet, ORC and catalog tables, which carry their own types, rules 2-4 read only those types:
 a string column stays a string (``Yes``/``No`` or ``2024-01-02`` strings are categorical), so
-generate writes the input's types. ``label`` is never inferred: it is declared for a column
-carried through scoring but never generated. The ``--target`` column is modelled like any other.
+generate writes the input's types: a ``DECIMAL(p,s)`` column is ``decimal(p,s)`` (continuous,
+generated at its scale; as categories or an identifier, an integer), a ``TIMESTAMP`` (an instant,
+Parquet's isAdjustedToUTC) is ``timestamp_ltz`` and a ``TIMESTAMP_NTZ`` (wall clock) is
+``timestamp``, a Parquet timestamp stored in milliseconds adds ``[ms]`` (generated in
+milliseconds), and a constant or all-null column keeps its type. ``label`` is never inferred: it
+is declared for a column carried through scoring but never generated. The ``--target`` column is
+modelled like any other.
 
 The schema goes to ``<work>/schemas/<name>.yaml``, which preprocess never overwrites: edit it
 and the next run uses it (``data.reinfer: true`` infers again). ``data.schema: PATH`` uses a
@@ -46,7 +51,7 @@ from pathlib import Path
 import pandas as pd
 
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.kinds.table.schema import Column, TableSchema
+from gen_pipeline.kinds.table.schema import Column, TableSchema, base_dtype, decimal_of
 
 SAMPLE_ROWS = 20_000
 MAX_INT_CATEGORIES = 20
@@ -61,6 +66,8 @@ _DATE_FORMATS = (("%Y-%m-%d", None), ("%Y/%m/%d", "yyyy/MM/dd"), ("%d/%m/%Y", "d
 _ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?$")
 _INT_TYPES = ("tinyint", "smallint", "byte", "short", "integer", "int", "long", "bigint")  # Spark's names
 _KIND_DTYPE = {"boolean": "bool", "datetime": "timestamp", "date": "date", "text": "string"}
+# Spark's date and timestamp types -> dtypes: TIMESTAMP is an instant, TIMESTAMP_NTZ a wall-clock time.
+_TIME_DTYPE = {"date": "date", "timestamp": "timestamp_ltz", "timestamp_ntz": "timestamp"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,20 +92,21 @@ def infer_column(name: str, values: pd.Series, spark_type: str = "string", typed
         v = v.astype(str).str.strip()
         v = v[v != ""]
     n, k = len(v), int(v.nunique())
-    if n == 0:
-        return Column(name, "constant", "string"), "no value in the sample (all missing)"
     numeric_type = spark_type in (*_INT_TYPES, "float", "double") \
         or spark_type.startswith("decimal")
+    decimal = spark_type.replace(" ", "") if decimal_of(spark_type.replace(" ", "")) else None
+    own_dtype = decimal or _TIME_DTYPE.get(spark_type) or ("bool" if spark_type == "boolean" else None) or (
+        "int" if numeric_type and spark_type not in ("float", "double") else "float" if numeric_type else "string")
+    if n == 0:
+        return Column(name, "constant", own_dtype), "no value in the sample (all missing)"
     if spark_type == "boolean" or (parse and set(v.str.lower().unique()) <= _BOOL
                                                         and v.str.lower().nunique() == 2):
         return Column(name, "boolean", "bool"), "true/false values"
     if k == 1:
-        dtype = "int" if numeric_type and spark_type not in ("float", "double") else \
-            "float" if numeric_type else "string"
-        return Column(name, "constant", dtype), "one distinct value"
-    if spark_type in ("date", "timestamp", "timestamp_ntz"):
+        return Column(name, "constant", own_dtype), "one distinct value"
+    if spark_type in _TIME_DTYPE:  # dates, and timestamps of their zone kind (an instant, or wall clock)
         kind = "date" if spark_type == "date" else "datetime"
-        return Column(name, kind, _KIND_DTYPE[kind]), f"{spark_type} column"
+        return Column(name, kind, _TIME_DTYPE[spark_type]), f"{spark_type} column"
     if parse and _mostly(v.str.match(_NUMBER)):
         v = v[v.str.match(_NUMBER)]  # the rest will be quarantined as "not a number"
         n, k = len(v), int(v.nunique())
@@ -111,8 +119,8 @@ def infer_column(name: str, values: pd.Series, spark_type: str = "string", typed
             return Column(name, "categorical", "int"), f"integers with {k} distinct values (<= {MAX_INT_CATEGORIES})"
         if integral and k == n >= MIN_ID_ROWS:
             return Column(name, "identifier", "int"), f"integers, all {n} distinct"
-        return Column(name, "continuous", "int" if integral else "float"), \
-            f"{'integers' if integral else 'numbers'} with {k} distinct values"
+        return Column(name, "continuous", decimal or ("int" if integral else "float")), \
+            f"{'integers' if integral else 'numbers'} with {k} distinct values" + (f" ({decimal})" if decimal else "")
     if spark_type == "string":
         if parse and _mostly(v.str.match(_ISO_DATETIME)):
             return Column(name, "datetime", "timestamp"), "ISO 8601 date-times"
@@ -199,6 +207,8 @@ def sample_table(spark, source, options: dict | None = None, sample_rows: int = 
         else:
             df = load_columnar(spark, uris, fmt)
             opts["typed"] = fmt != "json"  # Parquet/ORC carry their own types: string columns stay strings
+            if fmt == "parquet":
+                opts["units"] = parquet_units(inputs[0]["path"])
     types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
     names = list(types)
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -211,6 +221,22 @@ def sample_table(spark, source, options: dict | None = None, sample_rows: int = 
             for n, t in types.items()]
     sample = df.select(*cast).limit(sample_rows).toPandas()
     return sample, types, opts
+
+
+def parquet_units(path: str) -> dict[str, str]:
+    """The timestamp columns a Parquet file stores in milliseconds, from its footer (Spark reads
+    every timestamp as microseconds, so generate would write microseconds): {column: "ms"}. Only
+    a local file's footer is read; on other stores timestamps are written in microseconds."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if "://" in path:
+        return {}
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException):
+        return {}  # Spark's reader says what is wrong with the file
+    return {f.name: "ms" for f in schema if pa.types.is_timestamp(f.type) and f.type.unit in ("s", "ms")}
 
 
 def infer_schema(sample: pd.DataFrame, types: dict[str, str], options: dict | None = None) -> tuple[TableSchema, dict]:
@@ -228,6 +254,10 @@ def infer_schema(sample: pd.DataFrame, types: dict[str, str], options: dict | No
         if t == "string" and missing:
             values = values.where(values.astype(str).str.strip() != missing)
         col, reason = infer_column(name, values, t, typed=bool(opts.get("typed")))
+        unit = (opts.get("units") or {}).get(name)
+        if unit and base_dtype(col.dtype) in ("timestamp", "timestamp_ltz"):  # the Parquet file's own unit
+            col = dataclasses.replace(col, dtype=f"{col.dtype}[{unit}]")
+            reason += f", in {unit}"
         cols.append(col)
         why[name] = reason
     kw = {k: opts[k] for k in ("separator", "header", "quote", "escape", "encoding", "multi_line") if k in opts}
@@ -243,9 +273,14 @@ def apply_overrides(schema: TableSchema, overrides: dict[str, str], sample: pd.D
         if name not in by_name:
             raise PipelineError(f"data.columns.{name}: no such column (columns: {schema.names[:20]})")
         old = by_name[name]
-        dtype = _KIND_DTYPE.get(kind, old.dtype if old.dtype in ("int", "float", "string") else "string")
+        dtype = _KIND_DTYPE.get(kind, old.dtype if base_dtype(old.dtype) in ("int", "float", "string", "decimal")
+                                else "string")
+        if kind == "datetime" and base_dtype(old.dtype) in ("timestamp", "timestamp_ltz"):
+            dtype = old.dtype  # the zone kind stays
         if kind == "continuous" and dtype == "string":
             dtype = "float"
+        if kind not in ("continuous", "constant", "label") and decimal_of(dtype):  # a decimal as categories
+            dtype = "int" if decimal_of(dtype)[1] == 0 else "float"
         by_name[name] = dataclasses.replace(old, kind=kind, dtype=dtype,
                                             format=old.format if kind in ("date", "datetime") else None)
     out = dataclasses.replace(schema, columns=tuple(by_name[c.name] for c in schema.columns))

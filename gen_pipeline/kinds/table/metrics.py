@@ -341,6 +341,8 @@ def evaluation_view(schema: TableSchema, *frames: pd.DataFrame) -> tuple[TableSc
             cols.append(dataclasses.replace(c, kind="continuous", dtype="float", format=None))
         elif c.kind == "boolean":
             cols.append(dataclasses.replace(c, kind="categorical", dtype="string"))
+        elif c.dtype.startswith("decimal"):  # fixed-point numbers judged as floats
+            cols.append(dataclasses.replace(c, dtype="float"))
         else:
             cols.append(c)
         keep.append(c)
@@ -353,7 +355,11 @@ def evaluation_view(schema: TableSchema, *frames: pd.DataFrame) -> tuple[TableSc
                 continue
             if c.kind in ("datetime", "date"):
                 t = pd.to_datetime(df[c.name], errors="coerce")
+                if isinstance(t.dtype, pd.DatetimeTZDtype):  # an instant: its UTC wall clock
+                    t = t.dt.tz_convert("UTC").dt.tz_localize(None)
                 df[c.name] = (t - pd.Timestamp("1970-01-01")).dt.total_seconds()
+            elif c.dtype.startswith("decimal"):
+                df[c.name] = pd.to_numeric(df[c.name], errors="coerce").astype("float64")
             elif c.kind == "boolean":
                 df[c.name] = df[c.name].map(lambda v: None if v is None or v != v else str(bool(v)))
         out.append(df)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -13,12 +14,64 @@ from typing import Literal
 # unique values; a ``constant`` is regenerated as its one value; free ``text`` is left out.
 # (How kinds are inferred from data: gen_pipeline.kinds.table.inference.)
 Kind = Literal["continuous", "categorical", "label", "boolean", "datetime", "date", "identifier", "constant", "text"]
-DType = Literal["int", "float", "string", "bool", "date", "timestamp"]
+# Column types, read, validated and generated as such. ``timestamp`` is a wall-clock time with no
+# zone (Spark TIMESTAMP_NTZ, Arrow timestamp[us]); ``timestamp_ltz`` an instant (Spark TIMESTAMP,
+# Arrow timestamp[us, tz=UTC]; Parquet's isAdjustedToUTC); either with ``[ms]`` is stored in
+# milliseconds where the output is written by Arrow (a Parquet input's unit; Spark itself holds
+# microseconds); ``decimal(p,s)`` a fixed-point number of precision p and scale s (Spark
+# DecimalType, Arrow decimal128), generated at that scale.
+DType = Literal["int", "float", "string", "bool", "date", "timestamp", "timestamp_ltz", "timestamp[ms]",
+                "timestamp_ltz[ms]", "decimal(p,s)"]
 # Columns the transformer encodes for a model; identifiers and constants are regenerated without it.
 ENCODED_KINDS = ("continuous", "categorical", "boolean", "datetime", "date")
 
 _SPARK_TYPES = {"int": "bigint", "float": "double", "string": "string", "bool": "boolean", "date": "date",
-                "timestamp": "timestamp_ntz"}
+                "timestamp": "timestamp_ntz", "timestamp_ltz": "timestamp"}
+_DECIMAL = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
+TIMESTAMPS = ("timestamp", "timestamp_ltz")
+
+
+_TIMESTAMP = re.compile(r"^(timestamp|timestamp_ltz)(?:\[(ms|us)\])?$")
+
+
+def decimal_of(dtype: str) -> tuple[int, int] | None:
+    """(precision, scale) of a ``decimal(p,s)`` dtype; None for any other."""
+    m = _DECIMAL.match(dtype or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def timestamp_unit(dtype: str) -> str | None:
+    """``ms`` or ``us`` for a timestamp dtype (``us`` unless it says ``[ms]``); None for any other."""
+    m = _TIMESTAMP.match(dtype or "")
+    return (m.group(2) or "us") if m else None
+
+
+def base_dtype(dtype: str) -> str:
+    """``decimal`` for any ``decimal(p,s)``, a timestamp dtype without its unit, else the dtype."""
+    if decimal_of(dtype):
+        return "decimal"
+    m = _TIMESTAMP.match(dtype or "")
+    return m.group(1) if m else dtype
+
+
+def spark_type(dtype: str) -> str:
+    """A dtype's Spark SQL type name."""
+    d = decimal_of(dtype)
+    return f"decimal({d[0]},{d[1]})" if d else _SPARK_TYPES[base_dtype(dtype)]
+
+
+def arrow_type(dtype: str, spark: bool = False):
+    """A dtype's Arrow type (``spark``: as Spark exchanges it with Python, microsecond timestamps)."""
+    import pyarrow as pa
+
+    d = decimal_of(dtype)
+    if d:
+        return pa.decimal128(*d)
+    unit = timestamp_unit(dtype)
+    if unit:
+        return pa.timestamp("us" if spark else unit, tz="UTC" if base_dtype(dtype) == "timestamp_ltz" else None)
+    return {"int": pa.int64(), "float": pa.float64(), "string": pa.string(), "bool": pa.bool_(),
+            "date": pa.date32()}[dtype]
 
 REASON = "_reason"  # the reader's column for a row it cannot use (None when the row is good)
 
@@ -79,15 +132,14 @@ class TableSchema:
     def spark_ddl(self, model_only: bool = False) -> str:
         """Spark DDL of the original schema (integers are longs, categories strings)."""
         cols = self.model_columns if model_only else self.columns
-        return ", ".join(f"`{c.name}` {_SPARK_TYPES[c.dtype]}" for c in cols)
+        return ", ".join(f"`{c.name}` {spark_type(c.dtype)}" for c in cols)
 
-    def arrow_schema(self, model_only: bool = False):
+    def arrow_schema(self, model_only: bool = False, spark: bool = False):
+        """The Arrow schema of the original columns (``spark``: as Spark exchanges it with Python)."""
         import pyarrow as pa
 
-        types = {"int": pa.int64(), "float": pa.float64(), "string": pa.string(), "bool": pa.bool_(),
-                 "date": pa.date32(), "timestamp": pa.timestamp("us")}
         cols = self.model_columns if model_only else self.columns
-        return pa.schema([pa.field(c.name, types[c.dtype]) for c in cols])
+        return pa.schema([pa.field(c.name, arrow_type(c.dtype, spark)) for c in cols])
 
     def to_yaml(self, title: str = "") -> str:
         """The schema as an editable YAML file: reading options, then one line per column."""
@@ -132,15 +184,20 @@ class TableSchema:
         if not self.columns:
             raise PipelineError(f"{where}: the schema has no columns")
         seen = set()
-        allowed = {"continuous": ("int", "float"), "boolean": ("bool",), "datetime": ("timestamp",), "date": ("date",)}
+        allowed = {"continuous": ("int", "float", "decimal"), "boolean": ("bool",), "datetime": TIMESTAMPS,
+                   "date": ("date",), "categorical": ("int", "float", "string", "bool", "date", *TIMESTAMPS)}
         for c in self.columns:
             if c.name in seen:
                 raise PipelineError(f"{where}: column {c.name!r} appears twice; rename one")
             seen.add(c.name)
             if c.kind not in get_args(Kind):
                 raise PipelineError(f"{where}: column {c.name}: unknown kind {c.kind!r} (one of {get_args(Kind)})")
-            if c.dtype not in get_args(DType):
+            if not isinstance(c.dtype, str) or base_dtype(c.dtype) not in (*_SPARK_TYPES, "decimal"):
                 raise PipelineError(f"{where}: column {c.name}: unknown dtype {c.dtype!r} (one of {get_args(DType)})")
-            if c.kind in allowed and c.dtype not in allowed[c.kind]:
+            d = decimal_of(c.dtype)
+            if d and not (1 <= d[0] <= 38 and d[1] <= d[0]):
+                raise PipelineError(f"{where}: column {c.name}: {c.dtype} needs 1 <= precision <= 38 and scale <= "
+                                    "precision")
+            if c.kind in allowed and base_dtype(c.dtype) not in allowed[c.kind]:
                 raise PipelineError(f"{where}: column {c.name}: kind {c.kind} needs dtype "
                                     f"{' or '.join(allowed[c.kind])}, not {c.dtype}")

@@ -7,7 +7,8 @@ connector jars and credentials, since pyspark ships none; the tests use local pa
 (every file under it but ``_*`` and ``.*``), a glob, a list of them, or ``table:db.name``.
 ``read_table`` returns what preprocess works on: ``source`` (file name), ``line``, ``text``, the
 schema's typed columns and ``_reason`` (None for a usable row), plus ``inputs`` from the
-filesystem listing (path, size, modification time; the bytes are never read on the driver).
+filesystem listing (path, size, modification time; the bytes are never read on the driver; for a
+catalog table, the files ``spark.table(name).inputFiles()`` names, ``table_listing``).
 
 How each format is read:
 
@@ -40,9 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.kinds.table.schema import TableSchema
-from gen_pipeline.kinds.table.validation import (_BINARY, _CAST, _CORRUPT, _parse_datetime, _spark_type, _validate_fn,
-                                                  validated_ddl)
+from gen_pipeline.kinds.table.schema import TableSchema, base_dtype
+from gen_pipeline.kinds.table.validation import (_BINARY, _CAST, _CORRUPT, SPARK_CAST, _parse_datetime, _spark_type,
+                                                  _validate_fn, validated_ddl)
 
 FORMATS = ("csv", "parquet", "orc", "json")
 _EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".data": "csv", ".test": "csv", ".parquet": "parquet",
@@ -165,6 +166,39 @@ def list_inputs(spark, paths) -> list[dict]:
             seen.add(i["uri"])
             unique.append(i)
     return unique
+
+
+def table_listing(spark, name: str) -> dict:
+    """A catalog table as one input: ``path`` ``table:NAME``, its files' total ``bytes`` and
+    latest ``modified`` time, and ``files``, each file's path, size and modification time from
+    the Hadoop FileSystem (the table's metadata is refreshed first, so files written since the
+    session listed them count). The fingerprint reads the files, so rewriting, appending to or
+    replacing the table changes it. A table with no files behind it (a view, an in-memory
+    table) is fingerprinted by its name only."""
+    conf = spark._jsc.hadoopConfiguration()
+    try:
+        spark.catalog.refreshTable(name)
+        uris = sorted(spark.table(name).inputFiles())
+    except Exception as e:  # no such table, or a catalog that cannot be reached
+        raise PipelineError(f"table {name}: cannot read it ({_first_line(e)}); check the name (db.table) and the "
+                            "session's catalog") from None
+    wanted = {_local(u) for u in uris}  # file:/x and file:///x alike
+    statuses = {}
+    for folder in sorted({u.rsplit("/", 1)[0] for u in uris}):  # one listing per folder, not a call per file
+        hp = spark._jvm.org.apache.hadoop.fs.Path(folder)
+        for st in hp.getFileSystem(conf).listStatus(hp):
+            if _local(str(st.getPath())) in wanted:
+                statuses[_local(str(st.getPath()))] = st
+    files = []
+    for uri in uris:
+        if _local(uri) not in statuses:  # named otherwise by the listing (an escaped character): its own status
+            hp = spark._jvm.org.apache.hadoop.fs.Path(uri)
+            statuses[_local(uri)] = hp.getFileSystem(conf).getFileStatus(hp)
+        st = statuses[_local(uri)]
+        files.append({"path": _local(uri), "bytes": int(st.getLen()),
+                      "modified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st.getModificationTime() / 1000))})
+    return {"path": f"table:{name}", "bytes": sum(f["bytes"] for f in files) if files else None,
+            "modified": max(f["modified"] for f in files) if files else None, "files": files}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,6 +367,7 @@ def read_table(spark, source, schema: TableSchema, max_rows_per_file: int | None
     src = source if isinstance(source, TableSource) else TableSource.of(source)
     if src.table:
         fmt_used = "table"
+        inputs = [table_listing(spark, src.table)]  # also a one-line error for a table that is not there
         df = spark.table(src.table)
         missing = [c.name for c in schema.columns if c.name not in df.columns]
         if missing:
@@ -343,7 +378,6 @@ def read_table(spark, source, schema: TableSchema, max_rows_per_file: int | None
                             F.lit(None).cast("string").alias(_CORRUPT), F.lit(False).alias(_BINARY))
         if max_rows_per_file:
             records = records.limit(max_rows_per_file)
-        inputs = [{"path": f"table:{src.table}", "bytes": None, "modified": None}]
     else:
         inputs = list_inputs(spark, src.paths)
         fmt = fmt_used = src.resolved_format([i["path"] for i in inputs])
@@ -356,7 +390,7 @@ def read_table(spark, source, schema: TableSchema, max_rows_per_file: int | None
             del i["uri"]
     casts = [F.expr(f"try_cast(`{c.name}` AS {_spark_type(c)})").alias(_CAST + c.name)
              if not c.format else _parse_datetime(c).alias(_CAST + c.name)
-             for c in schema.columns if c.dtype in ("bool", "date", "timestamp")]
+             for c in schema.columns if base_dtype(c.dtype) in SPARK_CAST]
     records = records.select("*", *casts)
     out = records.mapInArrow(_validate_fn(schema, "json" if fmt_used == "json" else "csv"), validated_ddl(schema))
     return out, inputs

@@ -8,13 +8,16 @@ normal (robust to the heavy skew and zero spikes of Adult's capital columns); or
 A null indicator when the column had nulls. Categorical columns: one-hot over the training vocabulary, missing as its own category.
 
 Other kinds (gen_pipeline.kinds.table.schema): datetimes and dates are encoded as continuous numbers
-(microseconds or days since 1970-01-01, wall-clock) and decoded back to timestamps or dates,
-inside the training range; booleans (and integer categories) are categories decoded in their own
+(microseconds or days since 1970-01-01, wall-clock; an instant, ``timestamp_ltz``, in UTC) and
+decoded back to timestamps of the same zone kind and unit (``step``: whole minutes, seconds,
+milliseconds) or dates, inside the training range; decimals are continuous and decoded rounded to
+their scale as ``decimal(p,s)``; booleans (and integer categories) are categories decoded in their own
 type; a categorical column with more than ``max_categories`` values keeps its most frequent ones
 and one shared slot for the rest, decoded by drawing one of the rarer training values by its
 frequency (so the encoded width is bounded and every value comes from the training vocabulary);
 identifiers and constants take no encoded width: identifiers are regenerated as new values of
-the original type that are never a training id, constants as their value. Free text is not
+the original type and format (a string id's prefix and zero-padded digits, ``_regenerate``) that
+are never a training id and are unique across a generate job, constants as their value. Free text is not
 modelled (a warning names it).
 The fitted state is a small versioned JSON (``transform_spec.json``) that travels with the model.
 """
@@ -30,7 +33,7 @@ import pandas as pd
 from scipy.special import ndtr, ndtri
 
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.kinds.table.schema import TableSchema
+from gen_pipeline.kinds.table.schema import TIMESTAMPS, TableSchema, arrow_type, base_dtype, decimal_of
 from gen_pipeline.spans import Span
 
 MAX_CATEGORIES = 100  # transform.max_categories: one-hot slots per categorical column
@@ -287,14 +290,22 @@ class TableTransformer:
                 values = (np.rint(self._decode_continuous(col, x[:, start:start + w], mode) / step) * step) \
                     .astype(np.int64)
                 mask = code(start + w, 2) == 1 if col["has_nulls"] else None
-                arrays.append(pa.array(values, mask=mask, type=pa.timestamp("us")) if col["kind"] == "datetime"
-                              else pa.array(values.astype(np.int32), mask=mask).cast(pa.date32()))
+                if col["kind"] == "datetime":  # microseconds, then the column's own unit and zone kind
+                    arrays.append(pa.array(values, mask=mask, type=arrow_type(col["dtype"], spark=True))
+                                  .cast(arrow_type(col["dtype"]), safe=False))
+                else:
+                    arrays.append(pa.array(values.astype(np.int32), mask=mask).cast(pa.date32()))
             elif col["kind"] == "continuous":
                 w = self._value_width(col)
                 mode = code(start + 1, w - 1) if col["method"] == "vgm" else None
                 values = self._decode_continuous(col, x[:, start:start + w], mode)
                 mask = code(start + w, 2) == 1 if col["has_nulls"] else None
-                arrays.append(pa.array(values.astype(np.int64) if col["dtype"] == "int" else values, mask=mask))
+                decimal = decimal_of(col["dtype"])
+                if decimal:  # rounded to the column's scale, then fixed-point of its precision and scale
+                    arrays.append(pa.array(np.round(values, decimal[1]), mask=mask)
+                                  .cast(pa.decimal128(*decimal), safe=False))
+                else:
+                    arrays.append(pa.array(values.astype(np.int64) if col["dtype"] == "int" else values, mask=mask))
             elif OTHER in col["categories"] or col.get("dtype", "string") != "string":
                 arrays.append(_decode_categories(col, code(start, len(col["categories"])), rng))
             else:
@@ -330,10 +341,7 @@ class TableTransformer:
 # The kinds beyond continuous and categorical strings
 # ---------------------------------------------------------------------------------------------
 def _arrow_type(dtype: str):
-    import pyarrow as pa
-
-    return {"int": pa.int64(), "float": pa.float64(), "string": pa.string(), "bool": pa.bool_(),
-            "date": pa.date32(), "timestamp": pa.timestamp("us")}[dtype]
+    return arrow_type(dtype)
 
 
 def _as_number(col: dict, values: pd.Series) -> np.ndarray:
@@ -366,9 +374,14 @@ def _decode_categories(col: dict, code: np.ndarray, rng: np.random.Generator):
 
 
 def _regenerate(col: dict, n: int, rng: np.random.Generator, row_offset: int | None):
-    """Identifiers: new values above (integers) or beside (``syn``-prefixed strings) every
-    training id, unique within a job when ``row_offset`` is given, else within a random block of
-    2**22 ids. Constants: the value."""
+    """Identifiers: new values of the original type and format that are never a training id,
+    unique within a job when ``row_offset`` is given (the row's job-wide index picks its id), else
+    within a random block of 2**22 ids. Integers: above the largest training id. Strings with a
+    learned format (``fitting.string_id_format``: a common prefix and digits, zero-padded to a
+    fixed width or not): the same prefix and width, numbered above the largest training number
+    (``CUST-000123`` ... ``CUST-004711`` gives ``CUST-004712`` on; past the width's last number
+    they grow a digit rather than wrap); other strings: ``syn`` and digits at the usual width.
+    Constants: the value."""
     import datetime
 
     import pyarrow as pa
@@ -377,12 +390,21 @@ def _regenerate(col: dict, n: int, rng: np.random.Generator, row_offset: int | N
         v = col["value"]
         if v is not None and col["dtype"] == "date":
             v = datetime.date.fromisoformat(v)
-        elif v is not None and col["dtype"] == "timestamp":
+        elif v is not None and base_dtype(col["dtype"]) in TIMESTAMPS:
             v = datetime.datetime.fromisoformat(v)
+        elif v is not None and decimal_of(col["dtype"]):
+            import decimal
+
+            v = decimal.Decimal(v)
         return pa.array([v] * n, type=_arrow_type(col["dtype"]))
     start = row_offset if row_offset is not None else int(rng.integers(0, 2**30)) << 22
     index = start + np.arange(n, dtype=np.int64)
     if col["dtype"] == "int":
         return pa.array(col["max"] + 1 + index, type=pa.int64())
+    fmt = col.get("format")
+    if fmt:
+        first = int(fmt["max"]) + 1 + start  # Python integers: any number of digits
+        prefix, width = fmt["prefix"], fmt["digits"]
+        return pa.array([f"{prefix}{first + i:0{width}d}" for i in range(n)], type=_arrow_type(col["dtype"]))
     width = max(col.get("width", 8) - 3, 1)
     return pa.array([f"syn{i:0{width}d}" for i in index], type=_arrow_type(col["dtype"]))

@@ -9,25 +9,28 @@ import io
 
 import numpy as np
 
-from gen_pipeline.kinds.table.schema import REASON, TableSchema
+from gen_pipeline.kinds.table.schema import REASON, TIMESTAMPS, TableSchema, base_dtype, spark_type
 
 _CORRUPT = "__corrupt"
 _BINARY = "__binary"
-_CAST = "__typed_"  # Spark's own cast of a date/timestamp/boolean field, next to the raw string
+_CAST = "__typed_"  # Spark's own cast of a date/timestamp/boolean/decimal field, next to the raw string
 _NUMBER = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _NON_FINITE = r"(?i)^[+-]?(nan|inf|infinity)$"
 
 
+# Columns Spark itself types (``try_cast`` beside the raw string, or ``_parse_datetime``): booleans,
+# dates, timestamps of either zone kind, and decimals (Spark rounds half up to the scale).
+SPARK_CAST = ("bool", "date", *TIMESTAMPS, "decimal")
+
+
 def _spark_type(c) -> str:
-    return {"bool": "boolean", "date": "date", "timestamp": "timestamp_ntz"}[c.dtype]
+    return spark_type(c.dtype)
 
 
 def _parse_datetime(c):
     from pyspark.sql import functions as F
 
-    if c.dtype == "date":
-        return F.expr(f"try_to_timestamp(`{c.name}`, '{c.format}')").cast("date")
-    return F.expr(f"try_to_timestamp(`{c.name}`, '{c.format}')").cast("timestamp_ntz")
+    return F.expr(f"try_to_timestamp(`{c.name}`, '{c.format}')").cast(_spark_type(c))
 
 
 def validated_ddl(schema: TableSchema) -> str:
@@ -117,10 +120,10 @@ def validate_fields(table, schema: TableSchema, fmt: str = "csv"):
         present = pc.invert(missing)
         if col.dtype == "string":
             columns.append(pc.if_else(missing, pa.scalar(None, pa.string()), field))
-        elif col.dtype in ("bool", "date", "timestamp"):
+        elif base_dtype(col.dtype) in ("bool", "date", *TIMESTAMPS):
             typed = table.column(_CAST + col.name)
             bad = pc.and_(present, pc.is_null(typed))
-            what = {"bool": "a boolean", "date": "a date", "timestamp": "a timestamp"}[col.dtype]
+            what = {"bool": "a boolean", "date": "a date"}.get(col.dtype, "a timestamp")
             hint = f" in the format {col.format!r}" if col.format else ""
             flag(bad, field, f"column {col.name}: {{value!r}} is not {what}{hint}")
             columns.append(pc.if_else(present, typed, pa.scalar(None, typed.type)))
@@ -130,7 +133,13 @@ def validate_fields(table, schema: TableSchema, fmt: str = "csv"):
             flag(not_number, field, f"column {col.name}: {{value!r}} is not a number")
             flag(non_finite, field, f"column {col.name}: {{value!r}} is not finite (NaN/inf are not data)")
             ok = pc.and_(present, pc.and_(is_num, pc.invert(non_finite)))
-            if col.dtype == "int":
+            if base_dtype(col.dtype) == "decimal":  # Spark's decimal cast of the field; null: it does not fit
+                typed = table.column(_CAST + col.name)
+                overflow = pc.and_(ok, pc.is_null(typed))
+                flag(overflow, field, f"column {col.name}: {{value!r}} does not fit {col.dtype}")
+                ok = pc.and_(ok, pc.invert(overflow))
+                columns.append(pc.if_else(ok, typed, pa.scalar(None, typed.type)))
+            elif col.dtype == "int":
                 fractional = pc.and_(ok, pc.not_equal(num, pc.floor(num)))
                 flag(fractional, field, f"column {col.name}: {{value!r}} is not an integer")
                 ok = pc.and_(ok, pc.invert(fractional))
@@ -140,7 +149,7 @@ def validate_fields(table, schema: TableSchema, fmt: str = "csv"):
                 columns.append(pc.if_else(ok, num, pa.scalar(None, pa.float64())))
     for i, msgs in problems.items():
         reasons[i] = "; ".join(msgs)
-    types = schema.arrow_schema()
+    types = schema.arrow_schema(spark=True)
     arrays = [table.column("source"), table.column("line"), text]
     arrays += [pc.cast(c, types.field(k).type) for k, c in enumerate(columns)]
     arrays.append(pa.array(reasons, type=pa.string()))

@@ -104,3 +104,154 @@ def test_dictionary_output_keeps_types(table):
     out = t.inverse_to_arrow(x, dictionary=True)
     assert out.column_names == ["ts", "d", "b", "id", "sid", "k", "zip", "city"]
     assert out.schema.field("zip").type == pa.int64() and out.schema.field("b").type == pa.bool_()
+
+
+def _id_aggregates(values: pd.Series) -> dict:
+    """What fitting's Spark aggregate gives for a string id column (the same rules, in pandas)."""
+    from gen_pipeline.kinds.table.fitting import ID_PATTERN
+
+    parts = values.dropna().str.extract(ID_PATTERN)
+    prefix, digits = parts[0].fillna(""), parts[1].fillna("")
+    has = digits != ""
+    return {"n": len(parts), "no_digits": int((~has).sum()), "prefix_min": prefix.min(), "prefix_max": prefix.max(),
+            "min_len": int(digits[has].str.len().min()) if has.any() else None, "max_len": int(digits.str.len().max()),
+            "leading_zeros": int(((digits.str.len() > 1) & digits.str.startswith("0")).sum()),
+            "max_number": int(digits[has].astype(int).max()) if has.any() else None}
+
+
+@pytest.mark.parametrize("real, pattern, first", [
+    ([f"CUST-{i:06d}" for i in range(5, 4712)], r"CUST-\d{6}", "CUST-004712"),  # prefix + zero-padded digits
+    ([f"{i:08d}" for i in range(100, 400)], r"\d{8}", "00000400"),  # fixed-length digit strings
+    ([f"INV-{i}" for i in range(1, 3000, 7)], r"INV-[1-9]\d*", "INV-2998"),  # unpadded numbers
+    ([f"A{i:03d}" for i in [*range(20), 998, 999]], r"A\d{3,}", "A1000"),  # past the width: one digit more
+])
+def test_string_ids_keep_their_format_are_unique_across_partitions_and_never_real(real, pattern, first):
+    import re
+
+    from gen_pipeline.kinds.table.fitting import string_id_format
+    from gen_pipeline.kinds.table.transforms import _regenerate
+
+    fmt = string_id_format(_id_aggregates(pd.Series(real)))
+    assert fmt is not None
+    col = {"name": "sid", "kind": "identifier", "dtype": "string", "width": max(map(len, real)), "format": fmt}
+    rng = np.random.default_rng(0)
+    parts = [_regenerate(col, 700, rng, row_offset=k * 700).to_pylist() for k in range(3)]  # three tasks of a job
+    ids = [v for p in parts for v in p]
+    assert ids[0] == first  # numbered on from the largest training id
+    assert len(set(ids)) == len(ids) and not set(ids) & set(real)  # unique across partitions, never a real id
+    assert all(re.fullmatch(pattern, v) for v in ids), ids[:3]
+
+
+def test_string_ids_with_no_single_format_fall_back_to_syn():
+    from gen_pipeline.kinds.table.fitting import string_id_format
+    from gen_pipeline.kinds.table.transforms import _regenerate
+
+    for real in (["AB12", "CD34", "EF56"],  # no common prefix
+                 ["x1a", "x2b", "x3c"],  # not ending in digits
+                 ["K007", "K12345", "K8"]):  # leading zeros beside other widths
+        assert string_id_format(_id_aggregates(pd.Series(real))) is None, real
+    col = {"name": "sid", "kind": "identifier", "dtype": "string", "width": 6}
+    out = _regenerate(col, 5, np.random.default_rng(0), row_offset=10).to_pylist()
+    assert out == ["syn010", "syn011", "syn012", "syn013", "syn014"]
+
+
+def test_decimals_keep_precision_and_scale_and_timestamps_their_zone_kind():
+    """A ``decimal(12,2)`` column decodes to decimal128(12, 2) values on its scale inside the training
+    range; an instant (``timestamp_ltz``) decodes to timestamp[us, UTC] at the same instants, a
+    wall-clock ``timestamp`` to timestamp[us] with no zone; constants keep their types too."""
+    import decimal
+
+    rng = np.random.default_rng(1)
+    n = 1000
+    amount = pd.Series([decimal.Decimal(f"{v:.2f}") for v in rng.lognormal(4, 1, n)], dtype=object)
+    amount[::10] = None
+    at = pd.Series(pd.to_datetime("2024-03-01", utc=True) + pd.to_timedelta(rng.integers(0, 10**6, n), unit="s"))
+    local = at.dt.tz_localize(None)
+    schema = TableSchema(columns=(Column("amount", "continuous", "decimal(12,2)"),
+                                  Column("at", "datetime", "timestamp_ltz"), Column("local", "datetime", "timestamp"),
+                                  Column("fee", "constant", "decimal(5,3)"),
+                                  Column("since", "constant", "timestamp_ltz")))
+    cols = [_numeric("amount", "continuous", "decimal(12,2)", _as_number({"kind": "continuous"}, amount)),
+            _numeric("at", "datetime", "timestamp_ltz", _as_number({"kind": "datetime"}, at)),
+            _numeric("local", "datetime", "timestamp", _as_number({"kind": "datetime"}, local)),
+            {"name": "fee", "kind": "constant", "dtype": "decimal(5,3)", "value": "0.125"},
+            {"name": "since", "kind": "constant", "dtype": "timestamp_ltz", "value": "2020-01-01T00:00:00+00:00"}]
+    cols[1]["step"] = cols[2]["step"] = 1_000_000
+    t = TableTransformer({"version": 3, "schema": schema.to_dict(), "columns": cols, "fitted_rows": n})
+    df = pd.DataFrame({"amount": amount, "at": at, "local": local, "fee": decimal.Decimal("0.125"),
+                       "since": pd.Timestamp("2020-01-01", tz="UTC")})
+    x, reasons = t.transform(df, strict=True)
+    out = t.inverse_to_arrow(x)
+    assert out.schema == pa.schema([("amount", pa.decimal128(12, 2)), ("at", pa.timestamp("us", "UTC")),
+                                    ("local", pa.timestamp("us")), ("fee", pa.decimal128(5, 3)),
+                                    ("since", pa.timestamp("us", "UTC"))])
+    back = out.to_pandas()
+    got = back["amount"].dropna()
+    assert back["amount"].isna().sum() == amount.isna().sum()
+    assert all(v.as_tuple().exponent == -2 for v in got)  # on the column's scale
+    assert got.min() >= amount.dropna().min() and got.max() <= amount.dropna().max()
+    assert (back["at"] - at).abs().max() < pd.Timedelta(seconds=10**6 / 50)  # the same instants, in UTC
+    assert str(back["at"].dt.tz) == "UTC" and back["local"].dt.tz is None
+    assert ((back["at"].dt.tz_localize(None) - back["local"]).abs() < pd.Timedelta(seconds=10**6 / 50)).all()
+    assert (back["fee"] == decimal.Decimal("0.125")).all()
+    assert (back["since"] == pd.Timestamp("2020-01-01", tz="UTC")).all()
+
+
+def test_the_validation_pass_types_decimals_and_instants():
+    """``validation.validate_fields`` on fields as Spark's readers give them: a decimal field typed
+    by Spark's cast (null when it does not fit the precision) and a timestamp of either zone kind."""
+    import datetime
+
+    from gen_pipeline.kinds.table.schema import REASON
+    from gen_pipeline.kinds.table.validation import _BINARY, _CAST, _CORRUPT, validate_fields
+
+    schema = TableSchema(columns=(Column("amount", "continuous", "decimal(6,2)"),
+                                  Column("at", "datetime", "timestamp_ltz")), missing_token="")
+    utc = datetime.timezone.utc
+    table = pa.table({
+        "source": ["f"] * 4, "line": [1, 2, 3, 4], "text": ["a"] * 4,
+        "amount": ["12.50", "123456789", "x", ""], "at": ["2024-01-01 10:00:00", "2024-01-01 11:00:00", "", "bad"],
+        _CORRUPT: pa.array([None] * 4, pa.string()), _BINARY: [False] * 4,
+        _CAST + "amount": pa.array([decimal_("12.50"), None, None, None], pa.decimal128(6, 2)),
+        _CAST + "at": pa.array([datetime.datetime(2024, 1, 1, 10, tzinfo=utc),
+                                datetime.datetime(2024, 1, 1, 11, tzinfo=utc), None, None], pa.timestamp("us", "UTC"))})
+    out = validate_fields(table, schema)
+    assert out.schema.field("amount").type == pa.decimal128(6, 2)
+    assert out.schema.field("at").type == pa.timestamp("us", "UTC")
+    assert out.column("amount").to_pylist()[0] == decimal_("12.50")
+    reasons = out.column(REASON).to_pylist()
+    assert reasons[0] is None and reasons[1] == "column amount: '123456789' does not fit decimal(6,2)"
+    assert reasons[2] == "column amount: 'x' is not a number" and reasons[3] == "column at: 'bad' is not a timestamp"
+
+
+def decimal_(text):
+    import decimal
+
+    return decimal.Decimal(text)
+
+
+def test_millisecond_timestamps_are_generated_in_milliseconds(tmp_path):
+    """``timestamp[ms]`` (a Parquet input's unit, read from its footer by ``parquet_units``)
+    decodes to timestamp[ms]; Spark's side of the schema stays in microseconds."""
+    import pyarrow.parquet as pq
+
+    from gen_pipeline.kinds.table.inference import parquet_units
+
+    pq.write_table(pa.table({"a": pa.array([0, 1], pa.timestamp("ms")), "b": pa.array([0, 1], pa.timestamp("us")),
+                             "c": pa.array([0, 1], pa.timestamp("ms", "UTC"))}), tmp_path / "t.parquet")
+    assert parquet_units(str(tmp_path / "t.parquet")) == {"a": "ms", "c": "ms"}
+    schema = TableSchema(columns=(Column("a", "datetime", "timestamp[ms]"),
+                                  Column("c", "datetime", "timestamp_ltz[ms]")))
+    assert schema.arrow_schema() == pa.schema([("a", pa.timestamp("ms")), ("c", pa.timestamp("ms", "UTC"))])
+    assert schema.arrow_schema(spark=True) == pa.schema([("a", pa.timestamp("us")), ("c", pa.timestamp("us", "UTC"))])
+    assert schema.spark_ddl() == "`a` timestamp_ntz, `c` timestamp"
+    ts = pd.Series(pd.to_datetime("2024-01-01") + pd.to_timedelta(np.arange(500) * 1234, unit="ms"))
+    cols = [_numeric("a", "datetime", "timestamp[ms]", _as_number({"kind": "datetime"}, ts)),
+            _numeric("c", "datetime", "timestamp_ltz[ms]", _as_number({"kind": "datetime"}, ts))]
+    cols[0]["step"] = cols[1]["step"] = 1_000
+    t = TableTransformer({"version": 3, "schema": schema.to_dict(), "columns": cols, "fitted_rows": 500})
+    x, _ = t.transform(pd.DataFrame({"a": ts, "c": ts.dt.tz_localize("UTC")}))
+    out = t.inverse_to_arrow(x)
+    assert out.schema == schema.arrow_schema()
+    back = out.to_pandas()
+    assert (back["a"] - ts).abs().max() < pd.Timedelta(seconds=10) and back["a"].min() >= ts.min()

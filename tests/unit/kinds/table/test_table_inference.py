@@ -1,5 +1,7 @@
 """The inference rules (gen_pipeline.kinds.table.inference) on pandas samples, and the schema file round trip."""
 
+from decimal import Decimal
+
 import pandas as pd
 import pytest
 
@@ -29,7 +31,14 @@ def _kind(values, spark_type="string"):
     (["2024-01-02 10:00:00", "2024-01-03T11:30"], "string", ("datetime", "timestamp")),
     (["2024-01-02", "2023-12-31"], "string", ("date", "date")),
     (["31/12/2023", "01/02/2024"], "string", ("date", "date")),
-    ([pd.Timestamp("2024-01-01"), pd.Timestamp("2024-02-01")], "timestamp", ("datetime", "timestamp")),
+    ([pd.Timestamp("2024-01-01"), pd.Timestamp("2024-02-01")], "timestamp", ("datetime", "timestamp_ltz")),  # instant
+    ([pd.Timestamp("2024-01-01"), pd.Timestamp("2024-02-01")], "timestamp_ntz", ("datetime", "timestamp")),
+    ([Decimal("1.25"), Decimal("20.50"), Decimal("3.10")], "decimal(10,2)", ("continuous", "decimal(10,2)")),
+    ([Decimal(i * 7 % 50) for i in range(100)], "decimal(12,0)", ("continuous", "decimal(12,0)")),
+    ([Decimal(i % 4) for i in range(100)], "decimal(12,0)", ("categorical", "int")),  # few integers: categories
+    ([Decimal("9.99")] * 30, "decimal(5,2)", ("constant", "decimal(5,2)")),  # a constant keeps its type
+    ([pd.Timestamp("2024-01-01")] * 30, "timestamp", ("constant", "timestamp_ltz")),
+    ([None] * 30, "double", ("constant", "float")),  # an all-null typed column too
     ([f"C{i:05d}" for i in range(50)], "string", ("identifier", "string")),
     ([f"a fairly long sentence number {i} with words" for i in range(50)], "string", ("text", "string")),
     (["red", "green", "blue", "red"] * 10, "string", ("categorical", "string")),
@@ -80,3 +89,27 @@ def test_bundled_schema_files_round_trip_and_bad_files_are_one_line(tmp_path):
     (tmp_path / "dt.yaml").write_text("columns:\n  - {name: a, kind: datetime, dtype: int}\n")
     with pytest.raises(PipelineError, match="kind datetime needs dtype timestamp"):
         TableSchema.from_yaml(tmp_path / "dt.yaml")
+
+
+def test_decimal_and_time_zone_dtypes_in_the_schema_file_and_in_spark_and_arrow(tmp_path):
+    import pyarrow as pa
+
+    schema = TableSchema(columns=(Column("amount", "continuous", "decimal(12,2)"),
+                                  Column("at", "datetime", "timestamp_ltz"), Column("local", "datetime", "timestamp"),
+                                  Column("fee", "constant", "decimal(5,3)")))
+    (tmp_path / "s.yaml").write_text(schema.to_yaml("types"))
+    assert TableSchema.from_yaml(tmp_path / "s.yaml") == schema
+    assert schema.spark_ddl() == ("`amount` decimal(12,2), `at` timestamp, `local` timestamp_ntz, "
+                                  "`fee` decimal(5,3)")
+    assert schema.arrow_schema() == pa.schema([("amount", pa.decimal128(12, 2)), ("at", pa.timestamp("us", "UTC")),
+                                               ("local", pa.timestamp("us")), ("fee", pa.decimal128(5, 3))])
+    for dtype, message in (("decimal(40,2)", "precision <= 38"), ("decimal(3,5)", "scale <= precision"),
+                           ("decimal(x)", "unknown dtype")):
+        (tmp_path / "d.yaml").write_text(f"columns:\n  - {{name: a, kind: continuous, dtype: '{dtype}'}}\n")
+        with pytest.raises(PipelineError, match=message):
+            TableSchema.from_yaml(tmp_path / "d.yaml")
+    (tmp_path / "c.yaml").write_text("columns:\n  - {name: a, kind: categorical, dtype: 'decimal(5,2)'}\n")
+    with pytest.raises(PipelineError, match="kind categorical needs dtype"):
+        TableSchema.from_yaml(tmp_path / "c.yaml")
+    out = apply_overrides(schema, {"amount": "categorical", "at": "datetime"})
+    assert [c.dtype for c in out.columns][:2] == ["float", "timestamp_ltz"]  # categories of a decimal; the zone kept

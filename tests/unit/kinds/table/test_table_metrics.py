@@ -270,3 +270,17 @@ def test_the_metrics_see_datetimes_as_numbers_and_skip_identifiers_and_constants
                                                         ("x", "continuous")]
     assert list(out.columns) == ["at", "ok", "x"] and out["at"].iloc[0] == 60.0 and pd.isna(out["at"].iloc[1])
     assert out["ok"].tolist() == ["True", None]
+
+
+def test_the_metrics_see_instants_and_decimals_as_numbers():
+    from decimal import Decimal
+
+    from gen_pipeline.kinds.table.metrics import evaluation_view
+
+    schema = TableSchema(columns=(Column("at", "datetime", "timestamp_ltz"),
+                                  Column("amount", "continuous", "decimal(8,2)")))
+    df = pd.DataFrame({"at": pd.to_datetime(["1970-01-01 01:01:00+01:00", None], utc=True),
+                       "amount": [Decimal("1.25"), None]})
+    view, (out,) = evaluation_view(schema, df)
+    assert [(c.kind, c.dtype) for c in view.columns] == [("continuous", "float"), ("continuous", "float")]
+    assert out["at"].iloc[0] == 60.0 and out["amount"].dtype == "float64" and out["amount"].iloc[0] == 1.25
