@@ -3,7 +3,8 @@
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python benchmarks/generate.py --rows 10000000 --work-dir work/bench
 
-Generation, same model (Adult TVAE; speed does not depend on how long it trained), same cores:
+Generation, same model (Adult, ``--config``: the demo's TVAE by default, or another family such as
+``configs/adult_tvae_ar.yaml``; speed does not depend on how long it trained), same cores:
   (a) one Python process, torch and BLAS with all cores' threads + pyarrow, writing one Parquet
       file with the sampler and writer settings of a Spark task;
   (b) our Spark generate job end to end (decode to the original schema, atomic commit), run as
@@ -135,7 +136,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--score-rows", type=int, default=1_000_000)
     parser.add_argument("--work-dir", default=str(REPO / "work" / "bench"))
+    parser.add_argument("--config", default="configs/adult_tvae.yaml", help="the Adult model whose generation is timed")
     parser.add_argument("--skip-sdv", action="store_true")
+    parser.add_argument("--skip-score", action="store_true", help="generation only")
     parser.add_argument("--reuse-models", action="store_true", help="keep champions already in --work-dir")
     args = parser.parse_args()
     work = Path(args.work_dir).resolve()
@@ -143,12 +146,13 @@ def main() -> None:
     cores = os.cpu_count() or 1
     results: dict = {"cores": cores, "rows": args.rows}
 
-    # A model for each side: Adult TVAE (2 epochs: speed only) and the Shuttle VAE (full config).
-    adult = ["--config", "configs/adult_tvae.yaml", "--set", "name=bench_adult", "--set", "model_name=bench_adult"]
+    # A model for each side: Adult (--config, 2 epochs: speed only) and the Shuttle VAE (full config).
+    results["config"] = args.config
+    adult = ["--config", args.config, "--set", "name=bench_adult", "--set", "model_name=bench_adult"]
     shuttle = ["--config", "configs/shuttle_tvae.yaml"]
     if not (args.reuse_models and has_champion(work, "bench_adult")):
         sh(["run", *adult, "--set", "train.epochs=2", "--rows", "1000"], work)
-    if not (args.reuse_models and has_champion(work, "shuttle_tvae")):
+    if not args.skip_score and not (args.reuse_models and has_champion(work, "shuttle_tvae")):
         sh(["run", *shuttle, "--rows", "1000"], work)
 
     # ---- generation ----------------------------------------------------------------------
@@ -179,6 +183,8 @@ def main() -> None:
         except Exception as e:  # a baseline's API change must not cost the rest of the run
             results["sdv_error"] = f"{type(e).__name__}: {e}"[:300]
     print(json.dumps(results, default=float), flush=True)
+    if args.skip_score:
+        return
 
     # ---- scoring -------------------------------------------------------------------------
     import pandas as pd

@@ -45,6 +45,7 @@ OUR_MODELS = {
     "ours_tvae": ("configs/adult_tvae.yaml", []),
     "ours_tvae_quantile": ("configs/adult_tvae.yaml", ["name=adult_tvae_quantile", "transform.continuous=quantile"]),
     "ours_ctgan": ("configs/adult_ctgan.yaml", []),
+    "ours_tvae_ar": ("configs/adult_tvae_ar.yaml", []),
 }
 
 

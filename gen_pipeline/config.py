@@ -91,6 +91,9 @@ class TransformConfig(_Strict):
     # capital_gain = 0) becomes a mode of its own that decodes to exactly that value; 1 turns
     # point masses off for all but constant columns.
     vgm_point_share: float = Field(default=0.05, gt=0.0, le=1.0)
+    # vgm: a column of whole numbers with at most this many distinct values (in the sample) is
+    # one point mass per value, learned as categories (Adult's age, hours per week); 0: off.
+    vgm_discrete_values: int = Field(default=0, ge=0, le=10_000)
     # A categorical column keeps its most frequent values up to this many one-hot slots; the
     # rarer ones share one slot and are drawn back by their training frequencies when decoded.
     max_categories: int = Field(default=100, ge=2, le=100_000)
@@ -140,6 +143,7 @@ class ModelConfig(_Strict):
     diff_augment: str = Field(default="color",
                               pattern=r"^(|none|(color|translation|cutout)(,(color|translation|cutout))*)$")
     spectral_norm: bool = True
+    # (tvae_ar too: it samples and scores the moving average of its weights.)
     ema_decay: float = Field(default=0.999, ge=0.0, lt=1.0)
     r1_gamma: float = Field(default=0.0, ge=0.0)
     r1_every: int = Field(default=16, ge=1)

@@ -34,6 +34,24 @@ def adam(params, **kwargs) -> torch.optim.Adam:
     return torch.optim.Adam(params, fused=True if params and params[0].is_cuda else None, **kwargs)
 
 
+@torch.no_grad()
+def update_ema(ema: nn.Module, raw: nn.Module, steps: torch.Tensor, decay: float) -> None:
+    """ema <- beta * ema + (1 - beta) * raw, beta = min(decay, (1 + t) / (10 + t)) at step t (an
+    exponential moving average of weights, Yazici et al. 2019): early on the average follows the
+    raw weights closely, so it is not dragged back to the random start. Floating buffers
+    (BatchNorm's running statistics) are averaged the same way, others copied. Computed on the
+    device (no host sync per step); ``steps`` is a 0-dim tensor, counted up here."""
+    beta = torch.clamp((1 + steps) / (10 + steps), max=decay)
+    for e, p in zip(ema.parameters(), raw.parameters()):
+        e.lerp_(p, 1 - beta)
+    for e, b in zip(ema.buffers(), raw.buffers()):
+        if e.is_floating_point():
+            e.lerp_(b, 1 - beta)
+        else:
+            e.copy_(b)
+    steps.add_(1)
+
+
 def forward_numpy(seq: nn.Sequential, x: torch.Tensor | Callable[[int], torch.Tensor], n: int | None = None,
                   block: int = 2048) -> torch.Tensor:
     """``seq(x)`` for a CPU stack of Linear and ReLU layers, computed with numpy's BLAS.

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gen_pipeline.models.augment import diff_augment, parse_policy
-from gen_pipeline.models.base import GenerativeModel, adam
+from gen_pipeline.models.base import GenerativeModel, adam, update_ema
 from gen_pipeline.models.conv import (DownTower, UpTower, geometry, image_channels, init_dcgan, label_planes,
                                        label_start, one_hot_labels, split_batch)
 
@@ -142,21 +142,8 @@ class DCGAN(GenerativeModel):
             d_fake = torch.sigmoid(logits[n:].float()).mean()
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "d_real": d_real, "d_fake": d_fake, **metrics}
 
-    @torch.no_grad()
     def _update_ema(self) -> None:
-        """ema <- beta * ema + (1 - beta) * raw, beta = min(decay, (1 + t) / (10 + t)): early on the
-        average follows the raw weights closely, so it is not dragged back to the random start.
-        Computed on the device (no host sync per step)."""
-        t = self.ema_steps
-        beta = torch.clamp((1 + t) / (10 + t), max=self.cfg.ema_decay)
-        for e, p in zip(self.generator_ema.parameters(), self.generator.parameters()):
-            e.lerp_(p, 1 - beta)
-        for e, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
-            if e.is_floating_point():
-                e.lerp_(b, 1 - beta)  # BatchNorm's running mean and variance
-            else:
-                e.copy_(b)
-        t.add_(1)
+        update_ema(self.generator_ema, self.generator, self.ema_steps, self.cfg.ema_decay)
 
     @torch.no_grad()
     def sample_raw(self, n: int, generator: torch.Generator | None = None,

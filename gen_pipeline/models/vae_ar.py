@@ -28,6 +28,7 @@ conditions are not produced directly (the bundle keeps the draws that match).
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -35,7 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gen_pipeline.models.base import mlp
+from gen_pipeline.models.base import mlp, update_ema
 from gen_pipeline.models.vae import TabularVAE
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -131,6 +132,21 @@ class AutoregressiveVAE(TabularVAE):
         self.net = _ARVAENet(self.spans, data_dim, list(cfg.hidden_dims), cfg.latent_dim,
                              list(cfg.decoder_hidden_dims))
         object.__setattr__(self, "_run", self.net)
+        if cfg.ema_decay > 0:  # sampled and scored: the weights' moving average (in the state dict)
+            self.net_ema = copy.deepcopy(self.net).requires_grad_(False)
+            self.register_buffer("ema_steps", torch.zeros(()))
+
+    def _final(self) -> _ARVAENet:
+        """The network that samples and scores: the moving average of the weights when
+        ``ema_decay`` > 0. The step-to-step loss swings on Adult (continuous scales near their
+        floor make a batch's likelihood jumpy), so the last step's weights are a noisy pick."""
+        return self.net_ema if self.cfg.ema_decay > 0 else self.net
+
+    def train_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        metrics = super().train_step(batch)
+        if self.cfg.ema_decay > 0:
+            update_ema(self.net_ema, self.net, self.ema_steps, self.cfg.ema_decay)
+        return metrics
 
     def configure_optimizers(self, lr: float, weight_decay: float) -> None:
         direct = set(self.net.decoder.direct.parameters())
@@ -156,8 +172,9 @@ class AutoregressiveVAE(TabularVAE):
     @torch.no_grad()
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """Negative ELBO per row in nats (higher = more anomalous), decoding the posterior mean."""
-        mu, logvar = self.net.encode(x)
-        return self._nll_per_row(x, self.net.decoder(mu, x)) + self._kl_per_row(mu, logvar)
+        net = self._final()
+        mu, logvar = net.encode(x)
+        return self._nll_per_row(x, net.decoder(mu, x)) + self._kl_per_row(mu, logvar)
 
     @torch.no_grad()
     def sample_raw(self, n: int, generator: torch.Generator | None = None,
@@ -165,7 +182,7 @@ class AutoregressiveVAE(TabularVAE):
         """Rows drawn span by span (see the module's docstring), in numpy on the CPU, a block of
         rows at a time. Categorical spans come back as logits that put every probability on
         the drawn category, continuous values drawn."""
-        plan = _SamplingPlan(self.net.decoder, self.spans, self.data_dim, self.cfg.latent_dim)
+        plan = _SamplingPlan(self._final().decoder, self.spans, self.data_dim, self.cfg.latent_dim)
         out = np.empty((self.data_dim, n), dtype=np.float32)  # column-major, as forward_numpy's
         for start in range(0, n, plan.block):
             rows = min(plan.block, n - start)

@@ -14,8 +14,13 @@ from gen_pipeline.kinds.table.transforms import (MAX_CATEGORIES, MAX_RARE_VALUES
 
 
 def fit_vgm(values: np.ndarray, max_modes: int = VGM_MAX_MODES, seed: int = 0,
-            point_share: float = VGM_POINT_SHARE) -> dict:
+            point_share: float = VGM_POINT_SHARE, discrete_values: int = 0) -> dict:
     """Modes of one column's (non-null) values: point masses, then a Gaussian mixture.
+
+    A column of whole numbers with at most ``discrete_values`` distinct values in the sample
+    (Adult's age, hours per week, capital gain) is all point masses, one mode per value, so its
+    spikes and gaps are learned as the categories they are (a value outside the sample decodes
+    to the nearest one). 0 turns this off.
 
     A single value that holds at least ``point_share`` of the rows (Adult's capital_gain = 0,
     92% of rows; hours_per_week = 40) is a mode of its own with no width (``stds`` 0), so it
@@ -35,6 +40,8 @@ def fit_vgm(values: np.ndarray, max_modes: int = VGM_MAX_MODES, seed: int = 0,
     if len(np.unique(x)) < 2:  # a constant column: one point mass
         return {"means": [float(x[0]) if len(x) else 0.0], "stds": [0.0], "weights": [1.0]}
     distinct, counts = np.unique(x, return_counts=True)
+    if len(distinct) <= discrete_values and np.all(distinct == np.round(distinct)):
+        return {"means": distinct.tolist(), "stds": [0.0] * len(distinct), "weights": (counts / len(x)).tolist()}
     top = np.argsort(-counts, kind="stable")[:VGM_MAX_POINTS]
     points = distinct[top[counts[top] >= point_share * len(x)]]
     means, stds, weights = [], [], []
@@ -78,7 +85,7 @@ def _numeric_expr(c):
 
 def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: int = 200,
              sample_rows: int = VGM_SAMPLE_ROWS, point_share: float = VGM_POINT_SHARE,
-             max_categories: int = MAX_CATEGORIES) -> dict:
+             max_categories: int = MAX_CATEGORIES, discrete_values: int = 0) -> dict:
     """Fit every column's encoding from aggregates of a Spark DataFrame of typed rows.
 
     Only summaries reach the driver, plus (for ``vgm``) a seeded sample of about
@@ -139,7 +146,8 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
                 entry["quantiles"] = [float(v) for v in stats[f"{c.name}__q"]]
                 entry["probs"] = probs
             elif method == "vgm":
-                entry.update(fit_vgm(sample[c.name].to_numpy(), point_share=point_share))
+                entry.update(fit_vgm(sample[c.name].to_numpy(), point_share=point_share,
+                                     discrete_values=discrete_values))
             columns.append(entry)
         else:
             # One row per category, the most frequent first, at most max_categories + MAX_RARE_VALUES.

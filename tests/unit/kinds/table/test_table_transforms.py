@@ -140,3 +140,16 @@ def test_vgm_point_masses_decode_to_exactly_their_value():
     assert sorted(few["means"]) == [1.0, 2.0, 3.0] and set(few["stds"]) == {0.0}
     e = TableTransformer._encode_continuous(few, np.array([2.0, 2.9]))
     assert TableTransformer._decode_continuous(few, e).tolist() == [2.0, 3.0]
+
+
+def test_vgm_discrete_whole_numbers_are_one_point_mass_per_value():
+    rng = np.random.default_rng(0)
+    hours = rng.choice([20.0, 35.0, 40.0, 45.0, 60.0], p=[0.1, 0.1, 0.5, 0.2, 0.1], size=5000)
+    fitted = fit_vgm(hours, discrete_values=128)
+    assert fitted["means"] == [20.0, 35.0, 40.0, 45.0, 60.0] and set(fitted["stds"]) == {0.0}
+    assert np.allclose(fitted["weights"], [np.mean(hours == v) for v in fitted["means"]])
+    col = {"method": "vgm", "dtype": "int", "min": 20.0, "max": 60.0, **fitted}
+    enc = TableTransformer._encode_continuous(col, hours)
+    assert (TableTransformer._decode_continuous(col, enc) == hours).all()  # every spike exact
+    assert set(fit_vgm(hours + 0.5, discrete_values=128)["stds"]) != {0.0}  # not whole numbers: the mixture
+    assert set(fit_vgm(hours)["stds"]) != {0.0}  # off by default
