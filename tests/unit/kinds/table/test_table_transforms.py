@@ -151,5 +151,8 @@ def test_vgm_discrete_whole_numbers_are_one_point_mass_per_value():
     col = {"method": "vgm", "dtype": "int", "min": 20.0, "max": 60.0, **fitted}
     enc = TableTransformer._encode_continuous(col, hours)
     assert (TableTransformer._decode_continuous(col, enc) == hours).all()  # every spike exact
-    assert set(fit_vgm(hours + 0.5, discrete_values=128)["stds"]) != {0.0}  # not whole numbers: the mixture
-    assert set(fit_vgm(hours)["stds"]) != {0.0}  # off by default
+    ages = rng.integers(20, 70, 5000).astype(float)  # 50 values of 2% each: below the point share
+    assert len(fit_vgm(ages, discrete_values=128)["means"]) == 50
+    assert set(fit_vgm(ages + 0.5, discrete_values=128)["stds"]) != {0.0}  # not whole numbers: the mixture
+    assert set(fit_vgm(ages, discrete_values=49)["stds"]) != {0.0}  # more values than allowed
+    assert set(fit_vgm(ages)["stds"]) != {0.0}  # off by default
