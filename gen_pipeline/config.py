@@ -123,7 +123,7 @@ class ModelConfig(_Strict):
     prior_training: Literal["ex_post", "joint"] = "ex_post"
     # tvae_ar only: the hidden widths of its masked autoregressive decoder (its encoder is
     # ``hidden_dims``); each layer's units are shared out over the encoded spans.
-    decoder_hidden_dims: tuple[int, ...] = (512, 512)
+    decoder_hidden_dims: tuple[int, ...] = (256,)
     # Image models (dcgan, conv_vae): conv width and VAE likelihood; ``conditional`` above makes
     # them class-conditional on the image label.
     base_channels: int = Field(default=32, ge=4)

@@ -194,73 +194,91 @@ class AutoregressiveVAE(TabularVAE):
 
 
 class _SamplingPlan:
-    """The decoder's masked weights, sorted by degree, as numpy arrays: each step of the
-    span-by-span draw reads contiguous prefixes of them."""
+    """The decoder's masked weights as numpy arrays, arranged for the span-by-span draw.
 
-    block = 4096
+    The first layer and the direct connections are linear in the input, whose spans are one-hot
+    (or one value): their pre-activations are kept as running sums over (z and) the spans drawn
+    so far, and a drawn category adds one row of weights, a gather instead of a product over
+    the whole input. Masks make a unit's sum final once the spans of its degree are in. The
+    deeper layers' units are sorted by degree, so a step reads a prefix of the layer below.
+    """
+
+    block = 512  # rows: the running sums of a block stay in cache (4,096 rows ran 1.8x slower on Adult)
 
     def __init__(self, dec: _ARDecoder, spans, data_dim: int, latent: int):
         self.spans, self.d, self.latent = spans, data_dim, latent
         self.n_spans = len(spans)
         # Inputs: z, then the encoded columns in the decoder's span order.
         x_cols = np.concatenate([np.arange(spans[i].start, spans[i].end) for i in dec.order]) if spans else []
-        self.x_cols = np.asarray(x_cols, dtype=np.int64)
-        self.in_end = latent + np.cumsum([0] + [spans[i].end - spans[i].start for i in dec.order])  # per rank
-        perm_in = np.concatenate([np.arange(latent), latent + self.x_cols])
-        self.weights, self.ends = [], []
-        prev = perm_in
-        for layer, deg in zip(dec.layers, dec.hidden_degrees):
+        self.in_start = latent + np.cumsum([0] + [spans[i].end - spans[i].start for i in dec.order])  # per rank
+        perm_in = np.concatenate([np.arange(latent), latent + np.asarray(x_cols, dtype=np.int64)])
+
+        def masked(layer, rows=slice(None), cols=slice(None)):
+            return (layer.weight * layer.mask).detach().cpu().numpy()[rows][:, cols]
+
+        deg0 = dec.hidden_degrees[0].numpy()
+        perm = np.argsort(deg0, kind="stable")
+        self.width0 = len(perm)
+        # Running sums: the first layer's units (by degree), then every output's direct term.
+        self.acc_w = np.ascontiguousarray(np.concatenate([masked(dec.layers[0], perm, perm_in),
+                                                          masked(dec.direct, cols=perm_in)]).T)  # (in, H0 + O)
+        self.acc_b = np.concatenate([dec.layers[0].bias.detach().cpu().numpy()[perm],
+                                     (dec.out.bias + dec.direct.bias).detach().cpu().numpy()])
+        self.ends = [np.searchsorted(deg0[perm], np.arange(self.n_spans + 1), side="left")]
+        self.deep = []  # (weights, bias) of the layers after the first, rows and columns by degree
+        for layer, deg in zip(dec.layers[1:], dec.hidden_degrees[1:]):
             deg = deg.numpy()
-            perm = np.argsort(deg, kind="stable")
-            w = (layer.weight * layer.mask).detach().cpu().numpy()[perm][:, prev]
-            self.weights.append((np.ascontiguousarray(w), layer.bias.detach().cpu().numpy()[perm]))
-            self.ends.append(np.searchsorted(deg[perm], np.arange(self.n_spans + 1), side="left"))
-            prev = perm
-        wo = (dec.out.weight * dec.out.mask).detach().cpu().numpy()[:, prev]
-        wd = (dec.direct.weight * dec.direct.mask).detach().cpu().numpy()[:, perm_in]
-        bo = (dec.out.bias + dec.direct.bias).detach().cpu().numpy()
+            nxt = np.argsort(deg, kind="stable")
+            self.deep.append((np.ascontiguousarray(masked(layer, nxt, perm)), layer.bias.detach().cpu().numpy()[nxt]))
+            self.ends.append(np.searchsorted(deg[nxt], np.arange(self.n_spans + 1), side="left"))
+            perm = nxt
+        wo = masked(dec.out, cols=perm)
         cont = [i for i, s in enumerate(spans) if s.kind == "continuous"]
-        self.outputs = []  # per rank: (span, hidden weight rows, direct weight rows, bias)
+        self.outputs = []  # per rank: (span, its output rows, their hidden weights)
         for i in dec.order:
             s = spans[i]
             rows = (np.arange(s.start, s.end) if s.kind != "continuous"
                     else np.array([s.start, data_dim + cont.index(i)]))
-            self.outputs.append((s, np.ascontiguousarray(wo[rows]), np.ascontiguousarray(wd[rows]), bo[rows]))
+            at = (slice(self.width0 + s.start, self.width0 + s.end) if s.kind != "continuous"
+                  else self.width0 + rows)  # a slice reads the running sums without a gather
+            self.outputs.append((s, at, np.ascontiguousarray(wo[rows].T)))
 
     def draw(self, z: np.ndarray, u: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """One block of rows from (rows, L) latent draws and (S, rows) uniforms and normals, one
-        per span and row. Activations are kept feature-major, (features, rows), so the inputs a
-        step reads (every unit of lower degree) are one contiguous prefix. Returns (D, rows)."""
+        per span and row. Returns (D, rows): categorical spans as logits that put every
+        probability on the drawn category, continuous values drawn."""
         rows = z.shape[0]
-        x = np.zeros((self.in_end[-1], rows), dtype=np.float32)
-        x[:self.latent] = z.T
-        hidden = [np.zeros((w.shape[0], rows), dtype=np.float32) for w, _ in self.weights]
+        acc = z @ self.acc_w[:self.latent]
+        acc += self.acc_b
+        h0 = np.zeros((rows, self.width0), dtype=np.float32)
+        hidden = [h0] + [np.zeros((rows, w.shape[0]), dtype=np.float32) for w, _ in self.deep]
         out = np.empty((self.d, rows), dtype=np.float32)
         every = np.arange(rows)
-        for r, (s, w_out, w_direct, b_out) in enumerate(self.outputs):  # span of rank r + 1; units of degree r
-            inp, inp_end = x, self.in_end[r]
-            o = w_direct[:, :inp_end] @ x[:inp_end]
-            o += b_out[:, None]
-            for (w, b), ends, h in zip(self.weights, self.ends, hidden):
+        for r, (s, out_rows, w_out) in enumerate(self.outputs):  # span of rank r + 1; units of degree r
+            lo, hi = self.ends[0][r], self.ends[0][r + 1]
+            np.maximum(acc[:, lo:hi], 0.0, out=h0[:, lo:hi])
+            below, end = h0, hi
+            for (w, b), ends, h in zip(self.deep, self.ends[1:], hidden[1:]):
                 lo, hi = ends[r], ends[r + 1]
                 if hi > lo:
-                    block = np.matmul(w[lo:hi, :inp_end], inp[:inp_end], out=h[lo:hi])
-                    block += b[lo:hi, None]
-                    np.maximum(block, 0.0, out=block)
-                inp, inp_end = h, hi
-            o += w_out[:, :inp_end] @ inp[:inp_end]
-            a, e = self.in_end[r], self.in_end[r + 1]
+                    block = below[:, :end] @ w[lo:hi, :end].T
+                    block += b[lo:hi]
+                    np.maximum(block, 0.0, out=h[:, lo:hi])
+                below, end = h, hi
+            o = below[:, :end] @ w_out[:end]
+            o += acc[:, out_rows]
+            a = self.in_start[r]
             if s.kind == "continuous":
-                value = np.tanh(o[0]) if s.bounded else o[0]
-                value += np.exp(np.clip(o[1], *_LOG_SIGMA)) * noise[r]
-                x[a] = value
+                value = np.tanh(o[:, 0]) if s.bounded else o[:, 0]
+                value += np.exp(np.clip(o[:, 1], *_LOG_SIGMA)) * noise[r]
+                acc += value[:, None] * self.acc_w[a]
                 out[s.start] = value
             else:
-                o -= o.max(0)
+                o -= o.max(1, keepdims=True)
                 np.exp(o, out=o)
-                np.cumsum(o, 0, out=o)
-                k = np.minimum((o < u[r] * o[-1]).sum(0), e - a - 1)
-                x[a + k, every] = 1.0
+                np.cumsum(o, 1, out=o)
+                k = np.minimum((o < (u[r] * o[:, -1])[:, None]).sum(1), s.end - s.start - 1)
+                acc += self.acc_w[a + k]
                 drawn = out[s.start:s.end]
                 drawn.fill(-_DRAWN)
                 drawn[k, every] = 0.0
