@@ -219,12 +219,23 @@ class _SamplingPlan:
         deg0 = dec.hidden_degrees[0].numpy()
         perm = np.argsort(deg0, kind="stable")
         self.width0 = len(perm)
-        # Running sums: the first layer's units (by degree), then every output's direct term.
-        self.acc_w = np.ascontiguousarray(np.concatenate([masked(dec.layers[0], perm, perm_in),
-                                                          masked(dec.direct, cols=perm_in)]).T)  # (in, H0 + O)
-        self.acc_b = np.concatenate([dec.layers[0].bias.detach().cpu().numpy()[perm],
-                                     (dec.out.bias + dec.direct.bias).detach().cpu().numpy()])
         self.ends = [np.searchsorted(deg0[perm], np.arange(self.n_spans + 1), side="left")]
+        # Every output's rows, span by span in the decoder's order (a continuous span: its mean
+        # and its log-scale), so the outputs still to be drawn are a suffix.
+        cont = [i for i, s in enumerate(spans) if s.kind == "continuous"]
+        out_rows = [np.arange(spans[i].start, spans[i].end) if spans[i].kind != "continuous"
+                    else np.array([spans[i].start, data_dim + cont.index(i)]) for i in dec.order]
+        out_perm = np.concatenate(out_rows) if out_rows else np.zeros(0, dtype=np.int64)
+        out_start = self.width0 + np.cumsum([0] + [len(r) for r in out_rows])  # per rank, in the sums
+        # Running sums: the first layer's units (by degree), then every output's direct term (by
+        # rank). After span r is drawn only units of degree > r and outputs of rank > r still
+        # change: a step adds to those two suffixes.
+        self.acc_w = np.ascontiguousarray(np.concatenate([masked(dec.layers[0], perm, perm_in),
+                                                          masked(dec.direct, out_perm, perm_in)]).T)  # (in, H0 + O)
+        self.acc_b = np.concatenate([dec.layers[0].bias.detach().cpu().numpy()[perm],
+                                     (dec.out.bias + dec.direct.bias).detach().cpu().numpy()[out_perm]])
+        self.suffixes = [(slice(self.ends[0][r + 1], self.width0), slice(out_start[r + 1], None))
+                         for r in range(self.n_spans)]
         self.deep = []  # (weights, bias) of the layers after the first, rows and columns by degree
         for layer, deg in zip(dec.layers[1:], dec.hidden_degrees[1:]):
             deg = deg.numpy()
@@ -233,15 +244,8 @@ class _SamplingPlan:
             self.ends.append(np.searchsorted(deg[nxt], np.arange(self.n_spans + 1), side="left"))
             perm = nxt
         wo = masked(dec.out, cols=perm)
-        cont = [i for i, s in enumerate(spans) if s.kind == "continuous"]
-        self.outputs = []  # per rank: (span, its output rows, their hidden weights)
-        for i in dec.order:
-            s = spans[i]
-            rows = (np.arange(s.start, s.end) if s.kind != "continuous"
-                    else np.array([s.start, data_dim + cont.index(i)]))
-            at = (slice(self.width0 + s.start, self.width0 + s.end) if s.kind != "continuous"
-                  else self.width0 + rows)  # a slice reads the running sums without a gather
-            self.outputs.append((s, at, np.ascontiguousarray(wo[rows].T)))
+        self.outputs = [(spans[i], slice(out_start[r], out_start[r + 1]), np.ascontiguousarray(wo[rows].T))
+                        for r, (i, rows) in enumerate(zip(dec.order, out_rows))]  # per rank: span, sums, weights
 
     def draw(self, z: np.ndarray, u: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """One block of rows from (rows, L) latent draws and (S, rows) uniforms and normals, one
@@ -268,17 +272,20 @@ class _SamplingPlan:
             o = below[:, :end] @ w_out[:end]
             o += acc[:, out_rows]
             a = self.in_start[r]
+            units, later = self.suffixes[r]
             if s.kind == "continuous":
                 value = np.tanh(o[:, 0]) if s.bounded else o[:, 0]
                 value += np.exp(np.clip(o[:, 1], *_LOG_SIGMA)) * noise[r]
-                acc += value[:, None] * self.acc_w[a]
+                for part in (units, later):
+                    acc[:, part] += np.multiply.outer(value, self.acc_w[a, part])
                 out[s.start] = value
             else:
                 o -= o.max(1, keepdims=True)
                 np.exp(o, out=o)
                 np.cumsum(o, 1, out=o)
                 k = np.minimum((o < (u[r] * o[:, -1])[:, None]).sum(1), s.end - s.start - 1)
-                acc += self.acc_w[a + k]
+                for part in (units, later):
+                    acc[:, part] += self.acc_w[a + k, part]
                 drawn = out[s.start:s.end]
                 drawn.fill(-_DRAWN)
                 drawn[k, every] = 0.0
