@@ -17,13 +17,15 @@ scale per column).
 Order: a column's spans are consecutive, its categorical spans (a VGM mode, a null flag) before
 its value, so a value is drawn knowing its mode. Masks: z has degree 0, the spans degrees 1..S in
 that order; hidden units get degrees 0..S-1 in turn and see inputs of degree <= theirs; span j's
-outputs see hidden units of degree < j. A training step is one masked forward with the real
-row as the decoder's input (teacher forcing), as cheap as the TVAE's.
+outputs see hidden units of degree < j. Direct connections (MADE's) add a linear term from every
+earlier span to each output, learning at 10x the rate. A training step is one masked forward
+with the real row as the decoder's input (teacher forcing), about as cheap as the TVAE's.
+Sampling and scoring use an exponential moving average of the weights (``model.ema_decay``).
 
-Sampling runs the spans in order. A hidden unit of degree d depends only on spans 1..d, so the
-units of degree j-1 are computed once, when span j-1 has been drawn, and span j's outputs read
-them: the whole row costs one forward of the network in S slices, not S forwards. ``fixed``
-conditions are not produced directly (the bundle keeps the draws that match).
+Sampling runs the spans in order. A hidden unit of degree d depends only on spans 1..d, so it is
+computed once per row, when span d has been drawn: a row costs one forward of the network in S
+slices, not S forwards (``_SamplingPlan``). ``fixed`` conditions are not produced directly (the
+bundle keeps the draws that match). Measurements: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -79,7 +81,6 @@ class _ARDecoder(nn.Module):
     def __init__(self, spans, data_dim: int, latent: int, hidden: list[int]):
         super().__init__()
         order = span_order(spans)
-        self.n_spans = len(spans)
         rank = torch.zeros(len(spans), dtype=torch.long)
         rank[torch.tensor(order)] = torch.arange(1, len(spans) + 1)
         in_deg = torch.zeros(latent + data_dim, dtype=torch.long)
