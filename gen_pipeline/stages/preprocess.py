@@ -48,6 +48,62 @@ def fingerprint(inputs: list[dict], cfg: PipelineConfig) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
+def write_encoded(spark, df, encode, ddl: str, folder: Path) -> int:
+    """Encode ``df`` and write each partition's vectors from its Python worker with pyarrow
+    (``folder/part-NNNNN.parquet``, zstd, plain-encoded, row groups of about 8 MB, as
+    ``ENCODED_PARQUET_OPTIONS``); returns the rows written. Spark's own writer turns each vector
+    into a JVM array and writes it element by element: twice the time of the whole encoding
+    (benchmarks/RESULTS.md). A split with no rows is written by Spark, an empty file with the columns."""
+    from pyspark.sql import functions as F
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():  # what an earlier attempt left
+        old.unlink()
+    target = str(folder)
+
+    def run(batches):
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        rows = write_vectors(encode(batches), target, TaskContext.get().partitionId())
+        yield pa.RecordBatch.from_arrays([pa.array([rows], pa.int64())], names=["rows"])
+
+    rows = df.mapInArrow(run, "rows bigint").agg(F.sum("rows")).first()[0] or 0
+    if rows == 0:
+        spark.createDataFrame([], ddl).write.mode("overwrite").options(**ENCODED_PARQUET_OPTIONS).parquet(target)
+        return 0
+    for tmp in folder.glob(".part-*.tmp"):  # a failed or losing attempt's file
+        tmp.unlink()
+    (folder / "_SUCCESS").touch()
+    return int(rows)
+
+
+def write_vectors(batches, folder: str, partition: int, row_group_bytes: int = 8 * 1024 * 1024) -> int:
+    """Stream Arrow record batches into ``folder/part-<partition>.parquet`` (written under a hidden
+    name, then renamed: a retried task replaces it whole); returns the rows written."""
+    import uuid
+
+    import pyarrow.parquet as pq
+
+    final = Path(folder) / f"part-{partition:05d}.parquet"
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+    writer, rows, per_group = None, 0, 1
+    try:
+        for rb in batches:
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, rb.schema, compression="zstd", use_dictionary=False, store_schema=False)
+                per_group = max(1, row_group_bytes * max(1, rb.num_rows) // max(1, rb.nbytes))
+            writer.write_batch(rb, row_group_size=per_group)
+            rows += rb.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is not None:
+        os.replace(tmp, final)
+    return rows
+
+
 def reconcile(rows_in: int, rows_written: int, rows_quarantined: int, rows_excluded: int) -> None:
     """Never drop silently: every record read is written, quarantined or excluded (by
     ``train_where``, or left out of the train split by ``train_fraction``)."""
@@ -85,8 +141,12 @@ def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_di
     kind = kind_of(cfg)
     records = records or kind.read(spark, cfg, datasets_dir, Path(work_dir or Path(out_dir).parent.parent.parent))
     position = kind.position
-    parsed = with_split(records.frame, cfg, kind.split_columns, ("source", position)) \
-        .persist(StorageLevel.MEMORY_AND_DISK)
+    parsed = with_split(records.frame, cfg, kind.split_columns, ("source", position))
+    # What only the split hash and the quarantine read (a table row's raw text): cached for the
+    # quarantined records alone, so the cache holds the typed columns, not a copy of the input.
+    for c in set(kind.quarantine_columns) & set(kind.split_columns) - {"source", position}:
+        parsed = parsed.withColumn(c, F.when(F.col(REASON).isNotNull(), F.col(c)))
+    parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
 
     stage = staging_dir(out_dir)
     out = PreprocessOutput(stage)
@@ -95,9 +155,12 @@ def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_di
     if rows_in == 0:
         raise PipelineError(f"{', '.join(i['path'] for i in records.inputs)}: no records found (empty input?)")
     bad = parsed.filter(F.col(REASON).isNotNull())
+    if all(r["ok"] for r in stats):  # nothing to quarantine: an empty file with the columns, no pass
+        bad = bad.limit(0)
     bad.select(*kind.quarantine_columns, F.col(REASON).alias("reason")).coalesce(1) \
         .write.mode("overwrite").parquet(str(out.quarantine))
-    reasons = bad.groupBy(F.trim(F.regexp_extract(REASON, kind.reason_group, 1)).alias("kind")).count() \
+    reasons = spark.read.parquet(str(out.quarantine)) \
+        .groupBy(F.trim(F.regexp_extract("reason", kind.reason_group, 1)).alias("kind")).count() \
         .orderBy(F.desc("count")).limit(20).collect()
     if all(not r["ok"] for r in stats):  # nothing usable: say why instead of fitting on nothing
         raise PipelineError(f"{', '.join(i['path'] for i in records.inputs)}: none of the {rows_in:,} records is "
@@ -134,8 +197,7 @@ def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_di
         if clean:  # both writes read the split shuffled and sorted once, from the cache
             part = part.persist(StorageLevel.MEMORY_AND_DISK)
             part.select(*clean).write.mode("overwrite").parquet(str(out.clean(split)))
-        part.select(*columns).mapInArrow(encode, ddl).write.mode("overwrite") \
-            .options(**ENCODED_PARQUET_OPTIONS).parquet(str(out.encoded(split)))
+        write_encoded(spark, part.select(*columns), encode, ddl, out.encoded(split))
         if clean:
             part.unpersist()
     extras = kind.manifest_extras(spark, out, spec, records)

@@ -107,6 +107,7 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
         ]
         if c.kind == "datetime":  # the coarsest unit every value is a whole number of (s, ms or us)
             aggs += [F.max(F.pmod(col, F.lit(float(step)))).alias(f"{c.name}__mod{step}") for step in _TIME_STEPS]
+    aggs += [a for c in schema.model_columns if c.kind in ("identifier", "constant") for a in _unmodelled_aggs(c)]
     stats = df.agg(*aggs).first().asDict()
     n_rows = int(stats["__n"])
     if n_rows == 0:
@@ -117,10 +118,13 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
         fraction = min(1.0, sample_rows / n_rows)
         sample = df.select(*[_numeric_expr(c).alias(c.name) for c in cont]).sample(False, fraction, seed=0).toPandas()
 
+    categorical = [c.name for c in schema.model_columns
+                   if c.kind not in _NUMERIC_KINDS and c.kind not in ("identifier", "constant")]
+    counted = category_counts(df, categorical, max_categories + MAX_RARE_VALUES)
     columns = []
     for c in schema.model_columns:
         if c.kind in ("identifier", "constant"):
-            columns.append(_fit_unmodelled(df, c))
+            columns.append(_fit_unmodelled(c, stats))
             continue
         if c.kind in _NUMERIC_KINDS and stats[f"{c.name}__min"] is None:  # all null: nothing to learn
             columns.append({"name": c.name, "kind": "constant", "dtype": c.dtype, "value": None})
@@ -143,13 +147,11 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
             columns.append(entry)
         else:
             # One row per category, the most frequent first, at most max_categories + MAX_RARE_VALUES.
-            counts = df.groupBy(c.name).count().orderBy(F.desc("count"), F.col(c.name).cast("string")) \
-                .limit(max_categories + MAX_RARE_VALUES).collect()
-            ordered = sorted(counts, key=lambda r: (-r["count"], "" if r[c.name] is None else str(r[c.name])))
+            ordered = sorted(counted[c.name], key=lambda r: (-r[1], "" if r[0] is None else str(r[0])))
             entry = {
                 "name": c.name, "kind": c.kind, "dtype": c.dtype,
-                "categories": [r[c.name] for r in ordered],  # None is the missing category
-                "frequencies": [r["count"] / n_rows for r in ordered],
+                "categories": [v for v, _ in ordered],  # None is the missing category
+                "frequencies": [k / n_rows for _, k in ordered],
             }
             if len(ordered) > max_categories:
                 entry = _cap_categories(entry, max_categories)
@@ -170,19 +172,51 @@ def _cap_categories(entry: dict, max_categories: int) -> dict:
             "other_values": [cats[i] for i in rare], "other_frequencies": [freqs[i] for i in rare]}
 
 
-def _fit_unmodelled(df, c) -> dict:
-    """Identifiers: what new ids look like (integers above the largest id; strings ``syn``-
-    prefixed with the usual width). Constants: the value."""
+def category_counts(df, names: list[str], limit: int) -> dict[str, list[tuple]]:
+    """Each column's (value, count) pairs, at most ``limit`` per column: the most frequent, ties
+    broken by the value as a string (null first). One pass over ``df`` for every column (one
+    aggregate over grouping sets, a set per column) instead of a group-by each; the values keep
+    their types."""
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    if not names:
+        return {}
+    cols = [F.col(f"`{n}`") for n in names]
+    counts = df.groupingSets([[c] for c in cols], *cols) \
+        .agg(F.count(F.lit(1)).alias("__count"), *[F.grouping(c).alias(f"__g{i}") for i, c in enumerate(cols)])
+    which = F.coalesce(*[F.when(F.col(f"__g{i}") == 0, F.lit(i)) for i in range(len(cols))])
+    as_text = F.coalesce(*[F.when(F.col("__k") == i, F.col(f"`{n}`").cast("string")) for i, n in enumerate(names)])
+    rank = F.row_number().over(Window.partitionBy("__k").orderBy(F.desc("__count"), F.asc_nulls_first("__text")))
+    rows = counts.withColumn("__k", which).withColumn("__text", as_text).withColumn("__rank", rank) \
+        .where(F.col("__rank") <= limit).select("__k", "__count", *cols).collect()
+    out: dict[str, list[tuple]] = {n: [] for n in names}
+    for r in rows:
+        out[names[r["__k"]]].append((r[2 + r["__k"]], r["__count"]))
+    return out
+
+
+def _unmodelled_aggs(c) -> list:
+    """What ``_fit_unmodelled`` reads of an identifier or constant column, as aggregates that join
+    the one aggregate of ``fit_spec``."""
+    from pyspark.sql import functions as F
+
+    col = F.col(f"`{c.name}`")
     if c.kind == "constant":
-        row = df.where(F.col(f"`{c.name}`").isNotNull()).select(f"`{c.name}`").limit(1).collect()
-        value = row[0][0] if row else None
+        return [F.first(col, ignorenulls=True).alias(f"{c.name}__value")]
+    if c.dtype == "int":
+        return [F.max(col).alias(f"{c.name}__idmax")]
+    return [F.max(F.length(col.cast("string"))).alias(f"{c.name}__width")]
+
+
+def _fit_unmodelled(c, stats: dict) -> dict:
+    """Identifiers: what new ids look like (integers above the largest id; strings ``syn``-
+    prefixed with the usual width). Constants: the value. ``stats``: ``_unmodelled_aggs``' values."""
+    if c.kind == "constant":
+        value = stats[f"{c.name}__value"]
         if c.dtype in ("date", "timestamp") and value is not None:
             value = value.isoformat()
         return {"name": c.name, "kind": "constant", "dtype": c.dtype, "value": value}
     if c.dtype == "int":
-        r = df.agg(F.max(f"`{c.name}`").alias("max")).first()
-        return {"name": c.name, "kind": "identifier", "dtype": "int", "max": int(r["max"] or 0)}
-    r = df.agg(F.max(F.length(F.col(f"`{c.name}`").cast("string"))).alias("width")).first()
-    return {"name": c.name, "kind": "identifier", "dtype": c.dtype, "width": int(r["width"] or 8)}
+        return {"name": c.name, "kind": "identifier", "dtype": "int", "max": int(stats[f"{c.name}__idmax"] or 0)}
+    return {"name": c.name, "kind": "identifier", "dtype": c.dtype, "width": int(stats[f"{c.name}__width"] or 8)}
