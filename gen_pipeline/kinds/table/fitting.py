@@ -178,8 +178,6 @@ def continuous_stats(df, cont, probs: list[float], n_points: int = QUANTILE_POIN
     fit's time (benchmarks/RESULTS.md). What reaches the driver grows with the partitions
     (16 bytes per point), not with the rows.
     """
-    from pyspark.sql import functions as F
-
     if not cont:
         return {}
     steps = [list(_TIME_STEPS) if c.kind == "datetime" else [] for c in cont]
