@@ -218,7 +218,9 @@ def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_di
     # quarantined records alone, so the cache holds the typed columns, not a copy of the input.
     for c in set(kind.quarantine_columns) & set(kind.split_columns) - {"source", position}:
         parsed = parsed.withColumn(c, F.when(F.col(REASON).isNotNull(), F.col(c)))
-    parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
+    # On disk, not in the JVM heap: at 10M rows the cache outgrows the driver's storage memory, and
+    # its spill from memory ran the 2 GB driver out of heap (benchmarks/RESULTS.md).
+    parsed = parsed.persist(StorageLevel.DISK_ONLY)
 
     stage = staging_dir(out_dir)
     out = PreprocessOutput(stage)
