@@ -51,6 +51,134 @@ def fingerprint(inputs: list[dict], cfg: PipelineConfig) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
+def write_splits(spark, good, num_files: int, clean: list[str] | None, columns: list[str], encode, ddl: str,
+                 out: PreprocessOutput) -> dict[str, int]:
+    """Write every split's typed rows (``clean``, when the kind has them) and encoded rows in one
+    job; returns the rows written per split. The rows are shuffled into ``num_files`` partitions
+    by ``_key`` and sorted by (split, ``_key``), so each file holds its split's rows in the order of
+    a hash (a file's head is a uniform sample). Each partition's Python worker writes its files
+    with pyarrow as it encodes (``clean/<split>/part-NNNNN.parquet``, snappy;
+    ``encoded/<split>/...`` as ``ENCODED_PARQUET_OPTIONS``): Spark's writer turns each vector into
+    a JVM array written element by element, and one job instead of two writes per split reads
+    the cache once (benchmarks/RESULTS.md). A split with no rows is written by Spark, an empty
+    file with the columns."""
+    from pyspark.sql import functions as F
+
+    order = F.when(F.col("split") == SPLITS[0], 0)
+    for k, split in enumerate(SPLITS[1:], 1):
+        order = order.when(F.col("split") == split, k)
+    needed = list(dict.fromkeys([*(clean or []), *columns]))
+    rows = good.select(*needed, order.alias("__split"), "_key").repartition(num_files, "_key") \
+        .sortWithinPartitions("__split", "_key")
+    folders = {s: (str(out.clean(s)) if clean else None, str(out.encoded(s))) for s in SPLITS}
+    for paths in folders.values():
+        for folder in filter(None, paths):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+
+    def run(batches):
+        import itertools
+
+        import numpy as np
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        part = TaskContext.get().partitionId()
+
+        def runs():  # (split index, slice): the batches' runs of one split
+            for rb in batches:
+                codes = rb.column("__split").to_numpy(zero_copy_only=False)
+                cuts = [0, *(np.flatnonzero(np.diff(codes)) + 1).tolist(), len(codes)]
+                for a, b in zip(cuts[:-1], cuts[1:]):
+                    yield int(codes[a]), rb.slice(a, b - a)
+
+        counts = []
+        for k, group in itertools.groupby(runs(), key=lambda r: r[0]):
+            clean_folder, encoded_folder = folders[SPLITS[k]]
+            slices = (sl for _, sl in group)
+            writer = _CleanWriter(clean_folder, part) if clean_folder else None
+            if writer:
+                slices = _teed(slices, clean, writer)
+            n = write_vectors(encode(sl.select(columns) for sl in slices), encoded_folder, part)
+            if writer:
+                writer.close()
+            counts.append((k, n))
+        yield pa.RecordBatch.from_arrays([pa.array([k for k, _ in counts], pa.int32()),
+                                          pa.array([n for _, n in counts], pa.int64())], names=["split", "rows"])
+
+    done = rows.mapInArrow(run, "split int, rows bigint").groupBy("split").agg(F.sum("rows").alias("rows")).collect()
+    written = {s: 0 for s in SPLITS}
+    for r in done:
+        written[SPLITS[r["split"]]] = int(r["rows"])
+    for split, (clean_folder, encoded_folder) in folders.items():
+        if written[split] == 0:  # nothing in this split: empty files with the columns, as Spark writes them
+            if clean_folder:
+                good.select(*clean).limit(0).write.mode("overwrite").parquet(clean_folder)
+            spark.createDataFrame([], ddl).write.mode("overwrite").options(**ENCODED_PARQUET_OPTIONS) \
+                .parquet(encoded_folder)
+            continue
+        for folder in filter(None, (clean_folder, encoded_folder)):
+            for tmp in Path(folder).glob(".part-*.tmp"):  # a failed or losing attempt's file
+                tmp.unlink()
+            (Path(folder) / "_SUCCESS").touch()
+    return written
+
+
+class _CleanWriter:
+    """Typed rows of one split from one partition into ``folder/part-<partition>.parquet``
+    (snappy, Spark's own codec here), under a hidden name until closed."""
+
+    def __init__(self, folder: str, partition: int):
+        import uuid
+
+        self.final = Path(folder) / f"part-{partition:05d}.parquet"
+        self.tmp = self.final.with_name(f".{self.final.name}.{uuid.uuid4().hex[:8]}.tmp")
+        self.writer = None
+
+    def write(self, rb) -> None:
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.tmp, rb.schema, compression="snappy", store_schema=False)
+        self.writer.write_batch(rb)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            os.replace(self.tmp, self.final)
+
+
+def _teed(slices, clean: list[str], writer: _CleanWriter):
+    """``slices`` passed on unchanged, their ``clean`` columns written on the way."""
+    for sl in slices:
+        writer.write(sl.select(clean))
+        yield sl
+
+
+def write_vectors(batches, folder: str, partition: int, row_group_bytes: int = 8 * 1024 * 1024) -> int:
+    """Stream Arrow record batches into ``folder/part-<partition>.parquet`` (written under a hidden
+    name, then renamed: a retried task replaces it whole); returns the rows written."""
+    import uuid
+
+    import pyarrow.parquet as pq
+
+    final = Path(folder) / f"part-{partition:05d}.parquet"
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+    writer, rows, per_group = None, 0, 1
+    try:
+        for rb in batches:
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, rb.schema, compression="zstd", use_dictionary=False, store_schema=False)
+                per_group = max(1, row_group_bytes * max(1, rb.num_rows) // max(1, rb.nbytes))
+            writer.write_batch(rb, row_group_size=per_group)
+            rows += rb.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is not None:
+        os.replace(tmp, final)
+    return rows
+
+
 def reconcile(rows_in: int, rows_written: int, rows_quarantined: int, rows_excluded: int) -> None:
     """Never drop silently: every record read is written, quarantined or excluded (by
     ``train_where``, or left out of the train split by ``train_fraction``)."""
@@ -88,8 +216,14 @@ def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_di
     kind = kind_of(cfg)
     records = records or kind.read(spark, cfg, datasets_dir, Path(work_dir or Path(out_dir).parent.parent.parent))
     position = kind.position
-    parsed = with_split(records.frame, cfg, kind.split_columns, ("source", position)) \
-        .persist(StorageLevel.MEMORY_AND_DISK)
+    parsed = with_split(records.frame, cfg, kind.split_columns, ("source", position))
+    # What only the split hash and the quarantine read (a table row's raw text): cached for the
+    # quarantined records alone, so the cache holds the typed columns, not a copy of the input.
+    for c in set(kind.quarantine_columns) & set(kind.split_columns) - {"source", position}:
+        parsed = parsed.withColumn(c, F.when(F.col(REASON).isNotNull(), F.col(c)))
+    # On disk, not in the JVM heap: at 10M rows the cache outgrows the driver's storage memory, and
+    # its spill from memory ran the 2 GB driver out of heap (benchmarks/RESULTS.md).
+    parsed = parsed.persist(StorageLevel.DISK_ONLY)
 
     stage = staging_dir(out_dir)
     out = PreprocessOutput(stage)
@@ -98,9 +232,12 @@ def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_di
     if rows_in == 0:
         raise PipelineError(f"{', '.join(i['path'] for i in records.inputs)}: no records found (empty input?)")
     bad = parsed.filter(F.col(REASON).isNotNull())
+    if all(r["ok"] for r in stats):  # nothing to quarantine: an empty file with the columns, no pass
+        bad = bad.limit(0)
     bad.select(*kind.quarantine_columns, F.col(REASON).alias("reason")).coalesce(1) \
         .write.mode("overwrite").parquet(str(out.quarantine))
-    reasons = bad.groupBy(F.trim(F.regexp_extract(REASON, kind.reason_group, 1)).alias("kind")).count() \
+    reasons = spark.read.parquet(str(out.quarantine)) \
+        .groupBy(F.trim(F.regexp_extract("reason", kind.reason_group, 1)).alias("kind")).count() \
         .orderBy(F.desc("count")).limit(20).collect()
     if all(not r["ok"] for r in stats):  # nothing usable: say why instead of fitting on nothing
         raise PipelineError(f"{', '.join(i['path'] for i in records.inputs)}: none of the {rows_in:,} records is "
@@ -130,17 +267,10 @@ def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_di
     split_rows["train"] -= excluded + dropped
     columns, encode, ddl = kind.encoder(spec)
     clean = kind.clean_columns(spec)
+    written = write_splits(spark, good, cfg.data.num_files, clean, columns, encode, ddl, out)
     for split in SPLITS:
-        needed = list(dict.fromkeys([*(clean or []), *columns, "_key"]))
-        part = good.filter(F.col("split") == split).select(*needed).repartition(cfg.data.num_files, "_key") \
-            .sortWithinPartitions("_key")
-        if clean:  # both writes read the split shuffled and sorted once, from the cache
-            part = part.persist(StorageLevel.MEMORY_AND_DISK)
-            part.select(*clean).write.mode("overwrite").parquet(str(out.clean(split)))
-        part.select(*columns).mapInArrow(encode, ddl).write.mode("overwrite") \
-            .options(**ENCODED_PARQUET_OPTIONS).parquet(str(out.encoded(split)))
-        if clean:
-            part.unpersist()
+        if written[split] != split_rows[split]:
+            raise PipelineError(f"split {split}: {written[split]} rows written, {split_rows[split]} expected")
     extras = kind.manifest_extras(spark, out, spec, records)
     parsed.unpersist()
 

@@ -102,32 +102,25 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
                   file=sys.stderr, flush=True)
     probs = np.linspace(0.0, 1.0, num_quantiles + 1).tolist()
     aggs = [F.count(F.lit(1)).alias("__n")]
-    for c in cont:
-        col = _numeric_expr(c)
-        aggs += [
-            F.min(col).alias(f"{c.name}__min"),
-            F.max(col).alias(f"{c.name}__max"),
-            F.avg(col).alias(f"{c.name}__mean"),
-            F.stddev_pop(col).alias(f"{c.name}__std"),
-            F.sum(col.isNull().cast("long")).alias(f"{c.name}__nulls"),
-            F.percentile_approx(col, probs, 10_000).alias(f"{c.name}__q"),
-        ]
-        if c.kind == "datetime":  # the coarsest unit every value is a whole number of (s, ms or us)
-            aggs += [F.max(F.pmod(col, F.lit(float(step)))).alias(f"{c.name}__mod{step}") for step in _TIME_STEPS]
+    aggs += [a for c in schema.model_columns if c.kind in ("identifier", "constant") for a in _unmodelled_aggs(c)]
     stats = df.agg(*aggs).first().asDict()
     n_rows = int(stats["__n"])
     if n_rows == 0:
         raise PipelineError("no usable rows to fit the transforms on (every row was quarantined?)")
+    stats.update(continuous_stats(df, cont, probs))
 
     sample = None
     if method == "vgm" and cont:
         fraction = min(1.0, sample_rows / n_rows)
         sample = df.select(*[_numeric_expr(c).alias(c.name) for c in cont]).sample(False, fraction, seed=0).toPandas()
 
+    categorical = [c.name for c in schema.model_columns
+                   if c.kind not in _NUMERIC_KINDS and c.kind not in ("identifier", "constant")]
+    counted = category_counts(df, categorical, max_categories + MAX_RARE_VALUES)
     columns = []
     for c in schema.model_columns:
         if c.kind in ("identifier", "constant"):
-            columns.append(_fit_unmodelled(df, c))
+            columns.append(_fit_unmodelled(c, stats))
             continue
         if c.kind in _NUMERIC_KINDS and stats[f"{c.name}__min"] is None:  # all null: nothing to learn
             columns.append({"name": c.name, "kind": "constant", "dtype": c.dtype, "value": None})
@@ -151,13 +144,11 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
             columns.append(entry)
         else:
             # One row per category, the most frequent first, at most max_categories + MAX_RARE_VALUES.
-            counts = df.groupBy(c.name).count().orderBy(F.desc("count"), F.col(c.name).cast("string")) \
-                .limit(max_categories + MAX_RARE_VALUES).collect()
-            ordered = sorted(counts, key=lambda r: (-r["count"], "" if r[c.name] is None else str(r[c.name])))
+            ordered = sorted(counted[c.name], key=lambda r: (-r[1], "" if r[0] is None else str(r[0])))
             entry = {
                 "name": c.name, "kind": c.kind, "dtype": c.dtype,
-                "categories": [r[c.name] for r in ordered],  # None is the missing category
-                "frequencies": [r["count"] / n_rows for r in ordered],
+                "categories": [v for v, _ in ordered],  # None is the missing category
+                "frequencies": [k / n_rows for _, k in ordered],
             }
             if len(ordered) > max_categories:
                 entry = _cap_categories(entry, max_categories)
@@ -178,14 +169,162 @@ def _cap_categories(entry: dict, max_categories: int) -> dict:
             "other_values": [cats[i] for i in rare], "other_frequencies": [freqs[i] for i in rare]}
 
 
-def _fit_unmodelled(df, c) -> dict:
-    """Identifiers: what new ids look like (integers: above the largest id; strings: the format
-    ``string_id_format`` learns, else ``syn``-prefixed with the usual width). Constants: the value."""
+QUANTILE_POINTS = 10_000  # summary points per column: quantiles within 1/10,000 of the rows in rank
+
+
+def continuous_stats(df, cont, probs: list[float], n_points: int = QUANTILE_POINTS) -> dict:
+    """Min, max, mean, population std, null count, quantiles at ``probs`` (the first the min,
+    the last the max) and, for datetimes, the largest remainder by each ``_TIME_STEPS`` unit, of
+    each column of ``cont``, keyed ``{name}__min`` etc.; ``{name}__min`` is None for a column
+    with no value.
+
+    One pass: each partition's Python worker sorts its values of each column (numpy) and sends
+    back its moments and ``n_points / 2`` order statistics with the number of values each stands
+    for (``partition_summary``); the driver merges them (``merge_summaries``). A quantile's rank
+    is off by at most (values / ``n_points``) plus half a value per partition: the bound of
+    Spark's ``percentile_approx(accuracy=n_points)``, whose per-row buffers made it most of the
+    fit's time (benchmarks/RESULTS.md). What reaches the driver grows with the partitions
+    (16 bytes per point), not with the rows.
+    """
+    if not cont:
+        return {}
+    steps = [list(_TIME_STEPS) if c.kind == "datetime" else [] for c in cont]
+
+    def summarise(batches):
+        import pyarrow as pa
+
+        parts: list[list[np.ndarray]] = [[] for _ in cont]
+        for rb in batches:
+            for k in range(len(cont)):
+                parts[k].append(rb.column(k).to_numpy(zero_copy_only=False))
+        if not parts[0]:
+            return
+        rows = []
+        for k, chunks in enumerate(parts):
+            rows.append({"k": k, **partition_summary(np.concatenate(chunks).astype(np.float64), max(1, n_points // 2),
+                                                     steps[k])})
+        yield pa.RecordBatch.from_pylist(rows, schema=pa.schema([
+            ("k", pa.int32()), ("count", pa.int64()), ("nulls", pa.int64()), ("min", pa.float64()),
+            ("max", pa.float64()), ("mean", pa.float64()), ("m2", pa.float64()), ("mods", pa.list_(pa.float64())),
+            ("points", pa.list_(pa.float64())), ("weights", pa.list_(pa.int64()))]))
+
+    ddl = ("k int, count bigint, nulls bigint, min double, max double, mean double, m2 double, mods array<double>, "
+           "points array<double>, weights array<bigint>")
+    summaries = df.select(*[_numeric_expr(c).alias(f"__v{k}") for k, c in enumerate(cont)]) \
+        .mapInArrow(summarise, ddl).toArrow()
+    summaries = [{name: (summaries.column(name)[i].values.to_numpy(zero_copy_only=False)
+                         if name in ("points", "weights") else summaries.column(name)[i].as_py())
+                  for name in summaries.column_names} for i in range(summaries.num_rows)]
+    out = {}
+    for k, c in enumerate(cont):
+        merged = merge_summaries([r for r in summaries if r["k"] == k], probs)
+        out.update({f"{c.name}__{key}": v for key, v in merged.items() if key != "mods"})
+        for step, m in zip(_TIME_STEPS if c.kind == "datetime" else (), merged["mods"]):
+            out[f"{c.name}__mod{step}"] = m
+    return out
+
+
+def partition_summary(x: np.ndarray, points: int, steps=()) -> dict:
+    """One partition's values of a column (NaN: null) -> count, nulls, min, max, mean, m2 (sum of
+    squared deviations), the largest remainder by each of ``steps``, and ``points`` order
+    statistics: the sorted values cut into ``points`` runs of near-equal length, each run
+    represented by its largest value (``points``) and its length (``weights``), as arrays."""
+    nulls = np.isnan(x)
+    v = np.sort(x[~nulls])
+    n = len(v)
+    if n == 0:
+        return {"count": 0, "nulls": int(nulls.sum()), "min": None, "max": None, "mean": None, "m2": None,
+                "mods": [None] * len(steps), "points": np.zeros(0), "weights": np.zeros(0, dtype=np.int64)}
+    runs = min(points, n)
+    ends = np.unique(-(-np.arange(1, runs + 1, dtype=np.int64) * n // runs))  # ceil(j n / runs): the last is n
+    mean = float(v.mean())
+    return {"count": n, "nulls": int(nulls.sum()), "min": float(v[0]), "max": float(v[-1]), "mean": mean,
+            "m2": float(np.square(v - mean).sum()), "mods": [float(np.mod(v, float(s)).max()) for s in steps],
+            "points": v[ends - 1], "weights": np.diff(ends, prepend=0)}
+
+
+def merge_summaries(parts: list[dict], probs: list[float]) -> dict:
+    """``partition_summary`` results of one column -> min, max, mean, std (population), nulls,
+    q (at each of ``probs``, the first represented value whose estimated count of values at or
+    below it reaches ``p`` of the values; 0 and 1 the exact min and max) and mods (the largest
+    of each remainder). A partition's count at or below a value is exact at its run ends and
+    estimated half-way inside a run, so it is off by at most half a run."""
+    nulls = sum(p["nulls"] for p in parts)
+    parts = [p for p in parts if p["count"]]
+    n = sum(p["count"] for p in parts)
+    if n == 0:
+        return {"min": None, "max": None, "mean": None, "std": None, "nulls": nulls, "q": None, "mods": []}
+    lo, hi = min(p["min"] for p in parts), max(p["max"] for p in parts)
+    mean = sum(p["mean"] * p["count"] for p in parts) / n
+    m2 = sum(p["m2"] + p["count"] * (p["mean"] - mean) ** 2 for p in parts)  # Chan et al.'s parallel variance
+    values = np.unique(np.concatenate([np.asarray(p["points"], dtype=np.float64) for p in parts]))
+    below = np.zeros(len(values))  # estimated count of values <= each candidate
+    for p in parts:
+        points, weights = np.asarray(p["points"], dtype=np.float64), np.asarray(p["weights"], dtype=np.int64)
+        cum = np.concatenate([[0], np.cumsum(weights)])
+        runs = np.searchsorted(points, values, side="right")  # runs wholly at or below the candidate
+        inside = np.where(runs < len(points), weights[np.minimum(runs, len(points) - 1)] / 2.0, 0.0)
+        below += cum[runs] + np.where(values < p["min"], 0.0, inside)
+    at = np.searchsorted(below, np.asarray(probs, dtype=np.float64) * n, side="left").clip(0, len(values) - 1)
+    q = values[at]
+    q[np.asarray(probs) <= 0.0], q[np.asarray(probs) >= 1.0] = lo, hi
+    mods = [max(m) for m in zip(*[p["mods"] for p in parts])]
+    return {"min": lo, "max": hi, "mean": mean, "std": float(np.sqrt(max(m2, 0.0) / n)), "nulls": nulls,
+            "q": np.clip(q, lo, hi).tolist(), "mods": mods}
+
+
+def category_counts(df, names: list[str], limit: int) -> dict[str, list[tuple]]:
+    """Each column's (value, count) pairs, at most ``limit`` per column: the most frequent, ties
+    broken by the value as a string (null first). One pass over ``df`` for every column (one
+    aggregate over grouping sets, a set per column) instead of a group-by each; the values keep
+    their types."""
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    if not names:
+        return {}
+    cols = [F.col(f"`{n}`") for n in names]
+    counts = df.groupingSets([[c] for c in cols], *cols) \
+        .agg(F.count(F.lit(1)).alias("__count"), *[F.grouping(c).alias(f"__g{i}") for i, c in enumerate(cols)])
+    which = F.coalesce(*[F.when(F.col(f"__g{i}") == 0, F.lit(i)) for i in range(len(cols))])
+    as_text = F.coalesce(*[F.when(F.col("__k") == i, F.col(f"`{n}`").cast("string")) for i, n in enumerate(names)])
+    rank = F.row_number().over(Window.partitionBy("__k").orderBy(F.desc("__count"), F.asc_nulls_first("__text")))
+    rows = counts.withColumn("__k", which).withColumn("__text", as_text).withColumn("__rank", rank) \
+        .where(F.col("__rank") <= limit).select("__k", "__count", *cols).collect()
+    out: dict[str, list[tuple]] = {n: [] for n in names}
+    for r in rows:
+        out[names[r["__k"]]].append((r[2 + r["__k"]], r["__count"]))
+    return out
+
+
+def _unmodelled_aggs(c) -> list:
+    """What ``_fit_unmodelled`` reads of an identifier or constant column, as aggregates that join
+    the one aggregate of ``fit_spec`` (aggregates skip nulls: they read the non-null values)."""
+    from pyspark.sql import functions as F
+
+    col = F.col(f"`{c.name}`")
     if c.kind == "constant":
-        row = df.where(F.col(f"`{c.name}`").isNotNull()).select(f"`{c.name}`").limit(1).collect()
-        value = row[0][0] if row else None
+        return [F.first(col, ignorenulls=True).alias(f"{c.name}__value")]
+    if c.dtype == "int":
+        return [F.max(col).alias(f"{c.name}__idmax")]
+    s = col.cast("string")
+    prefix, digits = F.regexp_extract(s, ID_PATTERN, 1), F.regexp_extract(s, ID_PATTERN, 2)
+    return [F.max(F.length(s)).alias(f"{c.name}__width"), F.count(s).alias(f"{c.name}__n"),
+            F.sum((digits == "").cast("long")).alias(f"{c.name}__no_digits"),
+            F.min(prefix).alias(f"{c.name}__prefix_min"), F.max(prefix).alias(f"{c.name}__prefix_max"),
+            F.min(F.when(digits != "", F.length(digits))).alias(f"{c.name}__min_len"),
+            F.max(F.length(digits)).alias(f"{c.name}__max_len"),
+            F.sum(((F.length(digits) > 1) & digits.startswith("0")).cast("long")).alias(f"{c.name}__leading_zeros"),
+            F.max(F.when((F.length(digits) > 0) & (F.length(digits) <= 38), digits.cast("decimal(38,0)")))
+            .alias(f"{c.name}__max_number")]
+
+
+def _fit_unmodelled(c, stats: dict) -> dict:
+    """Identifiers: what new ids look like (integers: above the largest id; strings: the format
+    ``string_id_format`` learns, else ``syn``-prefixed with the usual width). Constants: the value.
+    ``stats``: ``_unmodelled_aggs``' values."""
+    if c.kind == "constant":
+        value = stats[f"{c.name}__value"]
         if base_dtype(c.dtype) == "timestamp_ltz" and value is not None:  # PySpark gives an instant as local time
             import datetime
 
@@ -196,20 +335,11 @@ def _fit_unmodelled(df, c) -> dict:
             value = str(value)  # exact, as JSON
         return {"name": c.name, "kind": "constant", "dtype": c.dtype, "value": value}
     if c.dtype == "int":
-        r = df.agg(F.max(f"`{c.name}`").alias("max")).first()
-        return {"name": c.name, "kind": "identifier", "dtype": "int", "max": int(r["max"] or 0)}
-    s = F.col(f"`{c.name}`").cast("string")
-    prefix, digits = F.regexp_extract(s, ID_PATTERN, 1), F.regexp_extract(s, ID_PATTERN, 2)
-    r = df.where(s.isNotNull()).agg(
-        F.max(F.length(s)).alias("width"), F.count(F.lit(1)).alias("n"),
-        F.sum((digits == "").cast("long")).alias("no_digits"),
-        F.min(prefix).alias("prefix_min"), F.max(prefix).alias("prefix_max"),
-        F.min(F.when(digits != "", F.length(digits))).alias("min_len"), F.max(F.length(digits)).alias("max_len"),
-        F.sum(((F.length(digits) > 1) & digits.startswith("0")).cast("long")).alias("leading_zeros"),
-        F.max(F.when((F.length(digits) > 0) & (F.length(digits) <= 38), digits.cast("decimal(38,0)")))
-        .alias("max_number")).first().asDict()
-    entry = {"name": c.name, "kind": "identifier", "dtype": c.dtype, "width": int(r["width"] or 8)}
-    fmt = string_id_format(r)
+        return {"name": c.name, "kind": "identifier", "dtype": "int", "max": int(stats[f"{c.name}__idmax"] or 0)}
+    agg = {k: stats[f"{c.name}__{k}"] for k in ("n", "no_digits", "prefix_min", "prefix_max", "min_len", "max_len",
+                                                "leading_zeros", "max_number")}
+    entry = {"name": c.name, "kind": "identifier", "dtype": c.dtype, "width": int(stats[f"{c.name}__width"] or 8)}
+    fmt = string_id_format(agg)
     return {**entry, "format": fmt} if fmt else entry
 
 
