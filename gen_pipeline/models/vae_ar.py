@@ -207,7 +207,7 @@ class _SamplingPlan:
     block = 512  # rows: the running sums of a block stay in cache (4,096 rows ran 1.8x slower on Adult)
 
     def __init__(self, dec: _ARDecoder, spans, data_dim: int, latent: int):
-        self.spans, self.d, self.latent = spans, data_dim, latent
+        self.d, self.latent = data_dim, latent
         self.n_spans = len(spans)
         # Inputs: z, then the encoded columns in the decoder's span order.
         x_cols = np.concatenate([np.arange(spans[i].start, spans[i].end) for i in dec.order]) if spans else []
