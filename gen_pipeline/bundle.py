@@ -127,8 +127,9 @@ class ModelBundle:
         done = drawn = 0
         while done < n:
             k = min(chunk, n - done)
-            x = self.model.sample_raw(chunk if fixed else k, generator=g, fixed=fixed)
-            codes = tr.draw(x, g)  # categories from their logits (tables); None where nothing is drawn
+            x, codes = self.model.sample_drawn(chunk if fixed else k, generator=g, fixed=fixed)
+            if codes is None:
+                codes = tr.draw(x, g)  # categories from their logits (tables); None where nothing is drawn
             if fixed:
                 drawn += chunk
                 keep = tr.matches(x, codes, fixed)

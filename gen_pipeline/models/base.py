@@ -145,11 +145,6 @@ def one_hot_spans(x: torch.Tensor, codes: torch.Tensor, spans: list[Span]) -> to
     return out
 
 
-def sample_spans(x: torch.Tensor, spans: list[Span], generator: torch.Generator | None) -> torch.Tensor:
-    """Turn categorical logits into one-hot draws from their softmax; continuous values pass."""
-    return one_hot_spans(x, draw_categories(x, spans, generator), spans)
-
-
 class GenerativeModel(nn.Module):
     """Fit on encoded batches; ``sample_raw(n, generator, fixed)``; ``score(x)`` where the family's
     spec declares ``can_score``. What a family can do is declared in ``gen_pipeline.models``."""
@@ -196,10 +191,21 @@ class GenerativeModel(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
+    def sample_drawn(self, n: int, generator: torch.Generator | None = None,
+                     fixed: dict[int, int | torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(x, codes)``: ``sample_raw``'s rows and, from a family that draws its categories
+        itself (an autoregressive decoder must, to condition later columns on them), their
+        (n, categorical spans) codes in span order, as ``draw_categories`` returns them; the
+        categorical spans of ``x`` are then unspecified. ``codes`` None: the caller draws them
+        from ``x``'s logits, so a draw is made once."""
+        return self.sample_raw(n, generator, fixed), None
+
+    @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None,
                fixed: dict[int, int | torch.Tensor] | None = None) -> torch.Tensor:
-        """``n`` encoded rows, categorical spans one-hot (``sample_raw``, then the draw)."""
-        return sample_spans(self.sample_raw(n, generator, fixed), self.spans, generator)
+        """``n`` encoded rows, categorical spans one-hot (``sample_drawn``, then the draw)."""
+        x, codes = self.sample_drawn(n, generator, fixed)
+        return one_hot_spans(x, draw_categories(x, self.spans, generator) if codes is None else codes, self.spans)
 
     @torch.no_grad()
     def score(self, x: torch.Tensor) -> torch.Tensor:

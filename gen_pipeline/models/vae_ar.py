@@ -178,20 +178,32 @@ class AutoregressiveVAE(TabularVAE):
         return self._nll_per_row(x, net.decoder(mu, x)) + self._kl_per_row(mu, logvar)
 
     @torch.no_grad()
-    def sample_raw(self, n: int, generator: torch.Generator | None = None,
-                   fixed: dict[int, int] | None = None) -> torch.Tensor:
+    def sample_drawn(self, n: int, generator: torch.Generator | None = None,
+                     fixed: dict[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows drawn span by span (see the module's docstring), in numpy on the CPU, a block of
-        rows at a time. Categorical spans come back as logits that put every probability on
-        the drawn category, continuous values drawn."""
+        rows at a time: continuous values in the (N, D) output and every category as a code."""
         plan = _SamplingPlan(self._final().decoder, self.spans, self.data_dim, self.cfg.latent_dim)
-        out = np.empty((self.data_dim, n), dtype=np.float32)  # column-major, as forward_numpy's
+        out = np.zeros((self.data_dim, n), dtype=np.float32)  # column-major, as forward_numpy's
+        codes = np.empty((n, plan.n_codes), dtype=np.int64)
         for start in range(0, n, plan.block):
             rows = min(plan.block, n - start)
             z = torch.randn(rows, self.cfg.latent_dim, generator=generator).numpy()
             u = torch.rand(plan.n_spans, rows, generator=generator).numpy()
             noise = torch.randn(plan.n_spans, rows, generator=generator).numpy()
-            out[:, start:start + rows] = plan.draw(z, u, noise)
-        return torch.from_numpy(out).T
+            plan.draw(z, u, noise, out[:, start:start + rows], codes[start:start + rows])
+        return torch.from_numpy(out).T, torch.from_numpy(codes)
+
+    @torch.no_grad()
+    def sample_raw(self, n: int, generator: torch.Generator | None = None,
+                   fixed: dict[int, int] | None = None) -> torch.Tensor:
+        """``sample_drawn``'s rows with each categorical span as logits that put every
+        probability on the drawn category."""
+        x, codes = self.sample_drawn(n, generator, fixed)
+        every = torch.arange(n)
+        for i, s in enumerate(s for s in self.spans if s.kind == "categorical"):
+            x[:, s.start:s.end] = -_DRAWN
+            x[every, s.start + codes[:, i]] = 0.0
+        return x
 
 
 class _SamplingPlan:
@@ -200,8 +212,10 @@ class _SamplingPlan:
     The first layer and the direct connections are linear in the input, whose spans are one-hot
     (or one value): their pre-activations are kept as running sums over (z and) the spans drawn
     so far, and a drawn category adds one row of weights, a gather instead of a product over
-    the whole input. Masks make a unit's sum final once the spans of its degree are in. The
-    deeper layers' units are sorted by degree, so a step reads a prefix of the layer below.
+    the whole input. Masks make a unit's sum final once the spans of its degree are in, so the
+    sums are laid out in the step that reads them (step r: the first layer's units of degree r,
+    then the direct terms of the span of rank r + 1) and a draw adds to one contiguous suffix.
+    The deeper layers' units are sorted by degree, so a step reads a prefix of the layer below.
     """
 
     block = 512  # rows: the running sums of a block stay in cache (4,096 rows ran 1.8x slower on Adult)
@@ -209,9 +223,11 @@ class _SamplingPlan:
     def __init__(self, dec: _ARDecoder, spans, data_dim: int, latent: int):
         self.d, self.latent = data_dim, latent
         self.n_spans = len(spans)
+        cat_index = {i: c for c, i in enumerate(i for i, s in enumerate(spans) if s.kind == "categorical")}
+        self.n_codes = len(cat_index)
         # Inputs: z, then the encoded columns in the decoder's span order.
         x_cols = np.concatenate([np.arange(spans[i].start, spans[i].end) for i in dec.order]) if spans else []
-        self.in_start = latent + np.cumsum([0] + [spans[i].end - spans[i].start for i in dec.order])  # per rank
+        in_start = latent + np.cumsum([0] + [spans[i].end - spans[i].start for i in dec.order])  # per rank
         perm_in = np.concatenate([np.arange(latent), latent + np.asarray(x_cols, dtype=np.int64)])
 
         def masked(layer, rows=slice(None), cols=slice(None)):
@@ -222,21 +238,26 @@ class _SamplingPlan:
         self.width0 = len(perm)
         self.ends = [np.searchsorted(deg0[perm], np.arange(self.n_spans + 1), side="left")]
         # Every output's rows, span by span in the decoder's order (a continuous span: its mean
-        # and its log-scale), so the outputs still to be drawn are a suffix.
+        # and its log-scale).
         cont = [i for i, s in enumerate(spans) if s.kind == "continuous"]
         out_rows = [np.arange(spans[i].start, spans[i].end) if spans[i].kind != "continuous"
                     else np.array([spans[i].start, data_dim + cont.index(i)]) for i in dec.order]
-        out_perm = np.concatenate(out_rows) if out_rows else np.zeros(0, dtype=np.int64)
-        out_start = self.width0 + np.cumsum([0] + [len(r) for r in out_rows])  # per rank, in the sums
-        # Running sums: the first layer's units (by degree), then every output's direct term (by
-        # rank). After span r is drawn only units of degree > r and outputs of rank > r still
-        # change: a step adds to those two suffixes.
-        self.acc_w = np.ascontiguousarray(np.concatenate([masked(dec.layers[0], perm, perm_in),
-                                                          masked(dec.direct, out_perm, perm_in)]).T)  # (in, H0 + O)
-        self.acc_b = np.concatenate([dec.layers[0].bias.detach().cpu().numpy()[perm],
-                                     (dec.out.bias + dec.direct.bias).detach().cpu().numpy()[out_perm]])
-        self.suffixes = [(slice(self.ends[0][r + 1], self.width0), slice(out_start[r + 1], None))
-                         for r in range(self.n_spans)]
+        w0 = masked(dec.layers[0], perm, perm_in)
+        b0 = dec.layers[0].bias.detach().cpu().numpy()[perm]
+        wd = masked(dec.direct, cols=perm_in)
+        bd = (dec.out.bias + dec.direct.bias).detach().cpu().numpy()
+        # Running sums, step by step: units of degree r, then the direct terms of rank r + 1.
+        ws, bs, self.steps = [], [], []
+        col = 0
+        for r, rows in enumerate(out_rows):
+            units = slice(self.ends[0][r], self.ends[0][r + 1])
+            ws += [w0[units], wd[rows]]
+            bs += [b0[units], bd[rows]]
+            n_units = units.stop - units.start
+            self.steps.append((slice(col, col + n_units), slice(col + n_units, col + n_units + len(rows))))
+            col += n_units + len(rows)
+        self.acc_w = np.ascontiguousarray(np.concatenate(ws).T)  # (in, H0 + O)
+        self.acc_b = np.concatenate(bs)
         self.deep = []  # (weights, bias) of the layers after the first, rows and columns by degree
         for layer, deg in zip(dec.layers[1:], dec.hidden_degrees[1:]):
             deg = deg.numpy()
@@ -245,23 +266,28 @@ class _SamplingPlan:
             self.ends.append(np.searchsorted(deg[nxt], np.arange(self.n_spans + 1), side="left"))
             perm = nxt
         wo = masked(dec.out, cols=perm)
-        self.outputs = [(spans[i], slice(out_start[r], out_start[r + 1]), np.ascontiguousarray(wo[rows].T))
-                        for r, (i, rows) in enumerate(zip(dec.order, out_rows))]  # per rank: span, sums, weights
+        # per rank: the span, its row in the input weights, its code column, the output weights
+        self.outputs = [(spans[i], in_start[r], cat_index.get(i), np.ascontiguousarray(wo[rows].T))
+                        for r, (i, rows) in enumerate(zip(dec.order, out_rows))]
+        # Work arrays, reused block after block.
+        self.acc = np.empty((self.block, self.acc_w.shape[1]), dtype=np.float32)
+        self.hidden = [np.zeros((self.block, self.width0), dtype=np.float32)] + [
+            np.zeros((self.block, w.shape[0]), dtype=np.float32) for w, _ in self.deep]
 
-    def draw(self, z: np.ndarray, u: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    def draw(self, z: np.ndarray, u: np.ndarray, noise: np.ndarray, out: np.ndarray, codes: np.ndarray) -> None:
         """One block of rows from (rows, L) latent draws and (S, rows) uniforms and normals, one
-        per span and row. Returns (D, rows): categorical spans as logits that put every
-        probability on the drawn category, continuous values drawn."""
+        per span and row: continuous values into ``out`` (D, rows), categories into ``codes``
+        (rows, categorical spans)."""
         rows = z.shape[0]
-        acc = z @ self.acc_w[:self.latent]
+        acc = self.acc[:rows]
+        np.matmul(z, self.acc_w[:self.latent], out=acc)
         acc += self.acc_b
-        h0 = np.zeros((rows, self.width0), dtype=np.float32)
-        hidden = [h0] + [np.zeros((rows, w.shape[0]), dtype=np.float32) for w, _ in self.deep]
-        out = np.empty((self.d, rows), dtype=np.float32)
-        every = np.arange(rows)
-        for r, (s, out_rows, w_out) in enumerate(self.outputs):  # span of rank r + 1; units of degree r
+        hidden = [h[:rows] for h in self.hidden]
+        h0 = hidden[0]
+        for r, (s, a, c, w_out) in enumerate(self.outputs):  # span of rank r + 1; units of degree r
+            units, direct = self.steps[r]
             lo, hi = self.ends[0][r], self.ends[0][r + 1]
-            np.maximum(acc[:, lo:hi], 0.0, out=h0[:, lo:hi])
+            np.maximum(acc[:, units], 0.0, out=h0[:, lo:hi])
             below, end = h0, hi
             for (w, b), ends, h in zip(self.deep, self.ends[1:], hidden[1:]):
                 lo, hi = ends[r], ends[r + 1]
@@ -271,23 +297,19 @@ class _SamplingPlan:
                     np.maximum(block, 0.0, out=h[:, lo:hi])
                 below, end = h, hi
             o = below[:, :end] @ w_out[:end]
-            o += acc[:, out_rows]
-            a = self.in_start[r]
-            units, later = self.suffixes[r]
+            o += acc[:, direct]
+            later = direct.stop  # the sums that still change: one suffix
             if s.kind == "continuous":
                 value = np.tanh(o[:, 0]) if s.bounded else o[:, 0]
                 value += np.exp(np.clip(o[:, 1], *_LOG_SIGMA)) * noise[r]
-                for part in (units, later):
-                    acc[:, part] += np.multiply.outer(value, self.acc_w[a, part])
+                if later < acc.shape[1]:
+                    acc[:, later:] += np.multiply.outer(value, self.acc_w[a, later:])
                 out[s.start] = value
             else:
                 o -= o.max(1, keepdims=True)
                 np.exp(o, out=o)
                 np.cumsum(o, 1, out=o)
                 k = np.minimum((o < (u[r] * o[:, -1])[:, None]).sum(1), s.end - s.start - 1)
-                for part in (units, later):
-                    acc[:, part] += self.acc_w[a + k, part]
-                drawn = out[s.start:s.end]
-                drawn.fill(-_DRAWN)
-                drawn[k, every] = 0.0
-        return out
+                if later < acc.shape[1]:
+                    acc[:, later:] += self.acc_w[a + k, later:]
+                codes[:, c] = k

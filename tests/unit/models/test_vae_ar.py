@@ -54,11 +54,12 @@ def test_the_span_by_span_sampler_draws_from_the_training_forwards_outputs():
     z = rng.standard_normal((rows, 4)).astype(np.float32)
     u = rng.random((len(SPANS), rows)).astype(np.float32)
     noise = rng.standard_normal((len(SPANS), rows)).astype(np.float32)
-    out = plan.draw(z, u, noise).T
-    x = out.copy()  # the drawn rows as the decoder's training input: one-hot categories
-    for s in SPANS:
-        if s.kind == "categorical":
-            x[:, s.start:s.end] = out[:, s.start:s.end] == 0
+    out = np.zeros((12, rows), dtype=np.float32)
+    codes = np.empty((rows, plan.n_codes), dtype=np.int64)
+    plan.draw(z, u, noise, out, codes)
+    x = out.T.copy()  # the drawn rows as the decoder's training input: one-hot categories
+    for c, s in enumerate(s for s in SPANS if s.kind == "categorical"):
+        x[np.arange(rows), s.start + codes[:, c]] = 1.0
     full = model.net.decoder(torch.from_numpy(z), torch.from_numpy(x)).detach().numpy()
     cont = [i for i, s in enumerate(SPANS) if s.kind == "continuous"]
     for r, i in enumerate(model.net.decoder.order):
