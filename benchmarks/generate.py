@@ -20,45 +20,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import psutil
+from monitor import run_monitored
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "gen_pipeline.cli"]
 
 
-def sh(args: list[str], work: Path, monitor: bool = False) -> dict:
-    """Run the CLI in a subprocess; optionally sample the driver's and the JVM's peak RSS."""
-    peak = {"driver_rss_mb": 0.0, "jvm_rss_mb": 0.0}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([*CLI, *args, "--work-dir", str(work)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    done = threading.Event()
-
-    def sample():
-        p = psutil.Process(proc.pid)
-        while not done.wait(0.1):
-            try:
-                peak["driver_rss_mb"] = max(peak["driver_rss_mb"], p.memory_info().rss / 2**20)
-                jvm = sum(c.memory_info().rss for c in p.children(recursive=True) if "java" in c.name())
-                peak["jvm_rss_mb"] = max(peak["jvm_rss_mb"], jvm / 2**20)
-            except psutil.Error:
-                pass
-
-    t = threading.Thread(target=sample, daemon=True)
-    if monitor:
-        t.start()
-    out, _ = proc.communicate()
-    done.set()
-    if proc.returncode != 0:
-        sys.exit(f"command failed: {' '.join(args)}\n{out[-3000:]}")
-    return {"wall_s": time.perf_counter() - t0, **(peak if monitor else {}), "log": out}
+def sh(args: list[str], work: Path) -> dict:
+    """Run the CLI in a subprocess, sampling the driver's and the JVM's peak RSS."""
+    return run_monitored([*CLI, *args, "--work-dir", str(work)], cwd=REPO)
 
 
 def has_champion(work: Path, name: str) -> bool:
@@ -160,12 +136,11 @@ def main() -> None:
     results["generate_a_single_process_rows_per_s"] = single_process_generate(
         bundle, args.rows, work / "single_process", threads=cores)
     for n, key in ((1_000_000, "1m"), (args.rows, "full")):
-        r = sh(["generate", *adult, "--rows", str(n), "--seed", "7", "--out", str(work / f"gen_{key}")], work,
-               monitor=True)
+        r = sh(["generate", *adult, "--rows", str(n), "--seed", "7", "--out", str(work / f"gen_{key}")], work)
         lineage = json.loads((work / f"gen_{key}" / "_lineage.json").read_text())
         results[f"generate_b_spark_{key}"] = {"rows": n, "job_rows_per_s": lineage["rows_per_s"],
-                                              "cli_wall_s": r["wall_s"], "driver_peak_rss_mb": r["driver_rss_mb"],
-                                              "jvm_peak_rss_mb": r["jvm_rss_mb"]}
+                                              "cli_wall_s": r["wall_s"], "driver_peak_rss_mb": r["driver_peak_rss_mb"],
+                                              "jvm_peak_rss_mb": r["jvm_peak_rss_mb"]}
     b = results["generate_b_spark_full"]["job_rows_per_s"]
     results["generate_ratio_b_over_a"] = b / results["generate_a_single_process_rows_per_s"]
     results["driver_peak_ratio_full_over_1m"] = (results["generate_b_spark_full"]["driver_peak_rss_mb"]

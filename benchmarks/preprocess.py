@@ -25,14 +25,12 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
+from monitor import run_monitored
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "bench_pre"
@@ -118,33 +116,9 @@ def build_csv(path: Path, rows: int) -> float:
 
 
 def monitored(cmd: list[str]) -> dict:
-    """Run ``cmd``; sample its peak RSS (the Python driver), its java child's (the JVM) and the
-    sum over its Python workers."""
+    """Run ``cmd`` with the repository on its path, sampling its peak memory (``monitor``)."""
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}".rstrip(os.pathsep)}
-    peak = {"driver_peak_rss_mb": 0.0, "jvm_peak_rss_mb": 0.0, "python_workers_peak_rss_mb": 0.0}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    done = threading.Event()
-
-    def sample():
-        p = psutil.Process(proc.pid)
-        while not done.wait(0.1):
-            try:
-                peak["driver_peak_rss_mb"] = max(peak["driver_peak_rss_mb"], p.memory_info().rss / 2**20)
-                kids = p.children(recursive=True)
-                jvm = sum(c.memory_info().rss for c in kids if "java" in c.name())
-                workers = sum(c.memory_info().rss for c in kids if "python" in c.name())
-                peak["jvm_peak_rss_mb"] = max(peak["jvm_peak_rss_mb"], jvm / 2**20)
-                peak["python_workers_peak_rss_mb"] = max(peak["python_workers_peak_rss_mb"], workers / 2**20)
-            except psutil.Error:
-                pass
-
-    threading.Thread(target=sample, daemon=True).start()
-    out, _ = proc.communicate()
-    done.set()
-    if proc.returncode != 0:
-        sys.exit(f"command failed: {' '.join(cmd)}\n{out[-4000:]}")
-    return {"wall_s": round(time.perf_counter() - t0, 2), **{k: round(v, 1) for k, v in peak.items()}, "log": out}
+    return run_monitored(cmd, cwd=REPO, env=env)
 
 
 # ---- the child processes -------------------------------------------------------------------
