@@ -139,7 +139,7 @@ def test_a_non_square_rgb_set_goes_through_preprocess_and_training_at_its_own_si
     x, _ = data.read_encoded("train")
     fit(model, memory_source(torch.from_numpy(x), 0, 1, 64, seed=0), epochs=1, steps_per_epoch=20, batch_rows=64,
         device=torch.device("cpu"), log=None)
-    _, info = ensure_classifier(data, epochs=3, log=lambda m: None)
+    _, info = ensure_classifier(data, epochs=30, log=lambda m: None)
     assert info["test_accuracy"] > 0.8  # the classifier tells the two photos' crops apart at 10 x 14
     (grid,), metrics = epoch_pictures(model, tr, data, 1, tmp_path)
     with Image.open(grid) as im:  # one row of 10 per class, tiles 14 wide and 10 high
