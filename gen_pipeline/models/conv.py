@@ -94,7 +94,8 @@ def crop_to_side(x: torch.Tensor, side: int | tuple[int, int]) -> torch.Tensor:
     return x[..., top:top + h, left:left + w]
 
 
-def split_batch(batch: torch.Tensor, side: int | tuple[int, int], channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def split_batch(batch: torch.Tensor, side: int | tuple[int, int],
+                channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, C*H*W + K) -> images (B, C, H, W), one-hot labels (B, K)."""
     h, w = image_hw(side)
     d = channels * h * w
