@@ -190,6 +190,8 @@ def test_networks_read_and_write_the_datas_channels_and_side(family, channels, s
     s = model.sample(5, torch.Generator().manual_seed(0), fixed={tr.label_start: torch.tensor([0, 1, 2, 0, 1])})
     assert s.shape == (5, tr.image_dim + 3) and s[:, tr.image_dim:].argmax(1).tolist() == [0, 1, 2, 0, 1]
     assert tr.pixels(s.numpy()).shape == (5,) + tr.image_shape
+    if family == "conv_vae":  # score reads the data's own size too
+        assert all(torch.isfinite(v).all() and v.shape == (16,) for v in model.score_columns(batch).values())
 
 
 @pytest.mark.parametrize("side", [10, (6, 14)])
