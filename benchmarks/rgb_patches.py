@@ -1,13 +1,16 @@
 """A user's own small RGB image set through the whole pipeline, as JSON (benchmarks/RESULTS.md).
 
-The set: ``--per-class`` 26x26 RGB PNGs in three class folders (flower, sky, temple), each a
-52x52 crop of one of scikit-learn's two bundled sample photos (``load_sample_images``; nothing
-downloaded) scaled down by 2. 26 is not a multiple of 4 and the images are in colour, so the run
-exercises the rule of README's "Your images as they come": side and channels taken from the
-images, padding to 28 inside the conv models, images generated at 26x26x3.
+The set: ``--per-class`` RGB PNGs of ``--height`` x ``--width`` pixels (default 26 x 26) in three
+class folders (flower, sky, temple), each a crop twice that size of one of scikit-learn's two
+bundled sample photos (``load_sample_images``; nothing downloaded) scaled down by 2. 26 is not a
+multiple of 4 and the images are in colour, so the run exercises the rule of README's "Your
+images as they come": size and channels taken from the images, padding to 28 inside the conv
+models, images generated at 26x26x3; ``--height 18 --width 30`` does the same for non-square
+images (padded to 20 x 32 inside, generated at 18x30x3).
 
     .venv/bin/python benchmarks/rgb_patches.py --work-dir work/rgb_patches
     .venv/bin/python benchmarks/rgb_patches.py --work-dir work/rgb_patches --set model.family=conv_vae
+    .venv/bin/python benchmarks/rgb_patches.py --work-dir work/rgb_wide --height 18 --width 30
 
 Prints the evaluate report (FID on the pipeline's classifier, its floor ``fid_real_halves``,
 conditional accuracy), the mean R, G, B per class of the real and the generated images, and the
@@ -26,10 +29,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CLASSES = ("flower", "sky", "temple")
-SIDE, CROP = 26, 52
+SIDE = 26  # the default height and width; crops are twice as large, scaled down by 2
 
 
-def make_set(folder: Path, per_class: int, seed: int = 0) -> Path:
+def make_set(folder: Path, per_class: int, seed: int = 0, height: int = SIDE, width: int = SIDE) -> Path:
     """The PNG folder (rebuilt each time, so a run sees exactly these images)."""
     from PIL import Image
     from sklearn.datasets import load_sample_images
@@ -46,8 +49,9 @@ def make_set(folder: Path, per_class: int, seed: int = 0) -> Path:
         for i in range(per_class):
             r0, r1, c0, c1 = boxes[rng.integers(len(boxes))]
             r, c = rng.integers(r0, r1 + 1), rng.integers(c0, c1 + 1)
-            crop = Image.fromarray(photo[r:r + CROP, c:c + CROP])
-            crop.resize((SIDE, SIDE), Image.LANCZOS).save(folder / cls / f"{i:04d}.png")
+            r, c = min(r, photo.shape[0] - 2 * height), min(c, photo.shape[1] - 2 * width)  # inside the photo
+            crop = Image.fromarray(photo[r:r + 2 * height, c:c + 2 * width])
+            crop.resize((width, height), Image.LANCZOS).save(folder / cls / f"{i:04d}.png")
     return folder
 
 
@@ -90,6 +94,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work-dir", type=Path, default=Path("work/rgb_patches"))
     ap.add_argument("--per-class", type=int, default=200)
+    ap.add_argument("--height", type=int, default=SIDE, help="image height in pixels (>= 4)")
+    ap.add_argument("--width", type=int, default=SIDE, help="image width in pixels (>= 4)")
     ap.add_argument("--set", action="append", default=[], help="config overrides, as for gen-pipeline run")
     args = ap.parse_args()
 
@@ -103,7 +109,7 @@ def main() -> int:
     work = args.work_dir.resolve()
     folder = work / "patches"
     shutil.rmtree(folder, ignore_errors=True)
-    make_set(folder, args.per_class)
+    make_set(folder, args.per_class, height=args.height, width=args.width)
     config = work / "rgb_patches.yaml"
     config.write_text(CONFIG.format(path=folder))
     run = ["run", "--config", str(config), "--work-dir", str(work)]
@@ -123,15 +129,17 @@ def main() -> int:
     metrics = client.get_run(latest.run_id).data.metrics
     out = work / "outputs" / cfg.name / "generated"
     table = pq.read_table(out)
-    gen = np.frombuffer(b"".join(table.column("image").to_pylist()), np.uint8).reshape(-1, SIDE, SIDE, 3)
+    gen = np.frombuffer(b"".join(table.column("image").to_pylist()), np.uint8).reshape(-1, args.height, args.width, 3)
     labels = np.array(table.column("label").to_pylist(), dtype=float)
     colours = {}
     for i, cls in enumerate(CLASSES):
         real = np.stack([np.asarray(Image.open(f)) for f in sorted((folder / cls).glob("*.png"))])
         colours[cls] = {"real": mean_rgb(real), "generated": mean_rgb(gen[labels == i]) if (labels == i).any() else None}
     report = {"family": cfg.model.family, "model_version": latest.version, "images": args.per_class * len(CLASSES),
-              "side": SIDE, "evaluate": {k[5:]: round(v, 4) for k, v in sorted(metrics.items())
-                                         if k.startswith("eval_") and "accuracy_" not in k},
+              "height_width": [args.height, args.width],
+              "generated_shape": json.loads((out / "_lineage.json").read_text())["image"]["shape"],
+              "evaluate": {k[5:]: round(v, 4) for k, v in sorted(metrics.items())
+                           if k.startswith("eval_") and "accuracy_" not in k},
               "train_seconds": round(metrics.get("train_seconds", float("nan")), 1),
               "mean_rgb_per_class": colours, "preview": str(out / "_preview.png")}
     print(json.dumps(report, indent=1))

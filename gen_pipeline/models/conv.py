@@ -1,16 +1,18 @@
 """Convolutional towers shared by the image families (DCGAN, conv VAE), in plain torch.
 
-Images arrive flattened in the encoded layout ``(B, C*S*S + K)``: C channel planes of S*S pixels
+Images arrive flattened in the encoded layout ``(B, C*H*W + K)``: C channel planes of H*W pixels
 in [0, 1] (C = 1 grey, 3 RGB), then the label one-hot over K classes (see
-``gen_pipeline.kinds.image.transform``). Two stride-2 convolutions take S x S to S/4 x S/4 and back
-(28 -> 7, 8 -> 2), as in DCGAN (Radford et al. 2016).
+``gen_pipeline.kinds.image.transform``). Two stride-2 convolutions take H x W to H/4 x W/4 and back
+(28 x 28 -> 7 x 7, 8 x 12 -> 2 x 3), as in DCGAN (Radford et al. 2016). Images need not be square:
+every function here takes the image size as ``side``, an int S for S x S or a pair (H, W).
 
 A side that is not a multiple of 4 is padded, never refused: the towers work at
-``model_side(S)``, S rounded up to a multiple of 4. ``DownTower`` pads its input to that side by
-repeating the edge pixels (half the extra rows and columns before the image, the odd one after:
-30 -> 1 + 30 + 1, 10 -> 1 + 10 + 1, 9 -> 1 + 9 + 2), and ``UpTower`` crops its output back to the
-same window, so a model reads and writes images of the data's own side. With S a multiple of 4
-both are no-ops and the layers are exactly those of a model trained before padding existed.
+``model_side(H) x model_side(W)``, each side rounded up to a multiple of 4 on its own.
+``DownTower`` pads its input to that size by repeating the edge pixels (half the extra rows or
+columns before the image, the odd one after: 30 -> 1 + 30 + 1, 10 -> 1 + 10 + 1, 9 -> 1 + 9 + 2),
+and ``UpTower`` crops its output back to the same window, so a model reads and writes images of
+the data's own H x W. With both sides multiples of 4 both are no-ops, and for square images the
+layers are exactly those of a model trained before padding and non-square sizes existed.
 """
 
 from __future__ import annotations
@@ -31,19 +33,35 @@ def image_channels(spans: list[Span]) -> int:
     return int(image[0].shape[0]) if image and image[0].shape else 1
 
 
-def geometry(spans: list[Span], data_dim: int) -> tuple[int, int]:
-    """(image side S, number of classes K) from the spans an ``ImageTransformer`` describes."""
+def image_hw(side: int | tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of an image size given as a side S (S x S) or as (H, W)."""
+    if isinstance(side, (tuple, list)):
+        return int(side[0]), int(side[1])
+    return int(side), int(side)
+
+
+def geometry(spans: list[Span], data_dim: int) -> tuple[tuple[int, int], int]:
+    """((H, W), number of classes K) from the spans an ``ImageTransformer`` describes.
+
+    The image span's ``shape`` (C, H, W) gives H and W; a span without one (written before spans
+    carried shapes) is one grey plane of S*S pixels."""
     image = [s for s in spans if s.kind == "image"]
     if not image:
         raise PipelineError("model.family: dcgan/conv_vae need an image dataset (data.dataset: fashion_mnist, "
                             "digits, image_folder or image_npz)")
     d = image[0].end - image[0].start
     c = image_channels(spans)
+    if len(image[0].shape) == 3:
+        h, w = int(image[0].shape[1]), int(image[0].shape[2])
+        if c * h * w != d or min(h, w) < 1:
+            raise PipelineError(f"image span of {d} values does not hold its shape {tuple(image[0].shape)}; "
+                                "rebuild the transform spec (run preprocess again)")
+        return (h, w), data_dim - d
     side = math.isqrt(d // c)
     if c * side * side != d:
-        raise PipelineError(f"images of {d} pixels in {c} channel(s): the conv models need square images "
-                            "(crop or pad them to S x S)")
-    return side, data_dim - d
+        raise PipelineError(f"images of {d} pixels in {c} channel(s) and no (C, H, W) shape: the conv models "
+                            "cannot tell their height and width (run preprocess again to record the shape)")
+    return (side, side), data_dim - d
 
 
 def model_side(side: int) -> int:
@@ -58,30 +76,35 @@ def _margins(side: int) -> tuple[int, int]:
 
 
 def pad_to_model_side(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, S, S) -> (B, C, S', S'), S' = ``model_side(S)``, the edge pixels repeated."""
-    before, after = _margins(x.shape[-1])
-    if not before + after:
+    """(B, C, H, W) -> (B, C, H', W'), H' = ``model_side(H)``, W' = ``model_side(W)``, the edge
+    pixels repeated."""
+    top, bottom = _margins(x.shape[-2])
+    left, right = _margins(x.shape[-1])
+    if not top + bottom + left + right:
         return x
-    return F.pad(x, (before, after, before, after), mode="replicate")
+    return F.pad(x, (left, right, top, bottom), mode="replicate")
 
 
-def crop_to_side(x: torch.Tensor, side: int) -> torch.Tensor:
-    """(B, C, S', S') -> (B, C, S, S): the window ``pad_to_model_side`` put the image in."""
-    before, _ = _margins(side)
-    if x.shape[-1] == side:
+def crop_to_side(x: torch.Tensor, side: int | tuple[int, int]) -> torch.Tensor:
+    """(B, C, H', W') -> (B, C, H, W): the window ``pad_to_model_side`` put the image in."""
+    h, w = image_hw(side)
+    if x.shape[-2:] == (h, w):
         return x
-    return x[..., before:before + side, before:before + side]
+    top, left = _margins(h)[0], _margins(w)[0]
+    return x[..., top:top + h, left:left + w]
 
 
-def split_batch(batch: torch.Tensor, side: int, channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, C*S*S + K) -> images (B, C, S, S), one-hot labels (B, K)."""
-    d = channels * side * side
-    return batch[:, :d].reshape(-1, channels, side, side), batch[:, d:]
+def split_batch(batch: torch.Tensor, side: int | tuple[int, int],
+                channels: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C*H*W + K) -> images (B, C, H, W), one-hot labels (B, K)."""
+    h, w = image_hw(side)
+    d = channels * h * w
+    return batch[:, :d].reshape(-1, channels, h, w), batch[:, d:]
 
 
-def label_planes(y: torch.Tensor, side: int) -> torch.Tensor:
-    """One-hot (B, K) -> (B, K, S, S): the condition as extra input channels (Mirza & Osindero 2014)."""
-    return y[:, :, None, None].expand(-1, -1, side, side)
+def label_planes(y: torch.Tensor, side: int | tuple[int, int]) -> torch.Tensor:
+    """One-hot (B, K) -> (B, K, H, W): the condition as extra input channels (Mirza & Osindero 2014)."""
+    return y[:, :, None, None].expand(-1, -1, *image_hw(side))
 
 
 def label_start(spans: list[Span]) -> int | None:
@@ -126,42 +149,45 @@ def _up(in_ch: int, out_ch: int, upsample: str) -> list[nn.Module]:
 
 
 class UpTower(nn.Module):
-    """(B, in_dim) -> (B, C, S, S) logits: project to S'/4 x S'/4 x 2c, two x2 upsamplings to
-    S' = ``model_side(S)``, then the S x S window (``crop_to_side``)."""
+    """(B, in_dim) -> (B, C, H, W) logits: project to 2c x H'/4 x W'/4, two x2 upsamplings to
+    H' x W' (each side ``model_side``), then the H x W window (``crop_to_side``). ``side``: S or (H, W)."""
 
-    def __init__(self, in_dim: int, side: int, c: int, batch_norm: bool, upsample: str = "transposed",
-                 channels: int = 1):
+    def __init__(self, in_dim: int, side: int | tuple[int, int], c: int, batch_norm: bool,
+                 upsample: str = "transposed", channels: int = 1):
         super().__init__()
         self.side, self.c = side, c
-        q = model_side(side) // 4
-        norm1 = nn.BatchNorm1d(2 * c * q * q) if batch_norm else nn.Identity()
+        h, w = image_hw(side)
+        self.q = (model_side(h) // 4, model_side(w) // 4)  # the projection's (H'/4, W'/4)
+        cells = self.q[0] * self.q[1]
+        norm1 = nn.BatchNorm1d(2 * c * cells) if batch_norm else nn.Identity()
         norm2 = nn.BatchNorm2d(c) if batch_norm else nn.Identity()
-        self.project = nn.Sequential(nn.Linear(in_dim, 2 * c * q * q), norm1, nn.ReLU())
+        self.project = nn.Sequential(nn.Linear(in_dim, 2 * c * cells), norm1, nn.ReLU())
         self.up = nn.Sequential(
-            *_up(2 * c, c, upsample), norm2, nn.ReLU(),  # (B, c, S'/2, S'/2)
-            *_up(c, channels, upsample),                 # (B, C, S', S')
+            *_up(2 * c, c, upsample), norm2, nn.ReLU(),  # (B, c, H'/2, W'/2)
+            *_up(c, channels, upsample),                 # (B, C, H', W')
         )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        q = model_side(self.side) // 4
-        return crop_to_side(self.up(self.project(h).reshape(-1, 2 * self.c, q, q)), self.side)
+        return crop_to_side(self.up(self.project(h).reshape(-1, 2 * self.c, *self.q)), self.side)
 
 
 class DownTower(nn.Module):
-    """(B, in_ch, S, S) -> (B, 2c * (S'/4)^2) features: the input padded to S' = ``model_side(S)``
-    (``pad_to_model_side``), then two stride-2 convs with leaky ReLUs.
+    """(B, in_ch, H, W) -> (B, 2c * H'/4 * W'/4) features: the input padded to H' x W' (each side
+    ``model_side``; ``pad_to_model_side``), then two stride-2 convs with leaky ReLUs. ``side``: S or (H, W).
 
     ``spectral_norm``: each conv's weight divided by its largest singular value (one power
     iteration per training forward; Miyato et al. 2018), so the layer is 1-Lipschitz in its
     reshaped-matrix norm and the discriminator cannot sharpen without bound on few images."""
 
-    def __init__(self, in_ch: int, side: int, c: int, dropout: float = 0.0, spectral_norm: bool = False):
+    def __init__(self, in_ch: int, side: int | tuple[int, int], c: int, dropout: float = 0.0,
+                 spectral_norm: bool = False):
         super().__init__()
-        self.out_dim = 2 * c * (model_side(side) // 4) ** 2
+        h, w = image_hw(side)
+        self.out_dim = 2 * c * (model_side(h) // 4) * (model_side(w) // 4)
         sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
         self.net = nn.Sequential(
-            sn(nn.Conv2d(in_ch, c, 4, 2, 1)), nn.LeakyReLU(0.2), nn.Dropout(dropout),      # (B, c, S'/2, S'/2)
-            sn(nn.Conv2d(c, 2 * c, 4, 2, 1)), nn.LeakyReLU(0.2), nn.Dropout(dropout),  # (B, 2c, S'/4, S'/4)
+            sn(nn.Conv2d(in_ch, c, 4, 2, 1)), nn.LeakyReLU(0.2), nn.Dropout(dropout),      # (B, c, H'/2, W'/2)
+            sn(nn.Conv2d(c, 2 * c, 4, 2, 1)), nn.LeakyReLU(0.2), nn.Dropout(dropout),  # (B, 2c, H'/4, W'/4)
             nn.Flatten(),
         )
 

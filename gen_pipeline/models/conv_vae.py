@@ -59,7 +59,7 @@ class _ConvVAENet(nn.Module):
         return mu, logvar.clamp(-12.0, 8.0)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.decoder(torch.cat([z, y], 1)).flatten(1)  # (B, C*S*S) logits
+        return self.decoder(torch.cat([z, y], 1)).flatten(1)  # (B, C*H*W) logits
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor):
         mu, logvar = self.encode(x, y)
@@ -91,7 +91,7 @@ class ConvVAE(GenerativeModel):
         return x, (y if self.k else y[:, :0])
 
     def nll(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """-log p(x | z) in nats per image: (B,). x: (B, C*S*S) in [0, 1]."""
+        """-log p(x | z) in nats per image: (B,). x: (B, C*H*W) in [0, 1]."""
         nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
         if self.cfg.likelihood == "continuous_bernoulli":
             nll = nll - cb_log_norm(logits).sum(1)
@@ -121,7 +121,7 @@ class ConvVAE(GenerativeModel):
     @torch.no_grad()
     def sample_raw(self, n: int, generator: torch.Generator | None = None,
                    fixed: dict | None = None) -> torch.Tensor:
-        """(n, C*S*S + K): the decoder's mean image for z ~ N(0, I) (the usual way to show VAE
+        """(n, C*H*W + K): the decoder's mean image for z ~ N(0, I) (the usual way to show VAE
         samples: per-pixel noise adds nothing a person or FID wants), then the condition."""
         device = self.net.to_stats.weight.device
         z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=device)

@@ -46,7 +46,7 @@ class _Generator(nn.Module):
         self.tower = UpTower(latent + k, side, c, batch_norm=True, upsample=upsample, channels=channels)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.tower(torch.cat([z, y], 1)))  # (B, C, S, S) in [0, 1]
+        return torch.sigmoid(self.tower(torch.cat([z, y], 1)))  # (B, C, H, W) in [0, 1]
 
 
 class _Discriminator(nn.Module):
@@ -58,7 +58,7 @@ class _Discriminator(nn.Module):
         self.head = nn.utils.parametrizations.spectral_norm(head) if spectral_norm else head
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        h = torch.cat([x * 2 - 1, label_planes(y, self.side)], 1)  # (B, C + K, S, S)
+        h = torch.cat([x * 2 - 1, label_planes(y, self.side)], 1)  # (B, C + K, H, W)
         return self.head(self.features(h)).squeeze(1)  # (B,) logits
 
 
@@ -148,7 +148,7 @@ class DCGAN(GenerativeModel):
     @torch.no_grad()
     def sample_raw(self, n: int, generator: torch.Generator | None = None,
                    fixed: dict | None = None) -> torch.Tensor:
-        """(n, C*S*S + K): pixels in [0, 1], then the condition's one-hot (zeros if unconditional);
+        """(n, C*H*W + K): pixels in [0, 1], then the condition's one-hot (zeros if unconditional);
         from the generator's moving average when ``ema_decay`` > 0."""
         net = self.generator_ema if self.cfg.ema_decay > 0 else self.generator
         was_training = net.training

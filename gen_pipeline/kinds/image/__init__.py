@@ -51,13 +51,14 @@ class ImageKind(DataKind):
         return RawRecords(source.name, frame, file_listing(source.files[:10_000]), {"source": source})
 
     def fit(self, spark, good, records: RawRecords, cfg) -> dict:
+        from gen_pipeline.kinds.image.sources import image_hw
         from gen_pipeline.kinds.image.transform import IMAGE_SPEC_VERSION, PIXEL_MAX
 
         source = records.context["source"]
         layout = "row-major pixels, then the label one-hot" if source.channels == 1 else \
             "channel planes (R, G, B), each row-major, then the label one-hot"
         return {"version": IMAGE_SPEC_VERSION, "kind": "image", "dataset": source.name,
-                "shape": [source.channels, source.size, source.size], "layout": layout,
+                "shape": [source.channels, *image_hw(source.size)], "layout": layout,
                 "pixel_scale": {"encoded": "pixel / 255", "inverse": "clip(round(x * 255), 0, 255) as uint8",
                                 "max": PIXEL_MAX},
                 "classes": list(source.classes)}

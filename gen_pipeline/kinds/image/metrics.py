@@ -21,38 +21,42 @@ from torch.nn import functional as F
 
 from gen_pipeline.errors import PipelineError
 from gen_pipeline.layout import CLASSIFIER_FILE, PreprocessOutput
+from gen_pipeline.models.conv import image_hw
 
 FEATURE_DIM = 128
 
 
 class Classifier(nn.Module):
     """A small CNN: two conv blocks, a 128-d feature layer (FID's features), a linear head.
-    Any side S >= 4 (the pools floor: 30 -> 15 -> 7) and C = 1 or 3 channel planes."""
+    ``side``: S (S x S) or (H, W), each side >= 4 (the pools floor: 30 -> 15 -> 7), and C = 1
+    or 3 channel planes."""
 
-    def __init__(self, side: int, k: int, channels: int = 1):
+    def __init__(self, side: int | tuple[int, int], k: int, channels: int = 1):
         super().__init__()
         self.side, self.k, self.channels = side, k, channels
+        self.height, self.width = image_hw(side)
+        self.image_dim = channels * self.height * self.width
         self.body = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # (B, 32, S/2, S/2)
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 64, S/4, S/4)
-            nn.Flatten(), nn.Linear(64 * (side // 4) ** 2, FEATURE_DIM), nn.ReLU(),
+            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # (B, 32, H/2, W/2)
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 64, H/4, W/4)
+            nn.Flatten(), nn.Linear(64 * (self.height // 4) * (self.width // 4), FEATURE_DIM), nn.ReLU(),
         )
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(FEATURE_DIM, k))
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.body(pixels.reshape(-1, self.channels, self.side, self.side))  # (B, 128)
+        return self.body(pixels.reshape(-1, self.channels, self.height, self.width))  # (B, 128)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(pixels))  # (B, K) logits
 
 
-def train_classifier(x: np.ndarray, y: np.ndarray, side: int, k: int, epochs: int, seed: int = 0,
-                     batch_size: int = 128, lr: float = 1e-3, channels: int = 1) -> Classifier:
-    """Fit the classifier on pixels ``x`` (N, C*S*S) in [0, 1] and labels ``y`` (N,)."""
+def train_classifier(x: np.ndarray, y: np.ndarray, side: int | tuple[int, int], k: int, epochs: int,
+                     seed: int = 0, batch_size: int = 128, lr: float = 1e-3, channels: int = 1) -> Classifier:
+    """Fit the classifier on pixels ``x`` (N, C*H*W) in [0, 1] and labels ``y`` (N,); ``side``: S or (H, W)."""
     torch.manual_seed(seed)
     clf = Classifier(side, k, channels)
     opt = torch.optim.Adam(clf.parameters(), lr=lr)
-    d = channels * side * side
+    d = clf.image_dim
     xt, yt = torch.from_numpy(np.ascontiguousarray(x[:, :d], dtype=np.float32)), torch.from_numpy(y).long()
     g = torch.Generator().manual_seed(seed)
     clf.train()
@@ -70,8 +74,8 @@ def train_classifier(x: np.ndarray, y: np.ndarray, side: int, k: int, epochs: in
 
 @torch.no_grad()
 def predict(clf: Classifier, x: np.ndarray | torch.Tensor, batch: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """(features (N, 128), predicted class (N,)) for pixels (N, >= C*S*S)."""
-    x = torch.as_tensor(x, dtype=torch.float32)[:, :clf.channels * clf.side * clf.side]
+    """(features (N, 128), predicted class (N,)) for pixels (N, >= C*H*W)."""
+    x = torch.as_tensor(x, dtype=torch.float32)[:, :clf.image_dim]
     feats, preds = [], []
     for i in range(0, len(x), batch):
         f = clf.features(x[i:i + batch])
@@ -92,7 +96,7 @@ def ensure_classifier(data: PreprocessOutput, epochs: int, seed: int = 0, log=No
     log = log or (lambda msg: print(msg, flush=True))
     pre = data.root
     manifest = data.manifest
-    channels, side, k = manifest["image_shape"][0], manifest["image_shape"][1], len(manifest["classes"])
+    channels, side, k = manifest["image_shape"][0], tuple(manifest["image_shape"][1:]), len(manifest["classes"])
     if k < 2:
         raise PipelineError(f"{pre}: FID and conditional accuracy need a labelled image set (found {k} classes)")
     path = data.classifier_path

@@ -14,16 +14,16 @@ from gen_pipeline.layout import PREVIEW_FILE, PreprocessOutput
 
 
 def grid_png(images: np.ndarray, path: Path, ncols: int = 10, scale: int = 2, pad: int = 2) -> Path:
-    """uint8 images (N, S, S) grey or (N, S, S, 3) RGB -> one PNG grid (mode L or RGB), ``ncols``
+    """uint8 images (N, H, W) grey or (N, H, W, 3) RGB -> one PNG grid (mode L or RGB), ``ncols``
     per row, scaled up for a person to look at."""
     from PIL import Image
 
-    n, s = len(images), images.shape[1]
+    n, h, w = images.shape[:3]
     nrows = max(1, math.ceil(n / ncols))
-    canvas = np.full((nrows * (s + pad) + pad, ncols * (s + pad) + pad) + images.shape[3:], 255, np.uint8)
+    canvas = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad) + images.shape[3:], 255, np.uint8)
     for i, im in enumerate(images):
         r, c = divmod(i, ncols)
-        canvas[pad + r * (s + pad): pad + r * (s + pad) + s, pad + c * (s + pad): pad + c * (s + pad) + s] = im
+        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = im
     img = Image.fromarray(canvas, "RGB" if canvas.ndim == 3 else "L")
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
@@ -43,7 +43,7 @@ def shown_classes(k: int, max_rows: int = MAX_GRID_ROWS) -> np.ndarray:
 
 
 def class_grid(model, transformer, per_class: int, seed: int, clf: Classifier | None = None) -> np.ndarray:
-    """Images (K * per_class, S, S[, C]), one row per class: drawn with that condition when the model
+    """Images (K * per_class, H, W[, C]), one row per class: drawn with that condition when the model
     is conditional, else unconditional samples sorted into rows by the classifier's prediction."""
     g = torch.Generator().manual_seed(seed)
     k = transformer.num_classes

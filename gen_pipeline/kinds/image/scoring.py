@@ -23,9 +23,10 @@ from gen_pipeline.errors import PipelineError
 from gen_pipeline.kinds.image.sources import ImageSource, decode_unit, folder_source, npz_source
 
 
-def score_inputs(source: ImageSource, inputs: list[str] | None, size: int, channels: int = 1) -> ImageSource:
+def score_inputs(source: ImageSource, inputs: list[str] | None, size: int | tuple[int, int],
+                 channels: int = 1) -> ImageSource:
     """What to score: ``--input`` (a PNG folder or an .npz), else the dataset's test images; read
-    at the model's side and channel count (``image_scorer`` converts each image to it)."""
+    at the model's size (H, W) and channel count (``image_scorer`` converts each image to it)."""
     if inputs:
         if len(inputs) != 1:
             raise PipelineError("--input: give one PNG folder or one .npz file for an image model")
@@ -41,7 +42,7 @@ def normal_classes(manifest: dict) -> list[int]:
     return sorted(int(k) for k, v in counts.items() if v and int(k) >= 0)
 
 
-def image_scorer(size: int, classes: tuple[str, ...], normal: list[int], channels: int = 1):
+def image_scorer(size: int | tuple[int, int], classes: tuple[str, ...], normal: list[int], channels: int = 1):
     """(bundle, a batch of work units) -> the units' images scored: source, index, label, score,
     neg_elbo, anomaly (1 = a class the model never saw; null unless a one-class model), reason.
     Each image is decoded to the model's ``channels`` (grey repeated into RGB, RGB to grey luma)."""

@@ -8,11 +8,11 @@ corrupt image goes to ``quarantine/`` with its source, index and reason.
 
 The user's images as they come (the rule README's image input section states):
 
-- Side: ``data.image_size``, or when unset the side of the images themselves (an .npz: its
-  array's; a PNG folder: the size most of its images have, read from the PNG headers). Images
-  must be square; one of another size is quarantined as ``wrong size``. Any side >= 4 is taken:
-  the conv models pad a side that is not a multiple of 4 (``gen_pipeline.models.conv``) and
-  write images of the original side.
+- Size: ``data.image_size`` (S x S), or when unset the size of the images themselves, square or
+  not (an .npz: its array's H x W; a PNG folder: the size most of its images have, read from the
+  PNG headers); one of another size is quarantined as ``wrong size`` (sizes are written width x
+  height). Any H and W >= 4 are taken: the conv models pad a side that is not a multiple of 4
+  (``gen_pipeline.models.conv``, each side on its own) and write images of the original H x W.
 - Channels: grey (1) or RGB (3). An .npz says it by its shape: (N, H, W), (N, H*W) or
   (N, H, W, 1) grey; (N, H, W, 3) RGB ((N, 1 or 3, H, W), channels first, is read the same).
   A PNG folder is RGB when one of its images holds colour (a pixel whose R, G and B differ, in
@@ -46,13 +46,13 @@ RAW_DDL = "source string, `index` bigint, split_hint string, label int, pixels b
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ImageSource:
-    """A raw image set: its kind, files, expected side, class names, the work units to decode and
+    """A raw image set: its kind, files, expected size, class names, the work units to decode and
     the channel count every image is decoded to (1 grey, 3 RGB)."""
 
     name: str
     kind: str  # "idx" | "folder" | "npz"
     files: tuple[Path, ...]
-    size: int
+    size: int | tuple[int, int]  # S for S x S images, (H, W) for others
     classes: tuple[str, ...]
     units: tuple[dict, ...]
     channels: int = 1
@@ -93,14 +93,21 @@ def idx_source(name: str, pairs: list[tuple[Path, Path, str]], size: int, classe
     return ImageSource(name, "idx", files, size, classes, tuple(units))
 
 
-def _square_side(h: int, w: int, where: str) -> int:
-    """The side of H x W images, refused in one line when they are not square or too small."""
-    if h != w:
-        raise PipelineError(f"{where}: the images are {w}x{h} (width x height); the image models need square "
-                            "images: crop or pad them to a square, or set data.image_size to keep only square ones")
-    if h < 4:
+def image_hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of an ``ImageSource.size``: S means S x S."""
+    return (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) else (int(size), int(size))
+
+
+def _size_text(h: int, w: int) -> str:
+    """How messages write an image size: width x height, as image viewers and PIL do."""
+    return f"{w}x{h}"
+
+
+def _image_size(h: int, w: int, where: str) -> int | tuple[int, int]:
+    """The size of H x W images (S when square, else (H, W)), refused in one line when a side is below 4."""
+    if min(h, w) < 4:
         raise PipelineError(f"{where}: the images are {w}x{h}; the image models need a side of at least 4")
-    return h
+    return h if h == w else (h, w)
 
 
 def _png_headers(files: list[Path]) -> tuple[Counter, list[Path]]:
@@ -137,10 +144,10 @@ def _holds_colour(files: list[Path]) -> bool:
     return False
 
 
-def folder_source(folder: Path, size: int | None, channels: int | None = None) -> ImageSource:
+def folder_source(folder: Path, size: int | tuple[int, int] | None, channels: int | None = None) -> ImageSource:
     """A folder of PNGs; a subfolder per class names the label (``folder/<class>/*.png``).
     ``size`` / ``channels`` None: the folder's own (the module's rule); given: every image is
-    read at that channel count, and one of another side is quarantined."""
+    read at that channel count, and one of another size is quarantined."""
     folder = Path(folder)
     if not folder.is_dir():
         raise PipelineError(f"{folder}: image folder not found; set data.path to a folder of PNGs")
@@ -153,7 +160,7 @@ def folder_source(folder: Path, size: int | None, channels: int | None = None) -
             if not sizes:
                 raise PipelineError(f"{folder}: none of its {len(files)} .png files can be read as an image")
             (w, h), _ = sizes.most_common(1)[0]
-            size = _square_side(h, w, str(folder))
+            size = _image_size(h, w, str(folder))
         if channels is None:
             channels = 3 if colour and _holds_colour(colour) else 1
     classes = tuple(sorted({p.parent.name for p in files if p.parent != folder}))
@@ -166,7 +173,7 @@ def folder_source(folder: Path, size: int | None, channels: int | None = None) -
 
 
 def _npz_layout(shape: tuple[int, ...], path: Path) -> tuple[tuple[int, int] | None, int, str]:
-    """((H, W) or None for flat rows that are not square, channels, layout) of an ``x`` array:
+    """((H, W) or None for flat rows that are not square (H and W unknown), channels, layout) of an ``x`` array:
     layout "flat" (N, H*W), "hw" (N, H, W), "hwc" (N, H, W, C) or "chw" (N, C, H, W)."""
     if len(shape) == 2:
         s = math.isqrt(shape[1])
@@ -194,7 +201,7 @@ def to_channels(img: np.ndarray, channels: int) -> np.ndarray:
     return grey.astype(np.uint8)[..., None]
 
 
-def npz_source(path: Path, size: int | None, channels: int | None = None) -> ImageSource:
+def npz_source(path: Path, size: int | tuple[int, int] | None, channels: int | None = None) -> ImageSource:
     """An .npz with ``x`` uint8 images ((N, H, W), (N, H*W), (N, H, W, 3): the module's rule) and
     optional ``y`` labels, ``classes``. ``size`` / ``channels`` None: the array's own."""
     path = Path(path)
@@ -219,7 +226,7 @@ def npz_source(path: Path, size: int | None, channels: int | None = None) -> Ima
         if hw is None:
             raise PipelineError(f"{path}: x holds rows of {shape[1]} pixels, not a square image; save images as "
                                 "(N, H, W) or (N, H, W, 3)")
-        size = _square_side(hw[0], hw[1], str(path))
+        size = _image_size(hw[0], hw[1], str(path))
     units = [{"kind": "npz", "path": str(path), "start": s, "count": min(UNIT_ROWS, n - s), "hint": ""}
              for s in range(0, n, UNIT_ROWS)]
     return ImageSource(path.stem, "npz", (path,), size, classes, tuple(units), channels or c)
@@ -248,7 +255,7 @@ def image_source(cfg: PipelineConfig, datasets_dir: Path) -> ImageSource:
 # ---------------------------------------------------------------------------------------------
 # Decoding one unit (runs inside a Spark task; pure numpy/PIL so unit tests reach it directly)
 # ---------------------------------------------------------------------------------------------
-def _read_idx(unit: dict, size: int, num_classes: int) -> list[tuple]:
+def _read_idx(unit: dict, size: int | tuple[int, int], num_classes: int) -> list[tuple]:
     n_img, shape = _idx_header(Path(unit["path"]), 3)
     n_lab, _ = _idx_header(Path(unit["labels"]), 1)
     d = shape[0] * shape[1]
@@ -277,8 +284,8 @@ def _read_idx(unit: dict, size: int, num_classes: int) -> list[tuple]:
         idx = start + i
         chunk = pixels[i * d:(i + 1) * d]
         label = labels[i] if i < len(labels) and start + i < n_lab else None
-        if shape != (size, size):
-            reason = f"wrong size: {shape[0]}x{shape[1]}, expected {size}x{size}"
+        if shape != image_hw(size):  # an idx record is (rows, columns)
+            reason = f"wrong size: {_size_text(*shape)}, expected {_size_text(*image_hw(size))}"
         elif len(chunk) < d:
             reason = error or f"corrupt: file ends after {len(chunk)} of {d} bytes of this image (truncated)"
         elif label is None:
@@ -292,10 +299,11 @@ def _read_idx(unit: dict, size: int, num_classes: int) -> list[tuple]:
     return rows
 
 
-def _read_png(unit: dict, size: int, classes: tuple[str, ...], channels: int = 1) -> list[tuple]:
+def _read_png(unit: dict, size: int | tuple[int, int], classes: tuple[str, ...], channels: int = 1) -> list[tuple]:
     from PIL import Image, UnidentifiedImageError
 
     mode = "RGB" if channels == 3 else "L"
+    height, width = image_hw(size)
     rows = []
     root = Path(unit["root"])
     for i, rel in enumerate(unit["paths"]):
@@ -310,14 +318,15 @@ def _read_png(unit: dict, size: int, classes: tuple[str, ...], channels: int = 1
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             rows.append((rel, unit["start"] + i, "", label, None, f"unreadable image: {str(e)[:160]}"))
             continue
-        if (w, h) != (size, size):
-            rows.append((rel, unit["start"] + i, "", label, None, f"wrong size: {w}x{h}, expected {size}x{size}"))
+        if (w, h) != (width, height):
+            rows.append((rel, unit["start"] + i, "", label, None,
+                         f"wrong size: {_size_text(h, w)}, expected {_size_text(height, width)}"))
             continue
         rows.append((rel, unit["start"] + i, "", label, arr.tobytes(), None))
     return rows
 
 
-def _read_npz(unit: dict, size: int, num_classes: int, channels: int = 1) -> list[tuple]:
+def _read_npz(unit: dict, size: int | tuple[int, int], num_classes: int, channels: int = 1) -> list[tuple]:
     path = Path(unit["path"])
     start, count = unit["start"], unit["count"]
     with np.load(path, allow_pickle=False) as z:
@@ -326,14 +335,15 @@ def _read_npz(unit: dict, size: int, num_classes: int, channels: int = 1) -> lis
     hw, c, layout = _npz_layout(x.shape, path)
     if layout == "chw":
         x = np.moveaxis(x, 1, -1)
-    shown = "x".join(map(str, hw if hw else x.shape[1:]))
+    shown = _size_text(*hw) if hw else "x".join(map(str, x.shape[1:]))
+    want = image_hw(size)
     flat = x.reshape(len(x), -1)
     rows = []
     for i in range(len(x)):
         label = None if y is None else int(y[i])
         img = flat[i].astype(np.float64)
-        if hw != (size, size):
-            reason = f"wrong size: {shown}, expected {size}x{size}"
+        if hw != want:
+            reason = f"wrong size: {shown}, expected {_size_text(*want)}"
         elif not np.isfinite(img).all():
             reason = "corrupt: non-finite pixel values"
         elif img.min() < 0 or img.max() > PIXEL_MAX or (img != np.rint(img)).any():
@@ -342,14 +352,14 @@ def _read_npz(unit: dict, size: int, num_classes: int, channels: int = 1) -> lis
             reason = f"label {label} out of range (0..{num_classes - 1})"
         else:
             reason = None
-        pixels = None if reason else to_channels(img.astype(np.uint8).reshape(size, size, c), channels).tobytes()
+        pixels = None if reason else to_channels(img.astype(np.uint8).reshape(*want, c), channels).tobytes()
         rows.append((path.name, start + i, "", label, pixels, reason))
     return rows
 
 
-def decode_unit(unit: dict, size: int, classes: tuple[str, ...], channels: int = 1) -> list[tuple]:
+def decode_unit(unit: dict, size: int | tuple[int, int], classes: tuple[str, ...], channels: int = 1) -> list[tuple]:
     """(source, index, split hint, label, uint8 pixel bytes or None, reason or None) per image;
-    the bytes row-major, ``channels`` per pixel (channels last)."""
+    the bytes row-major, ``channels`` per pixel (channels last); ``size``: S (S x S) or (H, W)."""
     if unit["kind"] == "idx":
         return _read_idx(unit, size, len(classes))
     if unit["kind"] == "png":

@@ -9,7 +9,8 @@ as C channel planes (C = 1 grey, 3 RGB), each row-major, as convolutions take th
 class label one-hot over K classes (all zeros when the image has none). The spec
 (``transform_spec.json``, ``kind: image``) records the shape [C, H, W], the scaling and the
 class names, so generate inverts it to uint8 pixels and score encodes raw images the same way.
-For C = 1 the planes and the interleaved bytes are the same order.
+For C = 1 the planes and the interleaved bytes are the same order. H and W may differ (the
+user's own non-square images); every image of a set has the same H x W.
 """
 
 from __future__ import annotations
@@ -57,14 +58,15 @@ class ImageTransformer:
                                 f"(supported: {IMAGE_SPEC_VERSION}); retrain the model or install a matching release")
         self.spec = spec
         self.channels = int(spec["shape"][0])
-        self.size = int(spec["shape"][1])
-        self.image_dim = self.channels * self.size * self.size
-        # one image as numpy holds it: (S, S) grey, (S, S, C) colour
-        self.image_shape = (self.size, self.size) + ((self.channels,) if self.channels > 1 else ())
+        self.height, self.width = int(spec["shape"][1]), int(spec["shape"][2])
+        self.size = (self.height, self.width)  # what the image readers expect of every image
+        self.image_dim = self.channels * self.height * self.width
+        # one image as numpy holds it: (H, W) grey, (H, W, C) colour
+        self.image_shape = (self.height, self.width) + ((self.channels,) if self.channels > 1 else ())
         self.classes = list(spec["classes"])
         self.num_classes = len(self.classes)
         self.output_dim = self.image_dim + self.num_classes
-        self.spans = [Span("image", 0, self.image_dim, shape=(self.channels, self.size, self.size))]
+        self.spans = [Span("image", 0, self.image_dim, shape=(self.channels, self.height, self.width))]
         if self.num_classes:
             self.spans.append(Span("label", self.image_dim, self.output_dim))  # a condition: given, never drawn
         self.schema = ImageSchema(self.size)
@@ -103,7 +105,7 @@ class ImageTransformer:
     def encode(self, pixels: np.ndarray, labels) -> np.ndarray:
         """uint8 (N, H*W*C) channels last + labels (N,) (None/-1 = unlabelled) -> float32 (N, C*H*W + K)."""
         out = np.zeros((len(pixels), self.output_dim), dtype=np.float32)
-        planes = pixels.reshape(len(pixels), self.size * self.size, self.channels).transpose(0, 2, 1)
+        planes = pixels.reshape(len(pixels), self.height * self.width, self.channels).transpose(0, 2, 1)
         out[:, :self.image_dim] = planes.reshape(len(pixels), -1).astype(np.float32) / PIXEL_MAX
         if self.num_classes and labels is not None:
             lab = np.array([-1 if v is None or v != v else int(v) for v in labels], dtype=np.int64)
@@ -114,7 +116,7 @@ class ImageTransformer:
     def pixels(self, x: np.ndarray) -> np.ndarray:
         """Model output (N, D) -> uint8 images (N, H, W) grey or (N, H, W, C): the inverse of ``pixel / 255``."""
         planes = np.clip(np.rint(x[:, :self.image_dim] * PIXEL_MAX), 0, 255).astype(np.uint8).reshape(
-            -1, self.channels, self.size, self.size)
+            -1, self.channels, self.height, self.width)
         return np.ascontiguousarray(planes.transpose(0, 2, 3, 1)).reshape((-1,) + self.image_shape)
 
     def labels(self, x: np.ndarray) -> np.ndarray:

@@ -258,10 +258,14 @@ def test_unconditional_models_leave_the_label_empty_and_grids_render(tmp_path):
         assert im.size == (2 * (5 * 10 + 2), 2 * (5 * 10 + 2))
 
 
-def test_image_models_refuse_a_table_and_a_non_square_image():
+def test_image_models_refuse_a_table_and_an_image_span_whose_size_they_cannot_tell():
     from gen_pipeline.spans import Span
 
     with pytest.raises(PipelineError, match="need an image dataset"):
         build_model(ModelConfig(family="dcgan"), [Span("continuous", 0, 1)], 1)
-    with pytest.raises(PipelineError, match="need square images"):
-        build_model(ModelConfig(family="conv_vae"), [Span("image", 0, 50)], 50)
+    with pytest.raises(PipelineError, match="no \\(C, H, W\\) shape: the conv models cannot tell their height"):
+        build_model(ModelConfig(family="conv_vae"), [Span("image", 0, 50)], 50)  # not S*S, no shape
+    with pytest.raises(PipelineError, match="does not hold its shape \\(1, 5, 5\\)"):
+        build_model(ModelConfig(family="dcgan"), [Span("image", 0, 50, shape=(1, 5, 5))], 50)
+    model = build_model(ModelConfig(family="dcgan"), [Span("image", 0, 50, shape=(1, 5, 10))], 50)
+    assert model.side == (5, 10)  # a non-square shape is taken as it is
