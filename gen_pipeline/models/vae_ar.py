@@ -181,16 +181,28 @@ class AutoregressiveVAE(TabularVAE):
     def sample_drawn(self, n: int, generator: torch.Generator | None = None,
                      fixed: dict[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows drawn span by span (see the module's docstring), in numpy on the CPU, a block of
-        rows at a time: continuous values in the (N, D) output and every category as a code."""
+        rows at a time: continuous values in the (N, D) output and every category as a code.
+
+        On one thread (torch's and BLAS's, restored after): the operations are on 512-row
+        blocks, too small to split, and where a thread waits for another one that the machine
+        has descheduled every step stalls (two threads beside other jobs: 0.12x one thread)."""
+        from threadpoolctl import threadpool_limits
+
         plan = _SamplingPlan(self._final().decoder, self.spans, self.data_dim, self.cfg.latent_dim)
         out = np.zeros((self.data_dim, n), dtype=np.float32)  # column-major, as forward_numpy's
         codes = np.empty((n, plan.n_codes), dtype=np.int64)
-        for start in range(0, n, plan.block):
-            rows = min(plan.block, n - start)
-            z = torch.randn(rows, self.cfg.latent_dim, generator=generator).numpy()
-            u = torch.rand(plan.n_spans, rows, generator=generator).numpy()
-            noise = torch.randn(plan.n_spans, rows, generator=generator).numpy()
-            plan.draw(z, u, noise, out[:, start:start + rows], codes[start:start + rows])
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with threadpool_limits(1):
+                for start in range(0, n, plan.block):
+                    rows = min(plan.block, n - start)
+                    z = torch.randn(rows, self.cfg.latent_dim, generator=generator).numpy()
+                    u = torch.rand(plan.n_spans, rows, generator=generator).numpy()
+                    noise = torch.randn(plan.n_spans, rows, generator=generator).numpy()
+                    plan.draw(z, u, noise, out[:, start:start + rows], codes[start:start + rows])
+        finally:
+            torch.set_num_threads(threads)
         return torch.from_numpy(out).T, torch.from_numpy(codes)
 
     @torch.no_grad()
