@@ -68,3 +68,11 @@ def _swap_in_raw_weights(model):
     m = copy.deepcopy(model)
     m.generator_ema.load_state_dict(m.generator.state_dict())
     return m
+
+
+def test_a_fixed_condition_may_differ_per_row():
+    model = _gan()
+    asked = torch.tensor([2, 0, 1, 2])
+    cond = model._inference_conditions(4, None, {1: asked})
+    assert torch.equal(cond.argmax(1), asked) and torch.equal(cond.sum(1), torch.ones(4))
+    assert torch.equal(model._inference_conditions(3, None, {1: 1}).argmax(1), torch.ones(3, dtype=torch.long))
