@@ -3,8 +3,9 @@
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python benchmarks/tabular_quality.py --work-dir work/bench_quality
 
-Every model learns from the same rows (our preprocess job's clean train split, 38,979 rows) and
-is judged on the same held-out real test split by the same function
+Every model learns from the same rows (our preprocess job's clean train split of ``adult.data``,
+the split the papers use, ``data.split: files``; its validation rows are carved from
+``adult.data``) and is judged on the same held-out real test split (``adult.test``) by the same function
 (``gen_pipeline.kinds.table.metrics.tabular_report``): SDMetrics Quality Score (strong pairs, as SDMetrics
 0.32 reports it, and over all pairs, as the papers report it), the papers' gradient-boosted
 detection AUC and train-on-synthetic AUC (``gen_pipeline.detection``: 200 trees of depth 6,
@@ -73,7 +74,7 @@ def _plain(df: pd.DataFrame, schema) -> pd.DataFrame:
 
 
 def fit_sdv(name: str, train: pd.DataFrame, schema, rows: int, seed: int,
-            epochs: int | None = None) -> tuple[pd.DataFrame, float, float]:
+            epochs: int | None = None, verbose: bool = False) -> tuple[pd.DataFrame, float, float]:
     import numpy as np
     import torch
     from sdv.metadata import Metadata
@@ -88,7 +89,8 @@ def fit_sdv(name: str, train: pd.DataFrame, schema, rows: int, seed: int,
                                table_name="adult")
     cls = {"sdv_gaussian_copula": GaussianCopulaSynthesizer, "sdv_tvae": TVAESynthesizer,
            "sdv_ctgan": CTGANSynthesizer}[name]
-    synth = cls(metadata, **({"epochs": epochs} if epochs and name != "sdv_gaussian_copula" else {}))
+    kwargs = {} if name == "sdv_gaussian_copula" else {"verbose": verbose, **({"epochs": epochs} if epochs else {})}
+    synth = cls(metadata, **kwargs)
     t0 = time.perf_counter()
     synth.fit({"adult": data})  # SDV 2.0 takes a one-table dict
     seconds = time.perf_counter() - t0
@@ -131,6 +133,7 @@ def main() -> None:
                         help="an override for our models' configs, e.g. --set train.epochs=60")
     parser.add_argument("--tag", default="", help="suffix of the kept samples' folders, to compare variants")
     parser.add_argument("--sdv-epochs", type=int, default=None, help="SDV TVAE/CTGAN epochs (default: SDV's 300)")
+    parser.add_argument("--sdv-verbose", action="store_true", help="SDV TVAE/CTGAN print each epoch's losses")
     parser.add_argument("--max-rows", type=int, default=10_000, help="rows per frame for SDMetrics, logistic detection"
                         " and SDGym's classifiers")
     parser.add_argument("--gbt-max-rows", type=int, default=50_000, help="row cap of the gradient-boosted protocol")
@@ -152,7 +155,8 @@ def main() -> None:
             load0 = os.getloadavg()[0]
             print(f"[bench] fitting {name} on {len(train):,} rows (load {load0:.1f})", flush=True)
             if name in SDV_MODELS:
-                synth, seconds, rows_per_s = fit_sdv(name, train, schema, rows, args.seed, args.sdv_epochs)
+                synth, seconds, rows_per_s = fit_sdv(name, train, schema, rows, args.seed, args.sdv_epochs,
+                                                     args.sdv_verbose)
             else:
                 synth, seconds, rows_per_s = fit_ours(name, work, rows, args.seed, args.extra, args.tag)
             _plain(synth, schema).to_parquet(d / "synthetic.parquet")

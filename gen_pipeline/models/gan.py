@@ -10,7 +10,11 @@ Conditional GAN"), written from the paper:
   weights so rare categories are learned; the discriminator sees a real row with that value; the
   generator also pays a cross-entropy for not producing the value it was asked for;
 - two objectives: the classic binary cross-entropy game with the non-saturating generator loss
-  (Goodfellow et al. 2014), or WGAN-GP (Gulrajani et al. 2017).
+  (Goodfellow et al. 2014), or WGAN-GP (Gulrajani et al. 2017);
+- ``ema_decay``: an exponential moving average of the generator's weights (Yazici et al. 2019),
+  updated after every generator step and kept in the state dict (``generator_ema``), so
+  checkpoints and the registered model carry it; sampling uses it when ``ema_decay`` > 0. A GAN's
+  generator keeps moving around the equilibrium; the average sits nearer it.
 
 The real row for a condition is drawn from the current batch, not from the whole table as in
 CTGAN: the trainer streams shards and never holds the table. A category absent from a batch is
@@ -19,11 +23,13 @@ not asked for in that batch; the log-frequency weights still lift rare ones when
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gen_pipeline.models.base import GenerativeModel, adam
+from gen_pipeline.models.base import GenerativeModel, adam, update_ema
 
 
 class _Residual(nn.Module):
@@ -78,6 +84,9 @@ class TabularGAN(GenerativeModel):
         self.cond_dim = self.cond_offsets[-1]
         self.generator = _Generator(cfg.latent_dim + self.cond_dim, list(cfg.hidden_dims), data_dim)
         self.discriminator = _Discriminator(data_dim + self.cond_dim, list(cfg.discriminator_dims), cfg.pac)
+        if cfg.ema_decay > 0:
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+            self.register_buffer("ema_steps", torch.zeros(()))  # in the state dict: the warm-up resumes
         object.__setattr__(self, "_g", self.generator)
         object.__setattr__(self, "_d", self.discriminator)
 
@@ -195,6 +204,8 @@ class TabularGAN(GenerativeModel):
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
+        if self.cfg.ema_decay > 0:
+            update_ema(self.generator_ema, self.generator, self.ema_steps, self.cfg.ema_decay)
 
         out = {"loss_d": loss_d.detach(), "loss_g": loss_adv.detach(), "loss_cond": loss_cond.detach()}
         with torch.no_grad():
@@ -213,8 +224,9 @@ class TabularGAN(GenerativeModel):
         device = next(self.generator.parameters()).device
         cond = torch.zeros(n, self.cond_dim, device=device)
         for j, s in enumerate(self.cond_spans):
-            if fixed and s.start in fixed:
-                cond[:, self.cond_offsets[j] + fixed[s.start]] = 1.0
+            if fixed and s.start in fixed:  # one index, or one per row
+                k = torch.as_tensor(fixed[s.start], device=device).expand(n)
+                cond[torch.arange(n, device=device), self.cond_offsets[j] + k] = 1.0
                 return cond
         column = torch.randint(len(self.cond_spans), (n,), generator=generator, device=device)
         for j, s in enumerate(self.cond_spans):
@@ -224,17 +236,33 @@ class TabularGAN(GenerativeModel):
             cond[rows, self.cond_offsets[j] + k[:rows.numel()]] = 1.0
         return cond
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """A state dict saved without the moving average (trained with ``ema_decay: 0`` or before
+        the GAN kept one) loads into a model that has one: the average starts as the weights."""
+        if self.cfg.ema_decay > 0 and not any(k.startswith("generator_ema.") for k in state_dict):
+            state_dict = dict(state_dict)
+            state_dict.update({"generator_ema." + k[len("generator."):]: v for k, v in list(state_dict.items())
+                               if k.startswith("generator.")})
+            state_dict.setdefault("ema_steps", torch.zeros(()))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator that samples: its moving average when ``ema_decay`` > 0."""
+        return self.generator_ema if self.cfg.ema_decay > 0 else self.generator
+
     @torch.no_grad()
     def sample_raw(self, n: int, generator: torch.Generator | None = None,
                    fixed: dict[int, int] | None = None) -> torch.Tensor:
-        was_training = self.generator.training
-        self.generator.eval()
-        device = next(self.generator.parameters()).device
+        net = self.sampler
+        was_training = net.training
+        net.eval()
+        device = next(net.parameters()).device
         z = torch.randn(n, self.cfg.latent_dim, generator=generator, device=device)
         cond = self._inference_conditions(n, generator, fixed) if self.cond_dim else z.new_zeros(n, 0)
-        raw = self.generator(torch.cat([z, cond], 1))
+        raw = net(torch.cat([z, cond], 1))
         for s in self.spans:
             if s.bounded:
                 raw[:, s.start:s.end] = torch.tanh(raw[:, s.start:s.end])
-        self.generator.train(was_training)
+        net.train(was_training)
         return raw
