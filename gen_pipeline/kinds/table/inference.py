@@ -5,7 +5,8 @@ types (Parquet, ORC) or its text (CSV, JSON) over a bounded sample (the first ``
 records, read by Spark). The rules, in order, over the sample's non-missing values (``n`` rows,
 ``k`` distinct values):
 
-1. no value at all: ``constant`` (always null), with a warning; one distinct value: ``constant``.
+1. no value at all: ``constant`` (always null), with a warning; one distinct value: ``constant``
+   (of the column's type; in a text file a number, ``2013``, is an ``int`` or ``float``).
 2. every value ``true``/``false`` (also ``t/f``, ``yes/no``, ``y/n``, any case), or a boolean
    Parquet column: ``boolean``.
 3. every value a number: ``int`` when all are integral, else ``float``. An integer column with at
@@ -13,8 +14,9 @@ records, read by Spark). The rules, in order, over the sample's non-missing valu
    children); an integer column whose values are all distinct (``k == n >= 20``) is an
    ``identifier``; any other number is ``continuous``. (``0``/``1`` is categorical, not boolean.)
 4. every value an ISO 8601 date (``2024-03-01``) or ``yyyy/MM/dd`` / ``dd/MM/yyyy`` / ``MM/dd/yyyy``: ``date``; with
-   a time of day (``2024-03-01 12:30:00``, ``T`` or space): ``datetime``. Date/timestamp Parquet
-   columns likewise.
+   a time of day (``2024-03-01 12:30:00``, ``T`` or space): ``datetime``, a wall-clock time; with
+   a zone offset after it (``2024-03-01T12:30:00Z``, ``+02:00``, ``-0500``): ``datetime``, an
+   instant (``timestamp_ltz``, read in UTC). Date/timestamp Parquet columns likewise.
 5. strings, all distinct (``k == n >= 20``), short and without spaces: ``identifier``; long
    (mean length over 40 characters, or over 5 words) and mostly distinct (``k > n / 2``): free
    ``text`` (left out of the model, with a warning); any other string: ``categorical`` (a column
@@ -63,7 +65,8 @@ _NUMBER = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
 _INTEGRAL = re.compile(r"^[+-]?[0-9]+$")
 _DATE_FORMATS = (("%Y-%m-%d", None), ("%Y/%m/%d", "yyyy/MM/dd"), ("%d/%m/%Y", "dd/MM/yyyy"),
                  ("%m/%d/%Y", "MM/dd/yyyy"))
-_ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?$")
+_ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)?$")
+_ZONE = re.compile(r"(Z|[+-]\d{2}(:?\d{2})?)$")  # an offset or Z after the time of day: an instant
 _INT_TYPES = ("tinyint", "smallint", "byte", "short", "integer", "int", "long", "bigint")  # Spark's names
 _KIND_DTYPE = {"boolean": "bool", "datetime": "timestamp", "date": "date", "text": "string"}
 # Spark's date and timestamp types -> dtypes: TIMESTAMP is an instant, TIMESTAMP_NTZ a wall-clock time.
@@ -103,6 +106,8 @@ def infer_column(name: str, values: pd.Series, spark_type: str = "string", typed
                                                         and v.str.lower().nunique() == 2):
         return Column(name, "boolean", "bool"), "true/false values"
     if k == 1:
+        if parse and own_dtype == "string" and v.str.match(_NUMBER).all():  # "2013" in a CSV stays a number
+            own_dtype = "int" if v.str.match(_INTEGRAL).all() else "float"
         return Column(name, "constant", own_dtype), "one distinct value"
     if spark_type in _TIME_DTYPE:  # dates, and timestamps of their zone kind (an instant, or wall clock)
         kind = "date" if spark_type == "date" else "datetime"
@@ -123,6 +128,8 @@ def infer_column(name: str, values: pd.Series, spark_type: str = "string", typed
             f"{'integers' if integral else 'numbers'} with {k} distinct values" + (f" ({decimal})" if decimal else "")
     if spark_type == "string":
         if parse and _mostly(v.str.match(_ISO_DATETIME)):
+            if _mostly(v.str.slice(16).str.contains(_ZONE)):  # 2013-01-01T10:00:00Z, ...+02:00: instants
+                return Column(name, "datetime", "timestamp_ltz"), "ISO 8601 date-times with a zone offset"
             return Column(name, "datetime", "timestamp"), "ISO 8601 date-times"
         for py, spark_fmt in _DATE_FORMATS if parse else ():
             if _mostly(v.str.len().between(8, 10) & pd.to_datetime(v, format=py, errors="coerce").notna()):

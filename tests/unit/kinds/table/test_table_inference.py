@@ -29,6 +29,9 @@ def _kind(values, spark_type="string"):
     ([1.5, 2.0, 3.25], "double", ("continuous", "float")),
     ([i % 30 for i in range(100)], "bigint", ("continuous", "int")),
     (["2024-01-02 10:00:00", "2024-01-03T11:30"], "string", ("datetime", "timestamp")),
+    (["2013-01-01T10:00:00Z", "2013-01-01 11:00:00+02:00", "2013-01-02T05:00-0500"], "string",
+     ("datetime", "timestamp_ltz")),  # a zone offset: instants
+    (["2013"] * 30, "string", ("constant", "int")),  # a constant number in a text file stays a number
     (["2024-01-02", "2023-12-31"], "string", ("date", "date")),
     (["31/12/2023", "01/02/2024"], "string", ("date", "date")),
     ([pd.Timestamp("2024-01-01"), pd.Timestamp("2024-02-01")], "timestamp", ("datetime", "timestamp_ltz")),  # instant
