@@ -103,7 +103,8 @@ def test_parquet_typed_columns_truncation_and_drift(spark, tmp_path):
 def test_decimals_and_time_zones_keep_their_types_from_parquet_to_generated_rows(spark, tmp_path):
     """A DECIMAL(10,2), an instant (timestamp with a zone: Spark TIMESTAMP), a wall-clock timestamp
     (Spark TIMESTAMP_NTZ) and one stored in milliseconds are inferred, read, fitted and decoded in
-    their own types and units."""
+    their own types and units; a DECIMAL(12,0) with few values (categories) and a unique DECIMAL(18,0)
+    (an id) come back as decimals of their precision, not as integers."""
     import decimal
 
     from gen_pipeline.kinds.table.fitting import fit_spec
@@ -115,13 +116,15 @@ def test_decimals_and_time_zones_keep_their_types_from_parquet_to_generated_rows
     t = pa.table({"amount": pa.array([decimal.Decimal(f"{i * 1.37 % 90:.2f}") for i in range(n)], pa.decimal128(10, 2)),
                   "at": pa.array(at, pa.timestamp("us", "Europe/Paris")),
                   "local": pa.array([a.replace(tzinfo=None) for a in at], pa.timestamp("us")),
-                  "ms": pa.array([a.replace(tzinfo=None) for a in at], pa.timestamp("ms"))})
+                  "ms": pa.array([a.replace(tzinfo=None) for a in at], pa.timestamp("ms")),
+                  "grade": pa.array([decimal.Decimal(i % 4) for i in range(n)], pa.decimal128(12, 0)),
+                  "acct": pa.array([decimal.Decimal(5000 + i) for i in range(n)], pa.decimal128(18, 0))})
     pq.write_table(t, tmp_path / "typed.parquet")
     sample, types, opts = sample_table(spark, TableSource.of(str(tmp_path / "typed.parquet")))
     schema, why = infer_schema(sample, types, opts)
     assert [(c.kind, c.dtype) for c in schema.columns] == [
         ("continuous", "decimal(10,2)"), ("datetime", "timestamp_ltz"), ("datetime", "timestamp"),
-        ("datetime", "timestamp[ms]")], why
+        ("datetime", "timestamp[ms]"), ("categorical", "decimal(12,0)"), ("identifier", "decimal(18,0)")], why
     df, _ = read_table(spark, TableSource.of(str(tmp_path / "typed.parquet")), schema)
     types = dict(df.dtypes)
     assert (types["amount"], types["at"], types["local"], types["ms"]) == (
@@ -132,9 +135,13 @@ def test_decimals_and_time_zones_keep_their_types_from_parquet_to_generated_rows
     assert pd.Timestamp(rows["at"][1]).tz_localize("UTC") == pd.Timestamp(at[1])  # the same instant (UTC session)
     assert pd.Timestamp(rows["local"][1]) == pd.Timestamp(at[1]).tz_localize(None)  # the same wall clock
     spec = fit_spec(df, schema, "quantile", 50)
-    out = TableTransformer(spec).inverse_to_arrow(np.random.default_rng(0).normal(size=(200, 4)).astype("float32"))
+    tt = TableTransformer(spec)
+    out = tt.inverse_to_arrow(np.random.default_rng(0).normal(size=(200, tt.output_dim)).astype("float32"))
     assert out.schema == pa.schema([("amount", pa.decimal128(10, 2)), ("at", pa.timestamp("us", "UTC")),
-                                    ("local", pa.timestamp("us")), ("ms", pa.timestamp("ms"))])
+                                    ("local", pa.timestamp("us")), ("ms", pa.timestamp("ms")),
+                                    ("grade", pa.decimal128(12, 0)), ("acct", pa.decimal128(18, 0))])
+    assert set(out.column("grade").to_pylist()) <= {decimal.Decimal(i) for i in range(4)}
+    assert min(out.column("acct").to_pylist()) > 5000 + n - 1
     assert min(out.column("at").to_pylist()) >= at[0] and max(out.column("at").to_pylist()) <= at[-1]
 
 

@@ -29,7 +29,7 @@ A kind holds when every sampled value fits it, or, in a sample of 100 or more, a
 In Parquet, ORC and catalog tables, which carry their own types, rules 2-4 read only those types:
 a string column stays a string (``Yes``/``No`` or ``2024-01-02`` strings are categorical), so
 generate writes the input's types: a ``DECIMAL(p,s)`` column is ``decimal(p,s)`` (continuous,
-generated at its scale; as categories or an identifier, an integer), a ``TIMESTAMP`` (an instant,
+generated at its scale; as categories or an identifier too), a ``TIMESTAMP`` (an instant,
 Parquet's isAdjustedToUTC) is ``timestamp_ltz`` and a ``TIMESTAMP_NTZ`` (wall clock) is
 ``timestamp``, a Parquet timestamp stored in milliseconds adds ``[ms]`` (generated in
 milliseconds), and a constant or all-null column keeps its type. ``label`` is never inferred: it
@@ -66,7 +66,7 @@ _INTEGRAL = re.compile(r"^[+-]?[0-9]+$")
 _DATE_FORMATS = (("%Y-%m-%d", None), ("%Y/%m/%d", "yyyy/MM/dd"), ("%d/%m/%Y", "dd/MM/yyyy"),
                  ("%m/%d/%Y", "MM/dd/yyyy"))
 _ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)?$")
-_ZONE = re.compile(r"(Z|[+-]\d{2}(:?\d{2})?)$")  # an offset or Z after the time of day: an instant
+_ZONE = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$")  # an offset or Z after the time of day: an instant
 _INT_TYPES = ("tinyint", "smallint", "byte", "short", "integer", "int", "long", "bigint")  # Spark's names
 _KIND_DTYPE = {"boolean": "bool", "datetime": "timestamp", "date": "date", "text": "string"}
 # Spark's date and timestamp types -> dtypes: TIMESTAMP is an instant, TIMESTAMP_NTZ a wall-clock time.
@@ -120,10 +120,11 @@ def infer_column(name: str, values: pd.Series, spark_type: str = "string", typed
             spark_type == "string" and v.str.match(_INTEGRAL).all())
         if spark_type.startswith("decimal") and spark_type.endswith(",0)"):
             integral = True
-        if integral and k <= MAX_INT_CATEGORIES:
-            return Column(name, "categorical", "int"), f"integers with {k} distinct values (<= {MAX_INT_CATEGORIES})"
+        if integral and k <= MAX_INT_CATEGORIES:  # a DECIMAL(p,0) stays one: its values come back as decimals
+            return Column(name, "categorical", decimal or "int"), \
+                f"integers with {k} distinct values (<= {MAX_INT_CATEGORIES})"
         if integral and k == n >= MIN_ID_ROWS:
-            return Column(name, "identifier", "int"), f"integers, all {n} distinct"
+            return Column(name, "identifier", decimal or "int"), f"integers, all {n} distinct"
         return Column(name, "continuous", decimal or ("int" if integral else "float")), \
             f"{'integers' if integral else 'numbers'} with {k} distinct values" + (f" ({decimal})" if decimal else "")
     if spark_type == "string":
@@ -286,8 +287,6 @@ def apply_overrides(schema: TableSchema, overrides: dict[str, str], sample: pd.D
             dtype = old.dtype  # the zone kind stays
         if kind == "continuous" and dtype == "string":
             dtype = "float"
-        if kind not in ("continuous", "constant", "label") and decimal_of(dtype):  # a decimal as categories
-            dtype = "int" if decimal_of(dtype)[1] == 0 else "float"
         by_name[name] = dataclasses.replace(old, kind=kind, dtype=dtype,
                                             format=old.format if kind in ("date", "datetime") else None)
     out = dataclasses.replace(schema, columns=tuple(by_name[c.name] for c in schema.columns))
