@@ -88,7 +88,10 @@ def build_tables(out: Path, limit: int | None) -> dict[str, Path]:
     b["flight_date"] = pd.to_datetime(dict(year=b["year"], month=b["month"], day=b["day"])).dt.date
     b["late"] = late.to_numpy()
     paths["flights_weather.parquet"] = out / "flights_weather.parquet"
-    pq.write_table(pa.Table.from_pandas(b, preserve_index=False), paths["flights_weather.parquet"])
+    # microseconds: Spark cannot read the nanosecond timestamps pandas writes by default (preprocess
+    # says so in one line and names the fix, coerce_timestamps="us"; see the RESULTS section)
+    pq.write_table(pa.Table.from_pandas(b, preserve_index=False), paths["flights_weather.parquet"],
+                   coerce_timestamps="us")
     for name, df in (("flights_planes.csv", a), ("flights_weather.parquet", b)):
         nulls = {c: int(n) for c, n in df.isna().sum().items() if n}
         print(f"[byo] {name}: {len(df):,} rows x {df.shape[1]} columns; nulls {nulls}", flush=True)

@@ -1,8 +1,9 @@
 """A table's schema inferred from its data: shown, written as an editable file, reused.
 
 On the first preprocess of a table with no schema, each column's kind is inferred from Spark's
-types (Parquet, ORC) or its text (CSV, JSON) over a bounded sample (the first ``sample_rows``
-records, read by Spark). The rules, in order, over the sample's non-missing values (``n`` rows,
+types (Parquet, ORC) or its text (CSV, JSON) over a bounded sample: about ``sample_rows`` records
+drawn (seeded) from the whole input, read by Spark (an input of up to 1.5x that many: all of it).
+Not the first records: a file sorted by date holds one month in its head. The rules, in order, over the sample's non-missing values (``n`` rows,
 ``k`` distinct values):
 
 1. no value at all: ``constant`` (always null), with a warning; one distinct value: ``constant``
@@ -228,7 +229,26 @@ def sample_table(spark, source, options: dict | None = None, sample_rows: int = 
     cast = [F.col(f"`{n}`").cast("string").alias(n) if t.startswith(("date", "timestamp")) else F.col(f"`{n}`")
             for n, t in types.items()]
     sample = df.select(*cast).limit(sample_rows).toPandas()
+    share = spread_fraction(df, sample, sample_rows, None if src.table else inputs, fmt if not src.table else None)
+    if share < 1.0:  # a larger input: a seeded sample over all of it, not its head (a sorted file's first
+        # rows hold one month, one region, ...: a column that varies would look constant)
+        # (no limit at the sample's size: Spark's limit stops at the first partitions that fill it)
+        sample = df.select(*cast).sample(False, share, seed=0).limit(3 * sample_rows).toPandas().head(sample_rows)
     return sample, types, opts
+
+
+def spread_fraction(df, head: pd.DataFrame, sample_rows: int, inputs: list[dict] | None, fmt: str | None) -> float:
+    """The share of the input's rows a spread sample of about ``sample_rows`` takes (1.0: the head
+    already holds every row, or nearly). Rows are counted from Parquet/ORC metadata or a catalog
+    table, and estimated for text files from their bytes and the head's text length per row."""
+    if len(head) < sample_rows:
+        return 1.0  # the whole input is in the head
+    if fmt in ("csv", "json") and inputs:
+        per_row = sum(head[c].astype(str).str.len().sum() + len(head) for c in head.columns) / len(head)
+        rows = sum(i["bytes"] for i in inputs) / max(per_row, 1.0)
+    else:
+        rows = df.count()  # columnar files and tables: from metadata
+    return 1.0 if rows <= 1.5 * sample_rows else min(1.0, sample_rows / rows)
 
 
 def parquet_units(path: str) -> dict[str, str]:
@@ -342,7 +362,7 @@ def resolve_schema(spark, source, name: str, work_dir: Path, *, schema_path: str
         schema, why = infer_schema(sample, types, opts)
         saved.parent.mkdir(parents=True, exist_ok=True)
         part = saved.with_name(f".{saved.name}.part")
-        part.write_text(schema.to_yaml(f"Schema of {name}, inferred from the first {len(sample):,} records of "
+        part.write_text(schema.to_yaml(f"Schema of {name}, inferred from {len(sample):,} records sampled from "
                                        f"{', '.join(map(str, source.paths))}.\n"
                                        "Edit kinds here (continuous, categorical, boolean, datetime, date, "
                                        "identifier, constant, text, label); the next preprocess uses this file."))
