@@ -14,7 +14,7 @@ flights that left New York City's airports in 2013; nothing downloads at run tim
                           registry lacks), high-cardinality strings (tailnum ~4,000, model)
   flights_weather.parquet flights left-joined with the hour's weather at the origin on
                           (origin, time_hour) and with the destination airport; an integer id
-                          ``flight_id``, a UTC timestamp, a date, a boolean; 39 columns
+                          ``flight_id``, a UTC timestamp, a date, a boolean; 38 columns
 The target of both is ``late``: ``arr_delay > 15`` minutes, a boolean (false where arr_delay is
 missing: cancelled or diverted flights), the label an analyst of this table would predict.
 

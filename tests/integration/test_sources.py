@@ -169,6 +169,23 @@ def test_inferred_schema_is_written_reused_and_checked(spark, tmp_path, capsys):
     assert infer_schema(sample, types, opts)[0] == schema
 
 
+def test_inference_samples_the_whole_input_not_its_head(spark, tmp_path):
+    """A file sorted by date: its first rows hold one month. The sample is spread over the whole
+    file (seeded), so ``month`` is a column of categories, not a constant, and ``at`` (ISO 8601
+    with a ``Z``) is an instant."""
+    rows = ["id,month,at,amount"] + [f"{i},{1 + i * 12 // 1000},2013-{1 + i * 12 // 1000:02d}-01T10:00:00Z,{i * 0.5}"
+                                     for i in range(1000)]
+    (tmp_path / "sorted.csv").write_text("\n".join(rows) + "\n")
+    sample, types, opts = sample_table(spark, TableSource.of(str(tmp_path / "sorted.csv")), sample_rows=200)
+    schema, why = infer_schema(sample, types, opts)
+    kinds = {c.name: (c.kind, c.dtype) for c in schema.columns}
+    assert 100 < len(sample) <= 200 and sample["month"].nunique() > 6, why
+    assert kinds["month"] == ("categorical", "int") and kinds["at"] == ("datetime", "timestamp_ltz"), why
+    df, _ = read_table(spark, TableSource.of(str(tmp_path / "sorted.csv")), schema)
+    at = df.orderBy("line").toPandas()
+    assert at[REASON].isna().all() and pd.Timestamp(at["at"][999]) == pd.Timestamp("2013-12-01 10:00:00")  # UTC
+
+
 def test_your_own_csv_through_preprocess_with_an_inferred_schema(spark, runtime, tiny_config, tmp_path):
     import json
 
