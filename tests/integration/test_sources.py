@@ -172,7 +172,9 @@ def test_inferred_schema_is_written_reused_and_checked(spark, tmp_path, capsys):
 def test_inference_samples_the_whole_input_not_its_head(spark, tmp_path):
     """A file sorted by date: its first rows hold one month. The sample is spread over the whole
     file (seeded), so ``month`` is a column of categories, not a constant, and ``at`` (ISO 8601
-    with a ``Z``) is an instant."""
+    with a ``Z``) is an instant, on whole hours, which the fitted step keeps."""
+    from gen_pipeline.kinds.table.fitting import fit_spec
+
     rows = ["id,month,at,amount"] + [f"{i},{1 + i * 12 // 1000},2013-{1 + i * 12 // 1000:02d}-01T10:00:00Z,{i * 0.5}"
                                      for i in range(1000)]
     (tmp_path / "sorted.csv").write_text("\n".join(rows) + "\n")
@@ -184,6 +186,8 @@ def test_inference_samples_the_whole_input_not_its_head(spark, tmp_path):
     df, _ = read_table(spark, TableSource.of(str(tmp_path / "sorted.csv")), schema)
     at = df.orderBy("line").toPandas()
     assert at[REASON].isna().all() and pd.Timestamp(at["at"][999]) == pd.Timestamp("2013-12-01 10:00:00")  # UTC
+    spec = {c["name"]: c for c in fit_spec(df, schema, "quantile", 50)["columns"]}
+    assert spec["at"]["step"] == 3_600_000_000  # an hour, in microseconds
 
 
 def test_your_own_csv_through_preprocess_with_an_inferred_schema(spark, runtime, tiny_config, tmp_path):

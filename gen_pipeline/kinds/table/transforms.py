@@ -40,7 +40,8 @@ MAX_CATEGORIES = 100  # transform.max_categories: one-hot slots per categorical 
 MAX_RARE_VALUES = 100_000  # the rare values a capped column keeps (to draw from) in the spec
 OTHER = "\x00other"  # the shared slot of a capped column's rare values (never a real value)
 _TIME_KINDS = ("datetime", "date")
-_TIME_STEPS = (60_000_000, 1_000_000, 1_000)  # a minute, a second, a millisecond (in microseconds)
+# an hour, a minute, a second, a millisecond (in microseconds): hourly stamps stay on the hour
+_TIME_STEPS = (3_600_000_000, 60_000_000, 1_000_000, 1_000)
 _NUMERIC_KINDS = ("continuous", "datetime", "date")
 
 # 2 adds the "vgm" continuous method; 3 adds its point-mass modes (``stds`` of 0). Older specs
