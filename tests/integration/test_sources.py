@@ -103,7 +103,8 @@ def test_parquet_typed_columns_truncation_and_drift(spark, tmp_path):
 def test_decimals_and_time_zones_keep_their_types_from_parquet_to_generated_rows(spark, tmp_path):
     """A DECIMAL(10,2), an instant (timestamp with a zone: Spark TIMESTAMP), a wall-clock timestamp
     (Spark TIMESTAMP_NTZ) and one stored in milliseconds are inferred, read, fitted and decoded in
-    their own types and units."""
+    their own types and units; a DECIMAL(12,0) with few values (categories) and a unique DECIMAL(18,0)
+    (an id) come back as decimals of their precision, not as integers."""
     import decimal
 
     from gen_pipeline.kinds.table.fitting import fit_spec
@@ -115,13 +116,15 @@ def test_decimals_and_time_zones_keep_their_types_from_parquet_to_generated_rows
     t = pa.table({"amount": pa.array([decimal.Decimal(f"{i * 1.37 % 90:.2f}") for i in range(n)], pa.decimal128(10, 2)),
                   "at": pa.array(at, pa.timestamp("us", "Europe/Paris")),
                   "local": pa.array([a.replace(tzinfo=None) for a in at], pa.timestamp("us")),
-                  "ms": pa.array([a.replace(tzinfo=None) for a in at], pa.timestamp("ms"))})
+                  "ms": pa.array([a.replace(tzinfo=None) for a in at], pa.timestamp("ms")),
+                  "grade": pa.array([decimal.Decimal(i % 4) for i in range(n)], pa.decimal128(12, 0)),
+                  "acct": pa.array([decimal.Decimal(5000 + i) for i in range(n)], pa.decimal128(18, 0))})
     pq.write_table(t, tmp_path / "typed.parquet")
     sample, types, opts = sample_table(spark, TableSource.of(str(tmp_path / "typed.parquet")))
     schema, why = infer_schema(sample, types, opts)
     assert [(c.kind, c.dtype) for c in schema.columns] == [
         ("continuous", "decimal(10,2)"), ("datetime", "timestamp_ltz"), ("datetime", "timestamp"),
-        ("datetime", "timestamp[ms]")], why
+        ("datetime", "timestamp[ms]"), ("categorical", "decimal(12,0)"), ("identifier", "decimal(18,0)")], why
     df, _ = read_table(spark, TableSource.of(str(tmp_path / "typed.parquet")), schema)
     types = dict(df.dtypes)
     assert (types["amount"], types["at"], types["local"], types["ms"]) == (
@@ -132,9 +135,13 @@ def test_decimals_and_time_zones_keep_their_types_from_parquet_to_generated_rows
     assert pd.Timestamp(rows["at"][1]).tz_localize("UTC") == pd.Timestamp(at[1])  # the same instant (UTC session)
     assert pd.Timestamp(rows["local"][1]) == pd.Timestamp(at[1]).tz_localize(None)  # the same wall clock
     spec = fit_spec(df, schema, "quantile", 50)
-    out = TableTransformer(spec).inverse_to_arrow(np.random.default_rng(0).normal(size=(200, 4)).astype("float32"))
+    tt = TableTransformer(spec)
+    out = tt.inverse_to_arrow(np.random.default_rng(0).normal(size=(200, tt.output_dim)).astype("float32"))
     assert out.schema == pa.schema([("amount", pa.decimal128(10, 2)), ("at", pa.timestamp("us", "UTC")),
-                                    ("local", pa.timestamp("us")), ("ms", pa.timestamp("ms"))])
+                                    ("local", pa.timestamp("us")), ("ms", pa.timestamp("ms")),
+                                    ("grade", pa.decimal128(12, 0)), ("acct", pa.decimal128(18, 0))])
+    assert set(out.column("grade").to_pylist()) <= {decimal.Decimal(i) for i in range(4)}
+    assert min(out.column("acct").to_pylist()) > 5000 + n - 1
     assert min(out.column("at").to_pylist()) >= at[0] and max(out.column("at").to_pylist()) <= at[-1]
 
 
@@ -160,6 +167,27 @@ def test_inferred_schema_is_written_reused_and_checked(spark, tmp_path, capsys):
     assert df.where(f"{REASON} is null").count() == 60
     sample, types, opts = sample_table(spark, src)
     assert infer_schema(sample, types, opts)[0] == schema
+
+
+def test_inference_samples_the_whole_input_not_its_head(spark, tmp_path):
+    """A file sorted by date: its first rows hold one month. The sample is spread over the whole
+    file (seeded), so ``month`` is a column of categories, not a constant, and ``at`` (ISO 8601
+    with a ``Z``) is an instant, on whole hours, which the fitted step keeps."""
+    from gen_pipeline.kinds.table.fitting import fit_spec
+
+    rows = ["id,month,at,amount"] + [f"{i},{1 + i * 12 // 1000},2013-{1 + i * 12 // 1000:02d}-01T10:00:00Z,{i * 0.5}"
+                                     for i in range(1000)]
+    (tmp_path / "sorted.csv").write_text("\n".join(rows) + "\n")
+    sample, types, opts = sample_table(spark, TableSource.of(str(tmp_path / "sorted.csv")), sample_rows=200)
+    schema, why = infer_schema(sample, types, opts)
+    kinds = {c.name: (c.kind, c.dtype) for c in schema.columns}
+    assert 100 < len(sample) <= 200 and sample["month"].nunique() > 6, why
+    assert kinds["month"] == ("categorical", "int") and kinds["at"] == ("datetime", "timestamp_ltz"), why
+    df, _ = read_table(spark, TableSource.of(str(tmp_path / "sorted.csv")), schema)
+    at = df.orderBy("line").toPandas()
+    assert at[REASON].isna().all() and pd.Timestamp(at["at"][999]) == pd.Timestamp("2013-12-01 10:00:00")  # UTC
+    spec = {c["name"]: c for c in fit_spec(df, schema, "quantile", 50)["columns"]}
+    assert spec["at"]["step"] == 3_600_000_000  # an hour, in microseconds
 
 
 def test_your_own_csv_through_preprocess_with_an_inferred_schema(spark, runtime, tiny_config, tmp_path):

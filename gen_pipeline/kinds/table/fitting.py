@@ -145,6 +145,10 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
         else:
             # One row per category, the most frequent first, at most max_categories + MAX_RARE_VALUES.
             ordered = sorted(counted[c.name], key=lambda r: (-r[1], "" if r[0] is None else str(r[0])))
+            if decimal_of(c.dtype):  # decimals as their exact text on the column's scale (JSON has no decimal)
+                from gen_pipeline.kinds.table.transforms import decimal_text
+
+                ordered = [(decimal_text(v, c.dtype), k) for v, k in ordered]
             entry = {
                 "name": c.name, "kind": c.kind, "dtype": c.dtype,
                 "categories": [v for v, _ in ordered],  # None is the missing category
@@ -305,7 +309,7 @@ def _unmodelled_aggs(c) -> list:
     col = F.col(f"`{c.name}`")
     if c.kind == "constant":
         return [F.first(col, ignorenulls=True).alias(f"{c.name}__value")]
-    if c.dtype == "int":
+    if c.dtype == "int" or decimal_of(c.dtype):
         return [F.max(col).alias(f"{c.name}__idmax")]
     s = col.cast("string")
     prefix, digits = F.regexp_extract(s, ID_PATTERN, 1), F.regexp_extract(s, ID_PATTERN, 2)
@@ -334,8 +338,8 @@ def _fit_unmodelled(c, stats: dict) -> dict:
         elif decimal_of(c.dtype) and value is not None:
             value = str(value)  # exact, as JSON
         return {"name": c.name, "kind": "constant", "dtype": c.dtype, "value": value}
-    if c.dtype == "int":
-        return {"name": c.name, "kind": "identifier", "dtype": "int", "max": int(stats[f"{c.name}__idmax"] or 0)}
+    if c.dtype == "int" or decimal_of(c.dtype):  # numbers: above the largest (a decimal's whole part)
+        return {"name": c.name, "kind": "identifier", "dtype": c.dtype, "max": int(stats[f"{c.name}__idmax"] or 0)}
     agg = {k: stats[f"{c.name}__{k}"] for k in ("n", "no_digits", "prefix_min", "prefix_max", "min_len", "max_len",
                                                 "leading_zeros", "max_number")}
     entry = {"name": c.name, "kind": "identifier", "dtype": c.dtype, "width": int(stats[f"{c.name}__width"] or 8)}

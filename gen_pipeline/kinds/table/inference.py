@@ -1,11 +1,13 @@
 """A table's schema inferred from its data: shown, written as an editable file, reused.
 
 On the first preprocess of a table with no schema, each column's kind is inferred from Spark's
-types (Parquet, ORC) or its text (CSV, JSON) over a bounded sample (the first ``sample_rows``
-records, read by Spark). The rules, in order, over the sample's non-missing values (``n`` rows,
+types (Parquet, ORC) or its text (CSV, JSON) over a bounded sample: about ``sample_rows`` records
+drawn (seeded) from the whole input, read by Spark (an input of up to 1.5x that many: all of it).
+Not the first records: a file sorted by date holds one month in its head. The rules, in order, over the sample's non-missing values (``n`` rows,
 ``k`` distinct values):
 
-1. no value at all: ``constant`` (always null), with a warning; one distinct value: ``constant``.
+1. no value at all: ``constant`` (always null), with a warning; one distinct value: ``constant``
+   (of the column's type; in a text file a number, ``2013``, is an ``int`` or ``float``).
 2. every value ``true``/``false`` (also ``t/f``, ``yes/no``, ``y/n``, any case), or a boolean
    Parquet column: ``boolean``.
 3. every value a number: ``int`` when all are integral, else ``float``. An integer column with at
@@ -13,8 +15,9 @@ records, read by Spark). The rules, in order, over the sample's non-missing valu
    children); an integer column whose values are all distinct (``k == n >= 20``) is an
    ``identifier``; any other number is ``continuous``. (``0``/``1`` is categorical, not boolean.)
 4. every value an ISO 8601 date (``2024-03-01``) or ``yyyy/MM/dd`` / ``dd/MM/yyyy`` / ``MM/dd/yyyy``: ``date``; with
-   a time of day (``2024-03-01 12:30:00``, ``T`` or space): ``datetime``. Date/timestamp Parquet
-   columns likewise.
+   a time of day (``2024-03-01 12:30:00``, ``T`` or space): ``datetime``, a wall-clock time; with
+   a zone offset after it (``2024-03-01T12:30:00Z``, ``+02:00``, ``-0500``): ``datetime``, an
+   instant (``timestamp_ltz``, read in UTC). Date/timestamp Parquet columns likewise.
 5. strings, all distinct (``k == n >= 20``), short and without spaces: ``identifier``; long
    (mean length over 40 characters, or over 5 words) and mostly distinct (``k > n / 2``): free
    ``text`` (left out of the model, with a warning); any other string: ``categorical`` (a column
@@ -27,7 +30,7 @@ A kind holds when every sampled value fits it, or, in a sample of 100 or more, a
 In Parquet, ORC and catalog tables, which carry their own types, rules 2-4 read only those types:
 a string column stays a string (``Yes``/``No`` or ``2024-01-02`` strings are categorical), so
 generate writes the input's types: a ``DECIMAL(p,s)`` column is ``decimal(p,s)`` (continuous,
-generated at its scale; as categories or an identifier, an integer), a ``TIMESTAMP`` (an instant,
+generated at its scale; as categories or an identifier too), a ``TIMESTAMP`` (an instant,
 Parquet's isAdjustedToUTC) is ``timestamp_ltz`` and a ``TIMESTAMP_NTZ`` (wall clock) is
 ``timestamp``, a Parquet timestamp stored in milliseconds adds ``[ms]`` (generated in
 milliseconds), and a constant or all-null column keeps its type. ``label`` is never inferred: it
@@ -63,7 +66,8 @@ _NUMBER = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
 _INTEGRAL = re.compile(r"^[+-]?[0-9]+$")
 _DATE_FORMATS = (("%Y-%m-%d", None), ("%Y/%m/%d", "yyyy/MM/dd"), ("%d/%m/%Y", "dd/MM/yyyy"),
                  ("%m/%d/%Y", "MM/dd/yyyy"))
-_ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?$")
+_ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)?$")
+_ZONE = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$")  # an offset or Z after the time of day: an instant
 _INT_TYPES = ("tinyint", "smallint", "byte", "short", "integer", "int", "long", "bigint")  # Spark's names
 _KIND_DTYPE = {"boolean": "bool", "datetime": "timestamp", "date": "date", "text": "string"}
 # Spark's date and timestamp types -> dtypes: TIMESTAMP is an instant, TIMESTAMP_NTZ a wall-clock time.
@@ -103,6 +107,8 @@ def infer_column(name: str, values: pd.Series, spark_type: str = "string", typed
                                                         and v.str.lower().nunique() == 2):
         return Column(name, "boolean", "bool"), "true/false values"
     if k == 1:
+        if parse and own_dtype == "string" and v.str.match(_NUMBER).all():  # "2013" in a CSV stays a number
+            own_dtype = "int" if v.str.match(_INTEGRAL).all() else "float"
         return Column(name, "constant", own_dtype), "one distinct value"
     if spark_type in _TIME_DTYPE:  # dates, and timestamps of their zone kind (an instant, or wall clock)
         kind = "date" if spark_type == "date" else "datetime"
@@ -115,14 +121,17 @@ def infer_column(name: str, values: pd.Series, spark_type: str = "string", typed
             spark_type == "string" and v.str.match(_INTEGRAL).all())
         if spark_type.startswith("decimal") and spark_type.endswith(",0)"):
             integral = True
-        if integral and k <= MAX_INT_CATEGORIES:
-            return Column(name, "categorical", "int"), f"integers with {k} distinct values (<= {MAX_INT_CATEGORIES})"
+        if integral and k <= MAX_INT_CATEGORIES:  # a DECIMAL(p,0) stays one: its values come back as decimals
+            return Column(name, "categorical", decimal or "int"), \
+                f"integers with {k} distinct values (<= {MAX_INT_CATEGORIES})"
         if integral and k == n >= MIN_ID_ROWS:
-            return Column(name, "identifier", "int"), f"integers, all {n} distinct"
+            return Column(name, "identifier", decimal or "int"), f"integers, all {n} distinct"
         return Column(name, "continuous", decimal or ("int" if integral else "float")), \
             f"{'integers' if integral else 'numbers'} with {k} distinct values" + (f" ({decimal})" if decimal else "")
     if spark_type == "string":
         if parse and _mostly(v.str.match(_ISO_DATETIME)):
+            if _mostly(v.str.slice(16).str.contains(_ZONE)):  # 2013-01-01T10:00:00Z, ...+02:00: instants
+                return Column(name, "datetime", "timestamp_ltz"), "ISO 8601 date-times with a zone offset"
             return Column(name, "datetime", "timestamp"), "ISO 8601 date-times"
         for py, spark_fmt in _DATE_FORMATS if parse else ():
             if _mostly(v.str.len().between(8, 10) & pd.to_datetime(v, format=py, errors="coerce").notna()):
@@ -220,7 +229,26 @@ def sample_table(spark, source, options: dict | None = None, sample_rows: int = 
     cast = [F.col(f"`{n}`").cast("string").alias(n) if t.startswith(("date", "timestamp")) else F.col(f"`{n}`")
             for n, t in types.items()]
     sample = df.select(*cast).limit(sample_rows).toPandas()
+    share = spread_fraction(df, sample, sample_rows, None if src.table else inputs, fmt if not src.table else None)
+    if share < 1.0:  # a larger input: a seeded sample over all of it, not its head (a sorted file's first
+        # rows hold one month, one region, ...: a column that varies would look constant)
+        # (no limit at the sample's size: Spark's limit stops at the first partitions that fill it)
+        sample = df.select(*cast).sample(False, share, seed=0).limit(3 * sample_rows).toPandas().head(sample_rows)
     return sample, types, opts
+
+
+def spread_fraction(df, head: pd.DataFrame, sample_rows: int, inputs: list[dict] | None, fmt: str | None) -> float:
+    """The share of the input's rows a spread sample of about ``sample_rows`` takes (1.0: the head
+    already holds every row, or nearly). Rows are counted from Parquet/ORC metadata or a catalog
+    table, and estimated for text files from their bytes and the head's text length per row."""
+    if len(head) < sample_rows:
+        return 1.0  # the whole input is in the head
+    if fmt in ("csv", "json") and inputs:
+        per_row = sum(head[c].astype(str).str.len().sum() + len(head) for c in head.columns) / len(head)
+        rows = sum(i["bytes"] for i in inputs) / max(per_row, 1.0)
+    else:
+        rows = df.count()  # columnar files and tables: from metadata
+    return 1.0 if rows <= 1.5 * sample_rows else min(1.0, sample_rows / rows)
 
 
 def parquet_units(path: str) -> dict[str, str]:
@@ -279,8 +307,6 @@ def apply_overrides(schema: TableSchema, overrides: dict[str, str], sample: pd.D
             dtype = old.dtype  # the zone kind stays
         if kind == "continuous" and dtype == "string":
             dtype = "float"
-        if kind not in ("continuous", "constant", "label") and decimal_of(dtype):  # a decimal as categories
-            dtype = "int" if decimal_of(dtype)[1] == 0 else "float"
         by_name[name] = dataclasses.replace(old, kind=kind, dtype=dtype,
                                             format=old.format if kind in ("date", "datetime") else None)
     out = dataclasses.replace(schema, columns=tuple(by_name[c.name] for c in schema.columns))
@@ -336,7 +362,7 @@ def resolve_schema(spark, source, name: str, work_dir: Path, *, schema_path: str
         schema, why = infer_schema(sample, types, opts)
         saved.parent.mkdir(parents=True, exist_ok=True)
         part = saved.with_name(f".{saved.name}.part")
-        part.write_text(schema.to_yaml(f"Schema of {name}, inferred from the first {len(sample):,} records of "
+        part.write_text(schema.to_yaml(f"Schema of {name}, inferred from {len(sample):,} records sampled from "
                                        f"{', '.join(map(str, source.paths))}.\n"
                                        "Edit kinds here (continuous, categorical, boolean, datetime, date, "
                                        "identifier, constant, text, label); the next preprocess uses this file."))

@@ -185,7 +185,7 @@ class TableSchema:
             raise PipelineError(f"{where}: the schema has no columns")
         seen = set()
         allowed = {"continuous": ("int", "float", "decimal"), "boolean": ("bool",), "datetime": TIMESTAMPS,
-                   "date": ("date",), "categorical": ("int", "float", "string", "bool", "date", *TIMESTAMPS)}
+                   "date": ("date",), "categorical": ("int", "float", "decimal", "string", "bool", "date", *TIMESTAMPS)}
         for c in self.columns:
             if c.name in seen:
                 raise PipelineError(f"{where}: column {c.name!r} appears twice; rename one")

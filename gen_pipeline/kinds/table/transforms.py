@@ -40,7 +40,8 @@ MAX_CATEGORIES = 100  # transform.max_categories: one-hot slots per categorical 
 MAX_RARE_VALUES = 100_000  # the rare values a capped column keeps (to draw from) in the spec
 OTHER = "\x00other"  # the shared slot of a capped column's rare values (never a real value)
 _TIME_KINDS = ("datetime", "date")
-_TIME_STEPS = (60_000_000, 1_000_000, 1_000)  # a minute, a second, a millisecond (in microseconds)
+# an hour, a minute, a second, a millisecond (in microseconds): hourly stamps stay on the hour
+_TIME_STEPS = (3_600_000_000, 60_000_000, 1_000_000, 1_000)
 _NUMERIC_KINDS = ("continuous", "datetime", "date")
 
 # 2 adds the "vgm" continuous method; 3 adds its point-mass modes (``stds`` of 0). Older specs
@@ -244,6 +245,8 @@ class TableTransformer:
                     out[:, start + w + 1] = missing
             else:
                 cats = col["categories"]
+                if decimal_of(col.get("dtype", "string")):  # the categories are decimals' text on their scale
+                    values = values.map(lambda v, d=col["dtype"]: decimal_text(v, d))
                 known = [c for c in cats if c is not None]
                 position = np.array([cats.index(c) for c in known] + [-1], dtype=np.int64)
                 codes = position[pd.Categorical(values, categories=known).codes]  # -1: unseen or null
@@ -370,7 +373,23 @@ def _decode_categories(col: dict, code: np.ndarray, rng: np.random.Generator):
             p = np.asarray(col["other_frequencies"], dtype=np.float64)
             pool = np.array(col["other_values"], dtype=object)
             values[other] = pool[rng.choice(len(pool), size=int(other.sum()), p=p / p.sum())]
+    if decimal_of(col.get("dtype", "string")):  # kept as text on the column's scale: exact decimals again
+        import decimal
+
+        return pa.array([None if v is None else decimal.Decimal(v) for v in values.tolist()],
+                        type=_arrow_type(col["dtype"]))
     return pa.array(values.tolist(), type=_arrow_type(col.get("dtype", "string")))
+
+
+def decimal_text(value, dtype: str) -> str | None:
+    """A decimal column's value as text on the column's scale (``decimal(8,2)``: 5 -> ``"5.00"``),
+    how a decimal category is kept in the spec and matched when encoding; None for a missing value."""
+    import decimal
+
+    if value is None or (isinstance(value, float) and value != value) or value is pd.NA:
+        return None
+    scale = decimal_of(dtype)[1]
+    return str(decimal.Decimal(str(value)).quantize(decimal.Decimal(1).scaleb(-scale)))
 
 
 def _regenerate(col: dict, n: int, rng: np.random.Generator, row_offset: int | None):
@@ -399,8 +418,10 @@ def _regenerate(col: dict, n: int, rng: np.random.Generator, row_offset: int | N
         return pa.array([v] * n, type=_arrow_type(col["dtype"]))
     start = row_offset if row_offset is not None else int(rng.integers(0, 2**30)) << 22
     index = start + np.arange(n, dtype=np.int64)
-    if col["dtype"] == "int":
-        return pa.array(col["max"] + 1 + index, type=pa.int64())
+    if col["dtype"] == "int" or decimal_of(col["dtype"]):  # a decimal id: whole numbers on its scale
+        ids = pa.array(col["max"] + 1 + index, type=pa.int64())
+        return ids if col["dtype"] == "int" else ids.cast(pa.decimal128(38, decimal_of(col["dtype"])[1])) \
+            .cast(_arrow_type(col["dtype"]))  # int64 casts only to 19+ digits; then to the column's precision
     fmt = col.get("format")
     if fmt:
         first = int(fmt["max"]) + 1 + start  # Python integers: any number of digits

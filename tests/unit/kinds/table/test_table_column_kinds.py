@@ -197,6 +197,50 @@ def test_decimals_keep_precision_and_scale_and_timestamps_their_zone_kind():
     assert (back["since"] == pd.Timestamp("2020-01-01", tz="UTC")).all()
 
 
+def test_decimal_categories_and_ids_come_back_as_decimals_of_their_scale():
+    """A decimal column inferred (or declared) categorical or identifier decodes to decimal128 of its
+    own precision and scale, not to an integer: the categories are kept as text on the column's
+    scale (``5.5`` given as ``5.50`` matches), capped ones included; ids are new whole numbers."""
+    import decimal
+
+    from gen_pipeline.kinds.table.transforms import decimal_text
+
+    rng = np.random.default_rng(2)
+    n = 600
+    rate = pd.Series([decimal.Decimal(v) for v in rng.choice(["0.05", "1.50", "12.25"], n)], dtype=object)
+    rate[::7] = None
+    code = pd.Series([decimal.Decimal(int(v)) for v in rng.integers(0, 40, n)], dtype=object)
+    acct = pd.Series([decimal.Decimal(1000 + i) for i in range(n)], dtype=object)
+    schema = TableSchema(columns=(Column("rate", "categorical", "decimal(6,2)"),
+                                  Column("code", "categorical", "decimal(12,0)"),
+                                  Column("acct", "identifier", "decimal(18,0)")))
+
+    def cats(values, dtype):
+        vc = values.map(lambda v: decimal_text(v, dtype)).value_counts(dropna=False)
+        return {"categories": [None if pd.isna(v) else v for v in vc.index], "frequencies": (vc / n).tolist()}
+
+    cols = [{"name": "rate", "kind": "categorical", "dtype": "decimal(6,2)", **cats(rate, "decimal(6,2)")},
+            _cap_categories({"name": "code", "kind": "categorical", "dtype": "decimal(12,0)",
+                             **cats(code, "decimal(12,0)")}, 10),
+            {"name": "acct", "kind": "identifier", "dtype": "decimal(18,0)", "max": 1000 + n - 1}]
+    t = TableTransformer({"version": 3, "schema": schema.to_dict(), "columns": cols, "fitted_rows": n})
+    df = pd.DataFrame({"rate": rate, "code": code, "acct": acct})
+    x, reasons = t.transform(df, strict=True)
+    assert all(r is None for r in reasons)
+    out = t.inverse_to_arrow(x, row_offset=0)
+    assert out.schema == pa.schema([("rate", pa.decimal128(6, 2)), ("code", pa.decimal128(12, 0)),
+                                    ("acct", pa.decimal128(18, 0))])
+    back = out.to_pandas()
+    assert back["rate"].tolist() == rate.tolist()  # exact values and nulls, on the scale: Decimal("1.50")
+    assert all(v.as_tuple().exponent == -2 for v in back["rate"].dropna())
+    kept = code.map(lambda v: decimal_text(v, "decimal(12,0)")).isin(t.columns[1]["categories"])
+    assert (back["code"][kept] == code[kept]).all() and set(back["code"]) <= set(code)  # rare ones from the pool
+    assert back["acct"].is_unique and back["acct"].min() > acct.max()
+    x2, reasons = t.transform(pd.DataFrame({"rate": [decimal.Decimal("1.5")], "code": [decimal.Decimal(3)],
+                                            "acct": [decimal.Decimal(1)]}), strict=True)
+    assert reasons == [None] and t.inverse_to_arrow(x2).column("rate").to_pylist() == [decimal.Decimal("1.50")]
+
+
 def test_the_validation_pass_types_decimals_and_instants():
     """``validation.validate_fields`` on fields as Spark's readers give them: a decimal field typed
     by Spark's cast (null when it does not fit the precision) and a timestamp of either zone kind."""

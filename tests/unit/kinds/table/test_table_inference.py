@@ -29,13 +29,17 @@ def _kind(values, spark_type="string"):
     ([1.5, 2.0, 3.25], "double", ("continuous", "float")),
     ([i % 30 for i in range(100)], "bigint", ("continuous", "int")),
     (["2024-01-02 10:00:00", "2024-01-03T11:30"], "string", ("datetime", "timestamp")),
+    (["2013-01-01T10:00:00Z", "2013-01-01 11:00:00+02:00", "2013-01-02T05:00-0500"], "string",
+     ("datetime", "timestamp_ltz")),  # a zone offset: instants
+    (["2013"] * 30, "string", ("constant", "int")),  # a constant number in a text file stays a number
     (["2024-01-02", "2023-12-31"], "string", ("date", "date")),
     (["31/12/2023", "01/02/2024"], "string", ("date", "date")),
     ([pd.Timestamp("2024-01-01"), pd.Timestamp("2024-02-01")], "timestamp", ("datetime", "timestamp_ltz")),  # instant
     ([pd.Timestamp("2024-01-01"), pd.Timestamp("2024-02-01")], "timestamp_ntz", ("datetime", "timestamp")),
     ([Decimal("1.25"), Decimal("20.50"), Decimal("3.10")], "decimal(10,2)", ("continuous", "decimal(10,2)")),
     ([Decimal(i * 7 % 50) for i in range(100)], "decimal(12,0)", ("continuous", "decimal(12,0)")),
-    ([Decimal(i % 4) for i in range(100)], "decimal(12,0)", ("categorical", "int")),  # few integers: categories
+    ([Decimal(i % 4) for i in range(100)], "decimal(12,0)", ("categorical", "decimal(12,0)")),  # categories, decimals
+    ([Decimal(i) for i in range(100)], "decimal(12,0)", ("identifier", "decimal(12,0)")),
     ([Decimal("9.99")] * 30, "decimal(5,2)", ("constant", "decimal(5,2)")),  # a constant keeps its type
     ([pd.Timestamp("2024-01-01")] * 30, "timestamp", ("constant", "timestamp_ltz")),
     ([None] * 30, "double", ("constant", "float")),  # an all-null typed column too
@@ -108,8 +112,8 @@ def test_decimal_and_time_zone_dtypes_in_the_schema_file_and_in_spark_and_arrow(
         (tmp_path / "d.yaml").write_text(f"columns:\n  - {{name: a, kind: continuous, dtype: '{dtype}'}}\n")
         with pytest.raises(PipelineError, match=message):
             TableSchema.from_yaml(tmp_path / "d.yaml")
-    (tmp_path / "c.yaml").write_text("columns:\n  - {name: a, kind: categorical, dtype: 'decimal(5,2)'}\n")
-    with pytest.raises(PipelineError, match="kind categorical needs dtype"):
+    (tmp_path / "c.yaml").write_text("columns:\n  - {name: a, kind: boolean, dtype: 'decimal(5,2)'}\n")
+    with pytest.raises(PipelineError, match="kind boolean needs dtype"):
         TableSchema.from_yaml(tmp_path / "c.yaml")
     out = apply_overrides(schema, {"amount": "categorical", "at": "datetime"})
-    assert [c.dtype for c in out.columns][:2] == ["float", "timestamp_ltz"]  # categories of a decimal; the zone kept
+    assert [c.dtype for c in out.columns][:2] == ["decimal(12,2)", "timestamp_ltz"]  # decimal categories; the zone kept
