@@ -3,7 +3,7 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
-CONFIG ?= configs/adult_tvae.yaml
+CONFIG ?= configs/adult_tvae_ar.yaml
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-fast venv clean
