@@ -233,7 +233,7 @@ class _SamplingPlan:
     block = 512  # rows: the running sums of a block stay in cache (4,096 rows ran 1.8x slower on Adult)
 
     def __init__(self, dec: _ARDecoder, spans, data_dim: int, latent: int):
-        self.d, self.latent = data_dim, latent
+        self.latent = latent
         self.n_spans = len(spans)
         cat_index = {i: c for c, i in enumerate(i for i, s in enumerate(spans) if s.kind == "categorical")}
         self.n_codes = len(cat_index)
