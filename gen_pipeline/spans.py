@@ -29,3 +29,9 @@ class Span:
     cond: bool = False  # a categorical COLUMN (not a mode or a null flag): conditions can name it
     freqs: tuple[float, ...] = ()  # for a ``cond`` span, its categories' training frequencies
     shape: tuple[int, ...] = ()  # for an ``image`` span, (C, H, W) (empty: one square grey plane)
+
+
+def image_hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of an image size given as a side S (S x S) or as (H, W): how image sources, the conv
+    models and the FID classifier take a size."""
+    return (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) else (int(size), int(size))

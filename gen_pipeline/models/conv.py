@@ -24,20 +24,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from gen_pipeline.errors import PipelineError
-from gen_pipeline.spans import Span
+from gen_pipeline.spans import Span, image_hw
 
 
 def image_channels(spans: list[Span]) -> int:
     """C of the image span's (C, H, W) shape: 1 (grey) when the span carries no shape."""
     image = [s for s in spans if s.kind == "image"]
     return int(image[0].shape[0]) if image and image[0].shape else 1
-
-
-def image_hw(side: int | tuple[int, int]) -> tuple[int, int]:
-    """(H, W) of an image size given as a side S (S x S) or as (H, W)."""
-    if isinstance(side, (tuple, list)):
-        return int(side[0]), int(side[1])
-    return int(side), int(side)
 
 
 def geometry(spans: list[Span], data_dim: int) -> tuple[tuple[int, int], int]:

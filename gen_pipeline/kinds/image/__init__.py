@@ -51,8 +51,8 @@ class ImageKind(DataKind):
         return RawRecords(source.name, frame, file_listing(source.files[:10_000]), {"source": source})
 
     def fit(self, spark, good, records: RawRecords, cfg) -> dict:
-        from gen_pipeline.kinds.image.sources import image_hw
         from gen_pipeline.kinds.image.transform import IMAGE_SPEC_VERSION, PIXEL_MAX
+        from gen_pipeline.spans import image_hw
 
         source = records.context["source"]
         layout = "row-major pixels, then the label one-hot" if source.channels == 1 else \

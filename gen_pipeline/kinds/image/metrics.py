@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from gen_pipeline.errors import PipelineError
 from gen_pipeline.layout import CLASSIFIER_FILE, PreprocessOutput
-from gen_pipeline.models.conv import image_hw
+from gen_pipeline.spans import image_hw
 
 FEATURE_DIM = 128
 

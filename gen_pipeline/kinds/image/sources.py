@@ -36,6 +36,7 @@ import numpy as np
 from gen_pipeline.config import PipelineConfig
 from gen_pipeline.errors import PipelineError
 from gen_pipeline.kinds.image.transform import PIXEL_MAX
+from gen_pipeline.spans import image_hw
 
 UNIT_ROWS = 5_000  # images per Spark task
 RAW_DDL = "source string, `index` bigint, split_hint string, label int, pixels binary, reason string"
@@ -91,11 +92,6 @@ def idx_source(name: str, pairs: list[tuple[Path, Path, str]], size: int, classe
                           "start": start, "count": min(UNIT_ROWS, n - start)})
     files = tuple(Path(f) for p in pairs for f in p[:2])
     return ImageSource(name, "idx", files, size, classes, tuple(units))
-
-
-def image_hw(size: int | tuple[int, int]) -> tuple[int, int]:
-    """(H, W) of an ``ImageSource.size``: S means S x S."""
-    return (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) else (int(size), int(size))
 
 
 def _size_text(h: int, w: int) -> str:
