@@ -156,7 +156,7 @@ class TrainConfig(_Strict):
     # The least number of optimizer steps (per worker) the run takes: a small train split makes
     # each epoch longer (several passes over the data) instead of starving the model. An epoch
     # stays the unit of the per-epoch lines, checkpoints and pictures: ``epochs`` of them, each of
-    # max(one pass, ceil(min_steps / epochs)) steps. None: the data kind's default (3,000 for
+    # max(one pass, ceil(min_steps / epochs)) steps. None: the data kind's default (4,000 for
     # images, 0, one pass per epoch, for tables).
     min_steps: int | None = Field(default=None, ge=0)
     batch_size: int = Field(default=500, ge=2)
@@ -170,6 +170,11 @@ class TrainConfig(_Strict):
     # steps are bound by kernel launches, not arithmetic, so float32 can be faster
     # (benchmarks/RESULTS.md, GPU). bf16 pays off for wider models.
     precision: Literal["bf16", "fp32"] = "bf16"
+    # On CPU: bf16 autocast only where the CPU has native bf16 instructions (oneDNN reports them:
+    # AVX512-BF16 or AMX); float32 elsewhere whatever this says. None: the data kind's default,
+    # bf16 for images (the DCGAN's step takes 0.62x the CPU time, benchmarks/RESULTS.md) and
+    # float32 for tables (small MLPs gain little, and their likelihoods want the precision).
+    cpu_precision: Literal["bf16", "fp32"] | None = None
     # memory: each worker reads the encoded Parquet into tensors once (tables that fit in RAM).
     loader: Literal["petastorm", "ray_data", "memory"] = "ray_data"
     # ray_data: a train split whose decoded size is at most this share of Ray's object store is

@@ -96,7 +96,8 @@ class Runtime:
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.sql.execution.arrow.maxRecordsPerBatch", "65536")
             .config("spark.sql.session.timeZone", "UTC")
-            .config("spark.ui.showConsoleProgress", "true")
+            # Spark's progress bar on a terminal; in a log file it is a run of overwritten lines
+            .config("spark.ui.showConsoleProgress", str(sys.stderr.isatty()).lower())
             .config("spark.ui.enabled", os.environ.get("SPARK_UI_ENABLED", "false"))
             .config("spark.driver.memory", os.environ.get("SPARK_DRIVER_MEMORY", "2g"))
             .config("spark.executorEnv.PYTHONWARNINGS", os.environ["PYTHONWARNINGS"])

@@ -78,6 +78,7 @@ class DataKind:
     split_columns: tuple[str, ...] = ()  # what the split hash reads (identical records, same split)
     quarantine_columns: tuple[str, ...] = ()  # written beside the reason for each bad record
     default_min_steps: int = 0  # train.min_steps when the config leaves it unset
+    default_cpu_precision: str = "fp32"  # train.cpu_precision when the config leaves it unset
     reason_group: str = r"^(.*)$"  # the part of a reason the manifest counts by
 
     # ---- preprocess ------------------------------------------------------------------------

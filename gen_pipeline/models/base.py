@@ -27,6 +27,12 @@ def mlp(dims: list[int], act: Callable[[], nn.Module] = nn.ReLU, last_act: bool 
     return nn.Sequential(*layers)
 
 
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)) per row, in nats: (B,). Kingma & Welling 2014,
+    appendix B: -1/2 * sum(1 + log sigma^2 - mu^2 - sigma^2)."""
+    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
+
+
 def adam(params, **kwargs) -> torch.optim.Adam:
     """Adam over ``params``; on CUDA its fused kernel, one launch per step for all tensors
     (the default issues several per tensor, and small models' steps are launch-bound on a GPU)."""

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gen_pipeline.models.base import GenerativeModel, adam
+from gen_pipeline.models.base import GenerativeModel, adam, gaussian_kl
 from gen_pipeline.models.conv import (DownTower, UpTower, geometry, image_channels, label_planes, label_start,
                                        one_hot_labels, split_batch)
 
@@ -97,11 +97,6 @@ class ConvVAE(GenerativeModel):
             nll = nll - cb_log_norm(logits).sum(1)
         return nll
 
-    @staticmethod
-    def kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        # KL(N(mu, sigma^2) || N(0, I)) per image, Kingma & Welling 2014, appendix B.
-        return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
-
     def train_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         opt = self.optimizers["vae"]
         opt.zero_grad(set_to_none=True)
@@ -109,7 +104,7 @@ class ConvVAE(GenerativeModel):
         eps = torch.randn(x.shape[0], self.cfg.latent_dim, device=batch.device)
         logits, mu, logvar = self._run(x, y, eps)
         nll = self.nll(x.flatten(1), logits.float()).mean()
-        kl = self.kl(mu.float(), logvar.float()).mean()
+        kl = gaussian_kl(mu.float(), logvar.float()).mean()
         loss = nll + kl  # the negative ELBO, nats per image
         loss.backward()
         opt.step()
@@ -137,14 +132,14 @@ class ConvVAE(GenerativeModel):
         mu, logvar = self.net.encode(x, y)
         eps = torch.randn(mu.shape, generator=generator, device=mu.device)
         z = mu + torch.exp(0.5 * logvar) * eps
-        return -(self.nll(x.flatten(1), self.net.decode(z, y)) + self.kl(mu, logvar))
+        return -(self.nll(x.flatten(1), self.net.decode(z, y)) + gaussian_kl(mu, logvar))
 
     @torch.no_grad()
     def neg_elbo(self, x: torch.Tensor) -> torch.Tensor:
         """Negative ELBO per image in nats, decoding the posterior mean: (B,)."""
         img, y = self._split(x)
         mu, logvar = self.net.encode(img, y)
-        return self.nll(img.flatten(1), self.net.decode(mu, y)) + self.kl(mu, logvar)
+        return self.nll(img.flatten(1), self.net.decode(mu, y)) + gaussian_kl(mu, logvar)
 
     def nll_floor(self, x: torch.Tensor) -> torch.Tensor:
         """The least -log p(x | z) any decoder can reach for these images, nats: (B,).

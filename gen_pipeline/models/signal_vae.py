@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from gen_pipeline.models.base import GenerativeModel, adam, mlp
+from gen_pipeline.models.base import GenerativeModel, adam, gaussian_kl, mlp
 
 
 class SignalVAE(GenerativeModel):
@@ -34,7 +34,7 @@ class SignalVAE(GenerativeModel):
         recon = dec(z)
         nll = 0.5 * ((x - recon) / self.log_sigma.exp()).pow(2).sum(1) + x.shape[1] * (
             self.log_sigma + 0.5 * math.log(2 * math.pi))
-        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
+        kl = gaussian_kl(mu, logvar)
         return nll + kl
 
     def train_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -10,29 +10,47 @@ import math
 import torch
 from torch import nn
 
-from gen_pipeline.models.base import GenerativeModel, adam, forward_numpy, mlp
+from gen_pipeline.models.base import GenerativeModel, adam, forward_numpy, gaussian_kl, mlp
 
 _LOG_2PI = math.log(2 * math.pi)
 
 
-class _VAENet(nn.Module):
-    """Encoder + decoder + learned output scales: one forward, so DDP syncs all of it."""
+class _GaussianEncoder(nn.Module):
+    """x -> the mean and log-variance of a diagonal Gaussian q(z | x), and a draw from it by the
+    reparameterisation trick: the part every tabular VAE's network shares (its parameter names,
+    ``encoder``, ``to_mu`` and ``to_logvar``, are those of the saved state dicts)."""
 
-    def __init__(self, data_dim: int, hidden: list[int], latent: int, n_cont: int):
+    logvar_range: tuple[float, float] | None = None  # a clamp on the log-variance, where set
+
+    def __init__(self, data_dim: int, hidden: list[int], latent: int):
         super().__init__()
         self.encoder = mlp([data_dim, *hidden])
         self.to_mu = nn.Linear(hidden[-1], latent)
         self.to_logvar = nn.Linear(hidden[-1], latent)
-        self.decoder = mlp([latent, *reversed(hidden), data_dim], last_act=False)
-        self.log_sigma = nn.Parameter(torch.full((n_cont,), math.log(0.1)))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
-        return self.to_mu(h), self.to_logvar(h)
+        logvar = self.to_logvar(h)
+        if self.logvar_range is not None:
+            logvar = logvar.clamp(*self.logvar_range)
+        return self.to_mu(h), logvar
+
+    def draw(self, x: torch.Tensor, eps: torch.Tensor):
+        """(z, mu, logvar) with z = mu + sigma * eps, each (B, L)."""
+        mu, logvar = self.encode(x)
+        return mu + torch.exp(0.5 * logvar) * eps, mu, logvar
+
+
+class _VAENet(_GaussianEncoder):
+    """Encoder + decoder + learned output scales: one forward, so DDP syncs all of it."""
+
+    def __init__(self, data_dim: int, hidden: list[int], latent: int, n_cont: int):
+        super().__init__(data_dim, hidden, latent)
+        self.decoder = mlp([latent, *reversed(hidden), data_dim], last_act=False)
+        self.log_sigma = nn.Parameter(torch.full((n_cont,), math.log(0.1)))
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor):
-        mu, logvar = self.encode(x)  # (B, L) each
-        z = mu + torch.exp(0.5 * logvar) * eps  # reparameterisation trick
+        z, mu, logvar = self.draw(x, eps)
         return self.decoder(z), mu, logvar
 
 
@@ -105,18 +123,13 @@ class TabularVAE(GenerativeModel):
         chosen = (recon * x).masked_fill(~self._cat_cols, 0.0).sum(1)
         return logsumexp.sum(1) - chosen
 
-    @staticmethod
-    def _kl_per_row(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        # KL(N(mu, sigma^2) || N(0, I)), Kingma & Welling 2014, appendix B.
-        return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
-
     def train_step(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         opt = self.optimizers["vae"]
         opt.zero_grad(set_to_none=True)
         eps = torch.randn(batch.shape[0], self.cfg.latent_dim, device=batch.device)
         recon, mu, logvar = self._run(batch, eps)
         nll = self._nll_per_row(batch, recon.float()).mean()
-        kl = self._kl_per_row(mu.float(), logvar.float()).mean()
+        kl = gaussian_kl(mu.float(), logvar.float()).mean()
         loss = self.cfg.loss_factor * nll + kl
         loss.backward()
         opt.step()
@@ -143,4 +156,4 @@ class TabularVAE(GenerativeModel):
         """Negative ELBO per row in nats (higher = more anomalous), decoding the posterior mean."""
         mu, logvar = self.net.encode(x)
         recon = self.net.decoder(mu)
-        return self._nll_per_row(x, recon) + self._kl_per_row(mu, logvar)
+        return self._nll_per_row(x, recon) + gaussian_kl(mu, logvar)

@@ -38,8 +38,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gen_pipeline.models.base import mlp, update_ema
-from gen_pipeline.models.vae import TabularVAE
+from gen_pipeline.models.base import gaussian_kl, mlp, update_ema
+from gen_pipeline.models.vae import TabularVAE, _GaussianEncoder
 
 _LOG_2PI = math.log(2 * math.pi)
 _LOG_SIGMA = (math.log(0.005), math.log(2.0))  # per-row scales of a continuous value, clamped
@@ -107,23 +107,17 @@ class _ARDecoder(nn.Module):
         return self.out(h) + self.direct(inp)
 
 
-class _ARVAENet(nn.Module):
+class _ARVAENet(_GaussianEncoder):
     """The TVAE's encoder and the masked decoder: one forward, so DDP syncs all of it."""
 
+    logvar_range = (-12.0, 8.0)
+
     def __init__(self, spans, data_dim: int, hidden: list[int], latent: int, decoder_hidden: list[int]):
-        super().__init__()
-        self.encoder = mlp([data_dim, *hidden])
-        self.to_mu = nn.Linear(hidden[-1], latent)
-        self.to_logvar = nn.Linear(hidden[-1], latent)
+        super().__init__(data_dim, hidden, latent)
         self.decoder = _ARDecoder(spans, data_dim, latent, decoder_hidden)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.encoder(x)
-        return self.to_mu(h), self.to_logvar(h).clamp(-12.0, 8.0)
-
     def forward(self, x: torch.Tensor, eps: torch.Tensor):
-        mu, logvar = self.encode(x)
-        z = mu + torch.exp(0.5 * logvar) * eps
+        z, mu, logvar = self.draw(x, eps)
         return self.decoder(z, x), mu, logvar
 
 
@@ -175,7 +169,7 @@ class AutoregressiveVAE(TabularVAE):
         """Negative ELBO per row in nats (higher = more anomalous), decoding the posterior mean."""
         net = self._final()
         mu, logvar = net.encode(x)
-        return self._nll_per_row(x, net.decoder(mu, x)) + self._kl_per_row(mu, logvar)
+        return self._nll_per_row(x, net.decoder(mu, x)) + gaussian_kl(mu, logvar)
 
     @torch.no_grad()
     def sample_drawn(self, n: int, generator: torch.Generator | None = None,

@@ -32,6 +32,7 @@ import math
 import torch
 from torch import nn
 
+from gen_pipeline.models.base import gaussian_kl
 from gen_pipeline.models.vae import TabularVAE, _VAENet
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -73,13 +74,11 @@ class _MixVAENet(_VAENet):
     """The TVAE's encoder, decoder and output scales, and the prior: one forward, so DDP syncs
     all of them."""
 
+    logvar_range = (-12.0, 8.0)
+
     def __init__(self, data_dim: int, hidden: list[int], latent: int, n_cont: int, components: int):
         super().__init__(data_dim, hidden, latent, n_cont)
         self.prior = _MixturePrior(components, latent)
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = super().encode(x)
-        return mu, logvar.clamp(-12.0, 8.0)
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor, joint: bool):
         """(reconstruction logits, per-row KL term, per-row prior fit term).
@@ -89,12 +88,11 @@ class _MixVAENet(_VAENet):
         form against N(0, I) as in the TVAE, and the mixture fits the posterior samples on its
         own: -log p(z) at the detached z, a gradient for the prior only.
         """
-        mu, logvar = self.encode(x)
-        z = mu + torch.exp(0.5 * logvar) * eps
+        z, mu, logvar = self.draw(x, eps)
         if joint:
             log_q = -0.5 * (eps * eps + logvar + _LOG_2PI).sum(1)  # N(z; mu, sigma^2) at z = mu + sigma * eps
             return self.decoder(z), log_q - self.prior.log_prob(z), z.new_zeros(())
-        kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)
+        kl = gaussian_kl(mu, logvar)
         return self.decoder(z), kl, -self.prior.log_prob(z[:_PRIOR_FIT_ROWS].detach())
 
 

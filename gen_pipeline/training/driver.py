@@ -37,7 +37,7 @@ def steps_per_epoch(cfg: PipelineConfig, train_rows: int, default_min_steps: int
 
     One pass over the train split is ``train_rows // (workers * batch_size)`` steps. An epoch is
     at least one pass, and long enough that ``train.epochs`` of them make ``train.min_steps``
-    steps (None: the data kind's default, 3,000 for images, 0 for tables): a small set then
+    steps (None: the data kind's default, 4,000 for images, 0 for tables): a small set then
     takes several passes per epoch (the loaders start over within an epoch) instead of a few
     hundred steps in all. Every per-epoch thing (the line, MLflow metrics, the checkpoint, the
     sample grid and FID, the ETA) stays one per epoch.

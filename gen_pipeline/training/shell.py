@@ -53,6 +53,20 @@ def _dies_mid_epoch(batches: BatchSource, epoch_1based: int) -> BatchSource:
     return wrapped
 
 
+def bf16_autocast(cfg: PipelineConfig, kind, device: torch.device) -> bool:
+    """Whether the train steps run under bf16 autocast: ``train.precision`` on a GPU;
+    ``train.cpu_precision`` (else the data kind's default) on a CPU with native bf16 instructions
+    (oneDNN's own check), float32 on one without, where bf16 would be emulated and slower."""
+    if device.type == "cuda":
+        return cfg.train.precision == "bf16"
+    if (cfg.train.cpu_precision or kind.default_cpu_precision) != "bf16":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False
+
+
 def _quiet_ray_train_logs(level: int) -> None:
     import logging
 
@@ -121,11 +135,12 @@ def worker_loop(config: dict) -> None:
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, transformer.spans, transformer.output_dim)
     device = ray.train.torch.get_device()
+    autocast = bf16_autocast(cfg, kind, device)
     if rank == 0:
         backend = torch.distributed.get_backend() if torch.distributed.is_initialized() else "none"
-        how = "bf16 autocast" if cfg.train.precision == "bf16" else "float32"
-        name = f" ({torch.cuda.get_device_name(device)}, {how})" if device.type == "cuda" else ""
-        print(f"[train] {world} worker(s) on {device.type}{name}, process group: {backend}", flush=True)
+        how = "bf16 autocast" if autocast else "float32"
+        name = f"{torch.cuda.get_device_name(device)}, " if device.type == "cuda" else ""
+        print(f"[train] {world} worker(s) on {device.type} ({name}{how}), process group: {backend}", flush=True)
     model.to(device)
     model.configure_optimizers(cfg.train.lr, cfg.train.weight_decay)
 
@@ -194,7 +209,7 @@ def worker_loop(config: dict) -> None:
         fit(model, batches, epochs=cfg.train.epochs, steps_per_epoch=plan.steps_per_epoch,
             batch_rows=cfg.train.batch_size * world, device=device, state=state,
             on_epoch_end=on_epoch_end, log=(lambda s: print(s, flush=True)) if rank == 0 else None,
-            autocast=device.type == "cuda" and cfg.train.precision == "bf16", seed=cfg.train.seed * 1000 + rank)
+            autocast=autocast, seed=cfg.train.seed * 1000 + rank)
     finally:
         if close:
             close()

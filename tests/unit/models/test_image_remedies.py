@@ -129,9 +129,10 @@ def test_min_steps_lengthens_the_epochs_of_a_small_set_only():
         return steps_for(cfg, rows, kind_of(cfg).default_min_steps)
 
     cfg = load_config("configs/fashion_dcgan.yaml")  # 2 workers x 128 rows, 15 epochs
-    assert steps_per_epoch(cfg, 56_934) == (222, "")  # a full pass already gives >= min_steps
-    steps, note = steps_per_epoch(cfg, 5_693)  # 10%: 22 steps a pass
-    assert steps * cfg.train.epochs >= 3000 > (steps - 1) * cfg.train.epochs and "passes" in note
+    assert steps_per_epoch(cfg, 200_000) == (781, "")  # a full pass already gives >= min_steps
+    for rows in (56_934, 5_693):  # all of Fashion's train split (222 steps a pass), 10% (22)
+        steps, note = steps_per_epoch(cfg, rows)
+        assert steps * cfg.train.epochs >= 4000 > (steps - 1) * cfg.train.epochs and "passes" in note
     tiny = load_config("configs/digits_dcgan_tiny.yaml")
     assert steps_per_epoch(tiny, 1_440) == (11, "")  # min_steps: 0
     table = load_config("configs/adult_tvae.yaml")
