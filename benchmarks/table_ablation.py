@@ -53,6 +53,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--discrete", type=int, default=0)
     ap.add_argument("--no-columns", action="store_true", help="skip the detector on each column alone")
+    ap.add_argument("--save", type=Path, help="write the sampled rows to this Parquet file")
+    ap.add_argument("--quantile-rest", type=int, default=0, metavar="Q",
+                    help="with --discrete: columns that are not all point masses through a Q-point quantile transform")
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON", help="model fields, e.g. latent_dim=16")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -64,7 +67,11 @@ def main() -> None:
     if a.discrete:
         for col in spec["columns"]:
             if col.get("method") == "vgm":
-                col.update(fit_vgm(train[col["name"]].dropna().astype(float).to_numpy(), discrete_values=a.discrete))
+                values = train[col["name"]].dropna().astype(float).to_numpy()
+                col.update(fit_vgm(values, discrete_values=a.discrete))
+                if a.quantile_rest and any(col["stds"]):
+                    probs = np.linspace(0.0, 1.0, a.quantile_rest + 1)
+                    col.update(method="quantile", probs=probs.tolist(), quantiles=np.quantile(values, probs).tolist())
     tr = TableTransformer(spec)
     x = torch.from_numpy(tr.transform(train)[0] if a.discrete else pre.read_encoded("train")[0])
 
@@ -85,6 +92,8 @@ def main() -> None:
     synth = tr.inverse_transform(model.sample(len(train), torch.Generator().manual_seed(1)).numpy())
     sample_s = time.perf_counter() - t1
 
+    if a.save:
+        synth.to_parquet(a.save)
     schema, (train_v, test_v, synth_v) = evaluation_view(tr.schema, train, test, synth)
     quality = sdmetrics_quality(train_v, synth_v, schema)
     gbt = gbt_metrics(train_v, test_v, synth_v, schema, "income", 50_000, 0)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gen_pipeline.errors import PipelineError
 
@@ -81,7 +81,9 @@ class TransformConfig(_Strict):
 
     ``vgm``: CTGAN/TVAE's mode-specific normalisation, a Gaussian mixture per column fitted on
     a bounded sample of ``vgm_sample_rows`` rows; ``quantile``: to a standard normal through
-    ``num_quantiles`` Spark percentiles; ``standard``: mean and standard deviation.
+    ``num_quantiles`` Spark percentiles; ``standard``: mean and standard deviation. Whatever the
+    method, ``discrete_values`` > 0 makes each column of few whole numbers one point mass per
+    value instead.
     """
 
     continuous: Literal["vgm", "quantile", "standard"] = "quantile"
@@ -91,9 +93,12 @@ class TransformConfig(_Strict):
     # capital_gain = 0) becomes a mode of its own that decodes to exactly that value; 1 turns
     # point masses off for all but constant columns.
     vgm_point_share: float = Field(default=0.05, gt=0.0, le=1.0)
-    # vgm: a column of whole numbers with at most this many distinct values (in the sample) is
-    # one point mass per value, learned as categories (Adult's age, hours per week); 0: off.
-    vgm_discrete_values: int = Field(default=0, ge=0, le=10_000)
+    # Any method: a column of whole numbers with at most this many distinct values (in a seeded
+    # sample of vgm_sample_rows rows) is one point mass per value, learned as categories
+    # (Adult's age, hours per week), its spikes and gaps exactly; 0: off. (Also read under its
+    # first name, vgm_discrete_values.)
+    discrete_values: int = Field(default=0, ge=0, le=10_000,
+                                 validation_alias=AliasChoices("discrete_values", "vgm_discrete_values"))
     # A categorical column keeps its most frequent values up to this many one-hot slots; the
     # rarer ones share one slot and are drawn back by their training frequencies when decoded.
     max_categories: int = Field(default=100, ge=2, le=100_000)

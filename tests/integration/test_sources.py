@@ -190,6 +190,29 @@ def test_inference_samples_the_whole_input_not_its_head(spark, tmp_path):
     assert spec["at"]["step"] == 3_600_000_000  # an hour, in microseconds
 
 
+def test_discrete_values_make_few_whole_numbers_point_masses_under_the_quantile_method(spark, tmp_path):
+    """``transform.discrete_values`` acts whatever the continuous method: under ``quantile`` a
+    column of a few whole numbers is one point mass per value (decoded exactly), a column of many
+    values keeps its quantile transform, and 0 leaves both to the quantiles."""
+    from gen_pipeline.kinds.table.fitting import fit_spec
+    from gen_pipeline.kinds.table.transforms import TableTransformer
+
+    rng = np.random.default_rng(0)
+    hours = rng.choice([20, 35, 40, 60], p=[0.1, 0.2, 0.6, 0.1], size=600)
+    rows = ["hours,weight"] + [f"{h},{w:.3f}" for h, w in zip(hours, rng.lognormal(3, 1, 600))]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    schema = TableSchema(columns=(Column("hours", "continuous", "int"), Column("weight", "continuous", "float")),
+                         missing_token="")
+    df, _ = read_table(spark, TableSource.of(str(tmp_path / "t.csv")), schema)
+    spec = {c["name"]: c for c in fit_spec(df, schema, "quantile", 50, discrete_values=128)["columns"]}
+    assert spec["hours"]["method"] == "vgm" and spec["hours"]["means"] == [20.0, 35.0, 40.0, 60.0]
+    assert set(spec["hours"]["stds"]) == {0.0} and spec["weight"]["method"] == "quantile"
+    enc = TableTransformer._encode_continuous(spec["hours"], hours.astype(float))
+    assert (TableTransformer._decode_continuous(spec["hours"], enc) == hours).all()
+    off = {c["name"]: c["method"] for c in fit_spec(df, schema, "quantile", 50)["columns"]}
+    assert off == {"hours": "quantile", "weight": "quantile"}
+
+
 def test_your_own_csv_through_preprocess_with_an_inferred_schema(spark, runtime, tiny_config, tmp_path):
     import json
 

@@ -67,3 +67,11 @@ def test_the_kind_of_a_config_a_manifest_and_a_spec():
     assert kind_of(spec={"version": 3, "columns": []}).name == "table"  # specs written before kinds
     with pytest.raises(PipelineError, match="unknown data kind 'audio'"):
         kind_of(spec={"kind": "audio"})
+
+
+def test_discrete_values_is_read_under_its_first_name_too():
+    assert load_config(CONFIGS / "adult_tvae_ar.yaml").transform.discrete_values == 128
+    old = load_config(CONFIGS / "adult_tvae_tiny.yaml", ["transform.vgm_discrete_values=64"])
+    assert old.transform.discrete_values == 64
+    with pytest.raises(PipelineError, match="discrete_values"):
+        load_config(CONFIGS / "adult_tvae_tiny.yaml", ["transform.discrete_values=-1"])

@@ -70,7 +70,7 @@ class TableKind(DataKind):
         t = cfg.transform
         print(f"[preprocess] fitting transforms from Spark aggregates ({t.continuous})", flush=True)
         return fit_spec(good, records.context["schema"], t.continuous, t.num_quantiles, t.vgm_sample_rows,
-                        t.vgm_point_share, t.max_categories, t.vgm_discrete_values)
+                        t.vgm_point_share, t.max_categories, t.discrete_values)
 
     def encoder(self, spec: dict):
         def encode(batches):  # typed rows -> ``features`` list<float32>; encoding never drops a row

@@ -39,9 +39,10 @@ def fit_vgm(values: np.ndarray, max_modes: int = VGM_MAX_MODES, seed: int = 0,
     x = x[~np.isnan(x)]
     if len(np.unique(x)) < 2:  # a constant column: one point mass
         return {"means": [float(x[0]) if len(x) else 0.0], "stds": [0.0], "weights": [1.0]}
+    points = discrete_points(x, discrete_values)
+    if points is not None:
+        return points
     distinct, counts = np.unique(x, return_counts=True)
-    if len(distinct) <= discrete_values and np.all(distinct == np.round(distinct)):
-        return {"means": distinct.tolist(), "stds": [0.0] * len(distinct), "weights": (counts / len(x)).tolist()}
     top = np.argsort(-counts, kind="stable")[:VGM_MAX_POINTS]
     points = distinct[top[counts[top] >= point_share * len(x)]]
     means, stds, weights = [], [], []
@@ -69,6 +70,17 @@ def fit_vgm(values: np.ndarray, max_modes: int = VGM_MAX_MODES, seed: int = 0,
         weights.append(len(rest) / len(x))
     total = sum(weights)
     return {"means": means, "stds": stds, "weights": [w / total for w in weights]}
+
+
+def discrete_points(values: np.ndarray, discrete_values: int) -> dict | None:
+    """One point mass per value (a VGM entry with every ``stds`` 0) when ``values`` (non-null) are
+    whole numbers with at least 2 and at most ``discrete_values`` distinct values; else None."""
+    x = np.asarray(values, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    distinct, counts = np.unique(x, return_counts=True)
+    if not 2 <= len(distinct) <= discrete_values or not np.all(distinct == np.round(distinct)):
+        return None
+    return {"means": distinct.tolist(), "stds": [0.0] * len(distinct), "weights": (counts / len(x)).tolist()}
 
 
 def _numeric_expr(c):
@@ -109,8 +121,8 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
         raise PipelineError("no usable rows to fit the transforms on (every row was quarantined?)")
     stats.update(continuous_stats(df, cont, probs))
 
-    sample = None
-    if method == "vgm" and cont:
+    sample = None  # the VGM's mixtures, and the columns of few whole numbers, are fitted on it
+    if cont and (method == "vgm" or discrete_values):
         fraction = min(1.0, sample_rows / n_rows)
         sample = df.select(*[_numeric_expr(c).alias(c.name) for c in cont]).sample(False, fraction, seed=0).toPandas()
 
@@ -135,7 +147,10 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
             }
             if c.kind == "datetime":
                 entry["step"] = next((s for s in _TIME_STEPS if not stats[f"{c.name}__mod{s}"]), 1)
-            if method == "quantile":
+            points = discrete_points(sample[c.name].to_numpy(), discrete_values) if sample is not None else None
+            if points is not None:  # few whole numbers, whatever the method: one point mass per value
+                entry.update(method="vgm", **points)
+            elif method == "quantile":
                 entry["quantiles"] = [float(v) for v in stats[f"{c.name}__q"]]
                 entry["probs"] = probs
             elif method == "vgm":
