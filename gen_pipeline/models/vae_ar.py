@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gen_pipeline.models.base import gaussian_kl, mlp, update_ema
+from gen_pipeline.models.base import gaussian_kl, update_ema
 from gen_pipeline.models.vae import TabularVAE, _GaussianEncoder
 
 _LOG_2PI = math.log(2 * math.pi)

@@ -4,12 +4,10 @@ negative ELBO ranks unseen digits as anomalies)."""
 
 import gzip
 import io
-import math
 import struct
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
