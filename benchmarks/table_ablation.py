@@ -11,8 +11,11 @@ train split holds and is judged by the pipeline's own functions against the real
 and ``adult.test``: SDMetrics quality over all pairs, the pinned gradient-boosted detection and
 train-on-synthetic AUC, the share of "Husband" among generated women (real: 0.009%), and each
 column alone through the detector. ``--discrete N`` re-fits the VGM columns of whole numbers
-with at most N distinct values as one point mass per value (``transform.vgm_discrete_values``)
-and re-encodes the split. Prints one JSON line. What the pipeline's train stage adds (Ray
+with at most N distinct values as one point mass per value (``transform.discrete_values``)
+and re-encodes the split; ``--quantile-rest Q`` with it puts the other numeric columns through
+a Q-point quantile transform (what ``transform.continuous: quantile`` with
+``transform.discrete_values`` fits in preprocess). ``--save FILE`` keeps the sampled rows.
+Prints one JSON line. What the pipeline's train stage adds (Ray
 Train, DDP over 2 workers, checkpoints) does not change these figures beyond seed noise.
 """
 
