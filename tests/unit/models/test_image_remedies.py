@@ -168,3 +168,18 @@ def test_many_classes_show_an_evenly_spaced_sample():
     assert shown_classes(7).tolist() == list(range(7))
     rows = shown_classes(100)
     assert len(rows) == 20 and rows[0] == 0 and rows[-1] == 99
+
+
+def test_bf16_autocast_on_cpu_only_for_images_and_only_where_the_cpu_has_it():
+    from gen_pipeline.kinds import kind_of
+    from gen_pipeline.training.shell import bf16_autocast
+
+    cpu, native = torch.device("cpu"), bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    image, table = load_config("configs/fashion_dcgan.yaml"), load_config("configs/adult_tvae.yaml")
+    assert bf16_autocast(image, kind_of(image), cpu) is native  # the image kind's default
+    assert bf16_autocast(table, kind_of(table), cpu) is False  # tables: float32
+    off = load_config("configs/fashion_dcgan.yaml", ["train.cpu_precision=fp32"])
+    assert bf16_autocast(off, kind_of(off), cpu) is False
+    on = load_config("configs/adult_tvae.yaml", ["train.cpu_precision=bf16"])
+    assert bf16_autocast(on, kind_of(on), cpu) is native
+    assert bf16_autocast(table, kind_of(table), torch.device("cuda")) is True  # train.precision on a GPU
