@@ -153,9 +153,8 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
             elif method == "quantile":
                 entry["quantiles"] = [float(v) for v in stats[f"{c.name}__q"]]
                 entry["probs"] = probs
-            elif method == "vgm":
-                entry.update(fit_vgm(sample[c.name].to_numpy(), point_share=point_share,
-                                     discrete_values=discrete_values))
+            elif method == "vgm":  # (discrete_points above already said it is not few whole numbers)
+                entry.update(fit_vgm(sample[c.name].to_numpy(), point_share=point_share))
             columns.append(entry)
         else:
             # One row per category, the most frequent first, at most max_categories + MAX_RARE_VALUES.
