@@ -118,6 +118,11 @@ class DataKind:
     def prepare_training(self, data, cfg) -> None:
         """Anything evaluation yardsticks need before training (the image classifier)."""
 
+    def finish_bundle(self, bundle, cfg):
+        """After training, on the driver: the bundle to register, with anything fitted on the
+        trained model's own samples (the table kind's marginal calibration); default unchanged."""
+        return bundle
+
     def epoch_pictures(self, model, transformer, data, epoch: int, folder: Path) -> tuple[list[Path], dict]:
         """Rank 0, end of each epoch: picture files to log and extra metrics."""
         return [], {}

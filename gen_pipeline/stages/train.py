@@ -59,7 +59,7 @@ def stage_train(cfg: PipelineConfig, rt, fail_at_epoch: int | None = None) -> di
         mlflow.log_metric("train_seconds", result.seconds)
         if result.resumed_from:
             mlflow.set_tag("resumed_from_epochs", ",".join(map(str, result.resumed_from)))
-        bundle = ModelBundle(cfg, spec, result.state_dict, manifest)
+        bundle = kind_of(manifest=manifest).finish_bundle(ModelBundle(cfg, spec, result.state_dict, manifest), cfg)
         version, uri = log_and_register(bundle, cfg.model_name)
         record.model_version = str(version)
         record.save(layout.train_records)

@@ -317,3 +317,48 @@ def test_a_catalog_table_is_fingerprinted_by_its_files(spark, tmp_path):
             read_table(spark, TableSource.of("table:no_such_db.nope"), SCHEMA)
     finally:
         spark.sql("DROP TABLE IF EXISTS byo_listing")
+
+
+def test_columns_that_are_a_function_of_a_category_are_looked_up_not_modelled(spark, tmp_path):
+    """``transform.lookup_columns``: a name, a number and a date that are each the same in every row
+    of an airport code are looked up from the code (no encoded width) and always agree with it
+    after decoding; a column that breaks the rule in one row of 600, and an unrelated one, stay
+    modelled; off, nothing is looked up."""
+    from gen_pipeline.kinds.table.fitting import fit_spec
+    from gen_pipeline.kinds.table.transforms import TableTransformer
+
+    rng = np.random.default_rng(0)
+    airports = {"JFK": ("Kennedy", 13.0, "2001-01-05"), "LGA": ("La Guardia", 21.0, "2002-03-01"),
+                "EWR": ("Newark", 18.0, "2003-07-09"), "": ("unknown", 0.0, "")}
+    codes = rng.choice(list(airports), size=600)
+    near = [f"n{int(k == 'JFK')}" for k in codes]
+    near[17] = "n7"  # one row breaks the rule: not a function of the code
+    lines = ["code,name,alt,opened,near,delay"] + [
+        f"{k},{airports[k][0]},{airports[k][1]},{airports[k][2]},{m},{d:.2f}"
+        for k, m, d in zip(codes, near, rng.normal(10, 5, 600))]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    schema = TableSchema(columns=(Column("code", "categorical", "string"), Column("name", "categorical", "string"),
+                                  Column("alt", "continuous", "float"), Column("opened", "date", "date"),
+                                  Column("near", "categorical", "string"), Column("delay", "continuous", "float")),
+                         header=True, missing_token="")
+    df, _ = read_table(spark, TableSource.of(str(tmp_path / "t.csv")), schema)
+    spec = fit_spec(df, schema, "quantile", 50, lookups=True)
+    methods = {c["name"]: c.get("method") for c in spec["columns"]}
+    assert methods == {"code": None, "name": "lookup", "alt": "lookup", "opened": "lookup", "near": None,
+                       "delay": "quantile"}
+    tr = TableTransformer(spec)
+    assert tr.output_dim == 4 + 3 + 1  # code (3 values and null), near (3), delay: nothing for the three looked up
+    x = np.zeros((400, tr.output_dim), np.float32)
+    x[np.arange(400), rng.integers(0, 4, 400)] = 1.0  # any code, null included
+    out = tr.inverse_transform(x)
+    want = {k or None: v for k, v in airports.items()}
+    assert out["name"].tolist() == [want[k][0] for k in out["code"]]
+    assert out["alt"].tolist() == [want[k][1] for k in out["code"]]
+    assert [None if pd.isna(d) else str(d) for d in out["opened"]] == [want[k][2] or None for k in out["code"]]
+    real = df.toPandas()
+    encoded, reasons = tr.transform(real[schema.names])  # encoding reads no looked-up column
+    assert encoded.shape == (600, tr.output_dim) and set(reasons) == {None}
+    with pytest.raises(PipelineError, match="name is looked up from code"):
+        tr.condition("name", "Newark")
+    off = fit_spec(df, schema, "quantile", 50)["columns"]
+    assert not [c for c in off if c.get("method") == "lookup"]

@@ -15,6 +15,9 @@ TRAIN_REFERENCE_ROWS = 200_000
 # the same evaluation: a train-on-synthetic AUC this much above theirs, and (with or without a
 # target) a gradient-boosted detection AUC below theirs.
 BASELINE_TSTR_AUC_MARGIN = 0.05
+# Rows the trained model generates to fit its marginal calibration (model.calibrate_marginals):
+# the quantile tables have 201 points by default, so each knot rests on about 250 rows.
+CALIBRATION_ROWS = 50_000
 
 
 class TableKind(DataKind):
@@ -70,7 +73,7 @@ class TableKind(DataKind):
         t = cfg.transform
         print(f"[preprocess] fitting transforms from Spark aggregates ({t.continuous})", flush=True)
         return fit_spec(good, records.context["schema"], t.continuous, t.num_quantiles, t.vgm_sample_rows,
-                        t.vgm_point_share, t.max_categories, t.discrete_values)
+                        t.vgm_point_share, t.max_categories, t.discrete_values, t.lookup_columns)
 
     def encoder(self, spec: dict):
         def encode(batches):  # typed rows -> ``features`` list<float32>; encoding never drops a row
@@ -104,6 +107,31 @@ class TableKind(DataKind):
         from gen_pipeline.kinds.table.transforms import TableTransformer
 
         return TableTransformer(spec)
+
+    # ---- train -----------------------------------------------------------------------------
+    def finish_bundle(self, bundle, cfg):
+        """With ``model.calibrate_marginals``: each continuous column's generated values mapped
+        monotonically onto its training quantiles (``TableTransformer.calibrated``), fitted on
+        CALIBRATION_ROWS rows the trained model draws with the training seed."""
+        if not cfg.model.calibrate_marginals:
+            return bundle
+        import numpy as np
+        import torch
+
+        from gen_pipeline.bundle import SAMPLE_CHUNK, ModelBundle
+
+        g = torch.Generator().manual_seed(cfg.train.seed)
+        xs, cs = [], []
+        for done in range(0, CALIBRATION_ROWS, SAMPLE_CHUNK):
+            x, codes = bundle.model.sample_drawn(min(SAMPLE_CHUNK, CALIBRATION_ROWS - done), generator=g)
+            cs.append((bundle.transformer.draw(x, g) if codes is None else codes).numpy())
+            xs.append(x.numpy())
+        spec = bundle.transformer.calibrated(np.concatenate(xs), np.concatenate(cs))
+        fitted = [c["name"] for c in spec["columns"] if "calibration" in c]
+        if not fitted:
+            return bundle
+        print(f"[train] marginals calibrated on {CALIBRATION_ROWS:,} generated rows: {', '.join(fitted)}", flush=True)
+        return ModelBundle(bundle.config, spec, bundle.model.state_dict(), bundle.manifest)
 
     # ---- evaluate --------------------------------------------------------------------------
     def evaluate(self, bundle, data, ev, family, references: bool = True) -> Evaluation:

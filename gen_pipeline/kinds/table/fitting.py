@@ -97,11 +97,12 @@ def _numeric_expr(c):
 
 def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: int = 200,
              sample_rows: int = VGM_SAMPLE_ROWS, point_share: float = VGM_POINT_SHARE,
-             max_categories: int = MAX_CATEGORIES, discrete_values: int = 0) -> dict:
+             max_categories: int = MAX_CATEGORIES, discrete_values: int = 0, lookups: bool = False) -> dict:
     """Fit every column's encoding from aggregates of a Spark DataFrame of typed rows.
 
-    Only summaries reach the driver, plus (for ``vgm``) a seeded sample of about
-    ``sample_rows`` rows of the continuous columns to fit the mixtures on.
+    Only summaries reach the driver, plus (for ``vgm``, ``discrete_values`` or ``lookups``) a
+    seeded sample of about ``sample_rows`` rows to fit the mixtures on and to find the columns
+    that ``lookups`` regenerates from another (``lookup_columns``).
     """
     from pyspark.sql import functions as F
 
@@ -121,10 +122,12 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
         raise PipelineError("no usable rows to fit the transforms on (every row was quarantined?)")
     stats.update(continuous_stats(df, cont, probs))
 
-    sample = None  # the VGM's mixtures, and the columns of few whole numbers, are fitted on it
-    if cont and (method == "vgm" or discrete_values):
+    sample = None  # the VGM's mixtures, the columns of few whole numbers and the lookups are fitted on it
+    if (cont and (method == "vgm" or discrete_values)) or lookups:
         fraction = min(1.0, sample_rows / n_rows)
-        sample = df.select(*[_numeric_expr(c).alias(c.name) for c in cont]).sample(False, fraction, seed=0).toPandas()
+        picked = [c for c in schema.model_columns if c.kind not in ("identifier", "constant")] if lookups else cont
+        sample = df.select(*[(_numeric_expr(c) if c.kind in _NUMERIC_KINDS else F.col(f"`{c.name}`")).alias(c.name)
+                             for c in picked]).sample(False, fraction, seed=0).toPandas()
 
     categorical = [c.name for c in schema.model_columns
                    if c.kind not in _NUMERIC_KINDS and c.kind not in ("identifier", "constant")]
@@ -150,11 +153,11 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
             points = discrete_points(sample[c.name].to_numpy(), discrete_values) if sample is not None else None
             if points is not None:  # few whole numbers, whatever the method: one point mass per value
                 entry.update(method="vgm", **points)
-            elif method == "quantile":
+            else:  # the training quantiles: the quantile method's table, and every method's calibration target
                 entry["quantiles"] = [float(v) for v in stats[f"{c.name}__q"]]
                 entry["probs"] = probs
-            elif method == "vgm":  # (discrete_points above already said it is not few whole numbers)
-                entry.update(fit_vgm(sample[c.name].to_numpy(), point_share=point_share))
+                if method == "vgm":  # (discrete_points above already said it is not few whole numbers)
+                    entry.update(fit_vgm(sample[c.name].to_numpy(), point_share=point_share))
             columns.append(entry)
         else:
             # One row per category, the most frequent first, at most max_categories + MAX_RARE_VALUES.
@@ -171,7 +174,62 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
             if len(ordered) > max_categories:
                 entry = _cap_categories(entry, max_categories)
             columns.append(entry)
+    if lookups:
+        found = lookup_columns(df, schema, columns, sample, n_rows)
+        columns = [found.get(c["name"], c) for c in columns]
     return {"version": SPEC_VERSION, "schema": schema.to_dict(), "columns": columns, "fitted_rows": n_rows}
+
+
+LOOKUP_MAX_KEYS = 10_000  # a determining column's distinct values: the rows of its lookup table
+LOOKUP_MIN_ROWS_PER_KEY = 5  # fewer rows per value, and agreement within each value is too likely by chance
+
+
+def lookup_columns(df, schema: TableSchema, columns: list[dict], sample, n_rows: int) -> dict[str, dict]:
+    """{column: its ``lookup`` entry} for each column that is a function of one categorical
+    column in every training row (Adult's ``education_num`` of ``education``; an airport's
+    name, latitude and time zone of its code): such a column is not modelled, and is regenerated
+    by looking its value up from the generated determining value, so the two always agree.
+
+    Candidates come from ``sample`` (pandas: one value per group of the determining column),
+    then each determining column's candidates are checked on every row of ``df`` by one
+    group-by (the same value, or null, in each of its groups); the lookup table is that group-by.
+    A determining column is categorical or boolean with 2 to LOOKUP_MAX_KEYS values and at least
+    LOOKUP_MIN_ROWS_PER_KEY rows per value; it is never itself looked up. Decimal columns are
+    left as they are."""
+    from pyspark.sql import functions as F
+
+    by_name = {c.name: c for c in schema.model_columns}
+
+    def n_values(entry: dict) -> int:
+        return len(entry["categories"]) - (OTHER in entry["categories"]) + len(entry.get("other_values", []))
+
+    keys = [e for e in columns if "categories" in e and not decimal_of(e["dtype"])
+            and 2 <= n_values(e) <= LOOKUP_MAX_KEYS and n_rows >= LOOKUP_MIN_ROWS_PER_KEY * n_values(e)]
+    found: dict[str, dict] = {}
+    determining: set[str] = set()
+    for key in keys:
+        a = key["name"]
+        if a in found or a not in sample.columns:
+            continue
+        groups = sample.groupby(a, dropna=False, sort=False)
+        # the same value (or null) in every sampled row of each group of the determining column
+        candidates = [e for e in columns if e["name"] not in (a, *found, *determining) and e["name"] in sample.columns
+                      and e["kind"] not in ("identifier", "constant") and not decimal_of(e["dtype"])
+                      and (groups[e["name"]].nunique(dropna=False) <= 1).all()]
+        if not candidates:
+            continue
+        aggs = [F.count(F.lit(1)).alias("__n")]
+        for i, e in enumerate(candidates):
+            c = by_name[e["name"]]
+            value = _numeric_expr(c) if c.kind in _NUMERIC_KINDS else F.col(f"`{c.name}`")
+            aggs += [F.min(value).alias(f"__lo{i}"), F.max(value).alias(f"__hi{i}"), F.count(value).alias(f"__c{i}")]
+        rows = df.groupBy(F.col(f"`{a}`")).agg(*aggs).collect()
+        for i, e in enumerate(candidates):
+            if all(r[f"__c{i}"] == 0 or (r[f"__c{i}"] == r["__n"] and r[f"__lo{i}"] == r[f"__hi{i}"]) for r in rows):
+                found[e["name"]] = {"name": e["name"], "kind": e["kind"], "dtype": e["dtype"], "method": "lookup",
+                                    "from": a, "keys": [r[0] for r in rows], "values": [r[f"__lo{i}"] for r in rows]}
+                determining.add(a)
+    return found
 
 
 def _cap_categories(entry: dict, max_categories: int) -> dict:

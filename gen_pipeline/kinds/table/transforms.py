@@ -17,7 +17,9 @@ and one shared slot for the rest, decoded by drawing one of the rarer training v
 frequency (so the encoded width is bounded and every value comes from the training vocabulary);
 identifiers and constants take no encoded width: identifiers are regenerated as new values of
 the original type and format (a string id's prefix and zero-padded digits, ``_regenerate``) that
-are never a training id and are unique across a generate job, constants as their value. Free text is not
+are never a training id and are unique across a generate job, constants as their value. A column
+that is a function of one categorical column in the training rows (``fitting.lookup_columns``)
+takes no width either: it is looked up from the decoded value of that column. Free text is not
 modelled (a warning names it).
 The fitted state is a small versioned JSON (``transform_spec.json``) that travels with the model.
 """
@@ -91,10 +93,11 @@ class TableTransformer:
         self.spans: list[Span] = []
         self._layout: list[tuple[dict, int]] = []  # (column spec, start offset)
         self._dictionaries: dict[str, tuple] = {}  # column -> (known values, code -> index), built when used
+        self._lookups: dict[str, dict] = {}  # looked-up column -> {determining value: value}, built when used
         offset = 0
         for col in self.columns:
             self._layout.append((col, offset))
-            if col["kind"] in ("identifier", "constant"):  # regenerated, not modelled: no width
+            if col["kind"] in ("identifier", "constant") or col.get("method") == "lookup":  # not modelled: no width
                 continue
             if col["kind"] in _NUMERIC_KINDS:
                 vgm = col["method"] == "vgm"
@@ -122,6 +125,9 @@ class TableTransformer:
             raise PipelineError(f"--condition {column}={value}: no column {column!r}; "
                                 f"conditions name a categorical column of {self.schema.names}")
         col, start = col_start[column]
+        if col.get("method") == "lookup":
+            raise PipelineError(f"--condition {column}={value}: {column} is looked up from {col['from']} (a function "
+                                f"of it in every training row); condition on {col['from']} instead")
         if col["kind"] != "categorical":
             raise PipelineError(f"--condition {column}={value}: {column} is continuous; conditions fix a categorical "
                                 "column's value (filter the output for numeric ranges)")
@@ -195,17 +201,60 @@ class TableTransformer:
     def _decode_continuous(col: dict, block: np.ndarray, mode: np.ndarray | None = None) -> np.ndarray:
         """(N, width) encoding (mode as one-hot, logits or probabilities, or given as ``mode``
         codes) -> (N,) values."""
+        x = TableTransformer._decoded_value(col, block, mode, calibrated=True)
+        x = np.clip(x, col["min"], col["max"])  # never outside the training range
+        return np.rint(x) if col["dtype"] == "int" else x
+
+    @staticmethod
+    def _decoded_value(col: dict, block: np.ndarray, mode: np.ndarray | None, calibrated: bool) -> np.ndarray:
+        """The value before clipping and rounding; with ``calibrated`` and a fitted ``calibration``
+        (``calibration.fit_calibration``), mapped monotonically onto the training quantiles: under
+        the quantile method the generated output's own quantiles take the normal CDF's place
+        (no extra work per row), under the others the decoded value goes through the generated
+        values' quantiles to the training ones."""
         z = block[:, 0].astype(np.float64)
+        knots = col.get("calibration") if calibrated else None
+        if col["method"] == "quantile":
+            probs = np.asarray(col["probs"])
+            u = np.interp(z, knots, probs) if knots else np.clip(ndtr(z), 0.0, 1.0)
+            return np.interp(u, probs, np.asarray(col["quantiles"]))
         if col["method"] == "vgm":
             mode = np.argmax(block[:, 1:], axis=1) if mode is None else mode
             x = np.clip(z, -1.0, 1.0) * 4.0 * np.asarray(col["stds"])[mode] + np.asarray(col["means"])[mode]
-        elif col["method"] == "quantile":
-            u = np.clip(ndtr(z), 0.0, 1.0)
-            x = np.interp(u, np.asarray(col["probs"]), np.asarray(col["quantiles"]))
         else:
             x = z * col["std"] + col["mean"]
-        x = np.clip(x, col["min"], col["max"])  # never outside the training range
-        return np.rint(x) if col["dtype"] == "int" else x
+        if knots:
+            probs = np.asarray(col["probs"])
+            x = np.interp(_quantile_forward(x, np.asarray(knots), probs), probs, np.asarray(col["quantiles"]))
+        return x
+
+    def calibrated(self, x: np.ndarray, codes: np.ndarray) -> dict:
+        """A copy of the spec whose continuous columns map generated values onto the training
+        quantiles, fitted on rows the trained model generated (``x`` its output, ``codes`` its
+        drawn categories, as ``inverse_to_arrow`` takes them): each column's ``calibration`` is
+        the generated values' quantiles at its ``probs`` (under the quantile method, of the raw
+        output the normal CDF would read; under the others, of the decoded value). Rows whose
+        null indicator says missing do not count; columns learned as point masses (no
+        ``quantiles``), and columns with fewer than 100 generated values, are left as they are."""
+        import copy
+
+        spec = copy.deepcopy(self.spec)
+        by_name = {c["name"]: c for c in spec["columns"]}
+        for col, start in self._layout:
+            if col["kind"] not in _NUMERIC_KINDS or "quantiles" not in col:
+                continue
+            w = self._value_width(col)
+            if col["method"] == "quantile":
+                v = x[:, start].astype(np.float64)
+            else:
+                mode = codes[:, self.code_index[start + 1]] if col["method"] == "vgm" else None
+                v = self._decoded_value(col, x[:, start:start + w], mode, calibrated=False)
+            if col["has_nulls"]:
+                v = v[codes[:, self.code_index[start + w]] == 0]
+            v = v[np.isfinite(v)]
+            if len(v) >= 100:
+                by_name[col["name"]]["calibration"] = np.quantile(v, col["probs"]).tolist()
+        return spec
 
     # ---- public API ---------------------------------------------------------------------
     def transform(self, df: pd.DataFrame, strict: bool = True) -> tuple[np.ndarray, list[str | None]]:
@@ -230,7 +279,7 @@ class TableTransformer:
             if name not in df.columns:
                 raise PipelineError(f"input has no column {name!r}; expected columns {self.schema.names}")
             values = df[name]
-            if col["kind"] in ("identifier", "constant"):
+            if col["kind"] in ("identifier", "constant") or col.get("method") == "lookup":
                 continue
             if col["kind"] in _NUMERIC_KINDS:
                 x = _as_number(col, values)
@@ -284,7 +333,9 @@ class TableTransformer:
         arrays = []
         n = len(x)
         for col, start in self._layout:
-            if col["kind"] in ("identifier", "constant"):
+            if col.get("method") == "lookup":  # from its determining column's values, once they are decoded
+                arrays.append(None)
+            elif col["kind"] in ("identifier", "constant"):
                 arrays.append(_regenerate(col, n, rng, row_offset))
             elif col["kind"] in _TIME_KINDS:
                 w = self._value_width(col)
@@ -315,9 +366,27 @@ class TableTransformer:
                 k = len(col["categories"])
                 arrays.append(self._dictionary_array(col, code(start, k)) if dictionary else
                               pa.array(col["categories"], type=pa.string()).take(pa.array(code(start, k))))
+        position = {c["name"]: i for i, (c, _) in enumerate(self._layout)}
+        for i, (col, _) in enumerate(self._layout):
+            if col.get("method") == "lookup":
+                key, key_start = self._layout[position[col["from"]]]
+                cats = key["categories"]
+                if OTHER in cats:  # a capped column: its rarer values were drawn while decoding it
+                    keys = arrays[position[col["from"]]].to_pylist()
+                    values = np.array([self._lookup(col).get(k) for k in keys], dtype=object)
+                else:
+                    table = np.array([self._lookup(col).get(c) for c in cats], dtype=object)
+                    values = table[code(key_start, len(cats))]
+                arrays[i] = _looked_up(col, values)
         if dictionary:
             return pa.Table.from_arrays(arrays, names=[c.name for c in self.schema.model_columns])
         return pa.Table.from_arrays(arrays, schema=self.schema.arrow_schema(model_only=True))
+
+    def _lookup(self, col: dict) -> dict:
+        """A looked-up column's table: determining value -> value (built once)."""
+        if col["name"] not in self._lookups:
+            self._lookups[col["name"]] = dict(zip(col["keys"], col["values"]))
+        return self._lookups[col["name"]]
 
     def _dictionary_array(self, col: dict, code: np.ndarray):
         """Codes as indices into the column's known values; the missing category (None) becomes a
@@ -379,6 +448,23 @@ def _decode_categories(col: dict, code: np.ndarray, rng: np.random.Generator):
         return pa.array([None if v is None else decimal.Decimal(v) for v in values.tolist()],
                         type=_arrow_type(col["dtype"]))
     return pa.array(values.tolist(), type=_arrow_type(col.get("dtype", "string")))
+
+
+def _looked_up(col: dict, values: np.ndarray):
+    """A looked-up column's values (object array: numbers as the spec keeps them, microseconds or
+    days for datetimes and dates; None for missing) as Arrow in the column's own type."""
+    import pyarrow as pa
+
+    if col["kind"] not in _NUMERIC_KINDS:
+        return pa.array(values.tolist(), type=_arrow_type(col.get("dtype", "string")))
+    mask = np.equal(values, None)
+    x = np.where(mask, 0.0, values).astype(np.float64)
+    if col["kind"] == "datetime":
+        return pa.array(x.astype(np.int64), mask=mask, type=arrow_type(col["dtype"], spark=True)) \
+            .cast(arrow_type(col["dtype"]), safe=False)
+    if col["kind"] == "date":
+        return pa.array(x.astype(np.int32), mask=mask).cast(pa.date32())
+    return pa.array(x.astype(np.int64) if col["dtype"] == "int" else x, mask=mask)
 
 
 def decimal_text(value, dtype: str) -> str | None:
