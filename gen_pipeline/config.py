@@ -157,8 +157,10 @@ class ModelConfig(_Strict):
     ema_decay: float = Field(default=0.999, ge=0.0, lt=1.0)
     # Tables: after training, each continuous column's generated values are mapped monotonically
     # onto the training quantiles (fitted on 50,000 rows the model draws; the rows keep their
-    # order within each column, so relations that follow order stay). Columns learned as point
-    # masses are left as drawn.
+    # order within each column, so relations that follow order stay), and where categories are
+    # drawn from the model's logits (not tvae_ar, which draws them itself) each category's and
+    # each null indicator's share is matched to its training frequency by log-weights on the
+    # logits. Columns learned as point masses are left as drawn.
     calibrate_marginals: bool = True
     r1_gamma: float = Field(default=0.0, ge=0.0)
     r1_every: int = Field(default=16, ge=1)

@@ -108,8 +108,11 @@ def forward_numpy(seq: nn.Sequential, x: torch.Tensor | Callable[[int], torch.Te
     return torch.from_numpy(out).T
 
 
-def draw_categories(x: torch.Tensor, spans: list[Span], generator: torch.Generator | None) -> torch.Tensor:
+def draw_categories(x: torch.Tensor, spans: list[Span], generator: torch.Generator | None,
+                    offsets: dict[int, np.ndarray] | None = None) -> torch.Tensor:
     """One category per categorical span, drawn from the softmax of its logits: (N, S) int64.
+    ``offsets``: {span start: (K,) log-weights added to that span's logits} (a table's fitted
+    marginal calibration, ``TableTransformer.calibrated``).
 
     Inverse CDF with one uniform per span and row: the category is the number of cumulative
     probabilities below the uniform, an exact draw that never builds one-hot rows. Computed in
@@ -129,6 +132,8 @@ def draw_categories(x: torch.Tensor, spans: list[Span], generator: torch.Generat
     for i, s in enumerate(cats):
         k = s.end - s.start
         e = columns[s.start:s.end] - columns[s.start:s.end].max(axis=0)
+        if offsets and s.start in offsets:
+            e += offsets[s.start][:, None]
         np.exp(e, out=e)  # (K, N), unnormalised probabilities
         threshold = e.sum(axis=0)
         threshold *= u[i]

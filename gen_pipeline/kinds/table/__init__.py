@@ -111,8 +111,10 @@ class TableKind(DataKind):
     # ---- train -----------------------------------------------------------------------------
     def finish_bundle(self, bundle, cfg):
         """With ``model.calibrate_marginals``: each continuous column's generated values mapped
-        monotonically onto its training quantiles (``TableTransformer.calibrated``), fitted on
-        CALIBRATION_ROWS rows the trained model draws with the training seed."""
+        monotonically onto its training quantiles and, for families whose categories are drawn
+        from their logits outside the model, each category's share (and each null share) matched
+        to its training frequency (``TableTransformer.calibrated``), fitted on CALIBRATION_ROWS
+        rows the trained model draws with the training seed."""
         if not cfg.model.calibrate_marginals:
             return bundle
         import numpy as np
@@ -121,13 +123,14 @@ class TableKind(DataKind):
         from gen_pipeline.bundle import SAMPLE_CHUNK, ModelBundle
 
         g = torch.Generator().manual_seed(cfg.train.seed)
-        xs, cs = [], []
+        xs, cs, drawn_here = [], [], True
         for done in range(0, CALIBRATION_ROWS, SAMPLE_CHUNK):
             x, codes = bundle.model.sample_drawn(min(SAMPLE_CHUNK, CALIBRATION_ROWS - done), generator=g)
+            drawn_here = codes is None  # categories drawn from x's logits here, not inside the model
             cs.append((bundle.transformer.draw(x, g) if codes is None else codes).numpy())
             xs.append(x.numpy())
-        spec = bundle.transformer.calibrated(np.concatenate(xs), np.concatenate(cs))
-        fitted = [c["name"] for c in spec["columns"] if "calibration" in c]
+        spec = bundle.transformer.calibrated(np.concatenate(xs), np.concatenate(cs), logits=drawn_here)
+        fitted = [c["name"] for c in spec["columns"] if "calibration" in c or "logit_offsets" in c]
         if not fitted:
             return bundle
         print(f"[train] marginals calibrated on {CALIBRATION_ROWS:,} generated rows: {', '.join(fitted)}", flush=True)

@@ -1,6 +1,7 @@
 """Fitting a table's encodings from Spark aggregates: nothing but small summaries reaches the
-driver (quantiles, moments, category counts), plus a bounded seeded sample for the VGM
-mixtures. The result is the versioned spec ``transforms.TableTransformer`` reads."""
+driver (quantiles, moments, category counts, the lookup tables of columns that are a function of
+one category), plus a bounded seeded sample for the VGM mixtures and the lookup candidates. The
+result is the versioned spec ``transforms.TableTransformer`` reads."""
 
 from __future__ import annotations
 
@@ -147,6 +148,7 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
                 "mean": float(stats[f"{c.name}__mean"]),
                 "std": float(stats[f"{c.name}__std"] or 0.0) or 1.0,
                 "has_nulls": int(stats[f"{c.name}__nulls"]) > 0,
+                "null_share": int(stats[f"{c.name}__nulls"]) / n_rows,
             }
             if c.kind == "datetime":
                 entry["step"] = next((s for s in _TIME_STEPS if not stats[f"{c.name}__mod{s}"]), 1)

@@ -22,6 +22,10 @@ that is a function of one categorical column in the training rows (``fitting.loo
 takes no width either: it is looked up from the decoded value of that column. Free text is not
 modelled (a warning names it).
 The fitted state is a small versioned JSON (``transform_spec.json``) that travels with the model.
+After training, the train stage adds the model's marginal calibration to the copy the registered
+model carries (``TableTransformer.calibrated``): a monotone map per continuous column from the
+generated values' quantiles to the training ones, and log-weights on categorical logits that
+match each category's share to its training frequency.
 """
 
 from __future__ import annotations
@@ -115,6 +119,9 @@ class TableTransformer:
                                        freqs=tuple(col["frequencies"])))
                 offset += k
         self.output_dim = offset
+        # categorical span start -> the calibration's log-weights on its logits (``calibrated``)
+        self._offsets = {start + self._category_start(col): np.asarray(col["logit_offsets"], dtype=np.float32)
+                         for col, start in self._layout if "logit_offsets" in col}
         # categorical span start -> its column in the (N, S) codes that ``draw_categories`` returns
         self.code_index = {sp.start: i for i, sp in enumerate(sp for sp in self.spans if sp.kind == "categorical")}
 
@@ -142,7 +149,7 @@ class TableTransformer:
         """One category per categorical span from the model's logits: (N, S) codes."""
         from gen_pipeline.models.base import draw_categories
 
-        return draw_categories(raw, self.spans, generator)
+        return draw_categories(raw, self.spans, generator, self._offsets)
 
     def matches(self, raw, codes, fixed: dict[int, int]):
         """(N,) bool: the rows whose drawn categories are the ``fixed`` ones."""
@@ -228,20 +235,37 @@ class TableTransformer:
             x = np.interp(_quantile_forward(x, np.asarray(knots), probs), probs, np.asarray(col["quantiles"]))
         return x
 
-    def calibrated(self, x: np.ndarray, codes: np.ndarray) -> dict:
+    def _category_start(self, col: dict) -> int:
+        """Where a column's calibrated categorical span starts, from the column's start: a
+        category column's own span, or a continuous column's null indicator."""
+        return 0 if "categories" in col else self._value_width(col)
+
+    def calibrated(self, x: np.ndarray, codes: np.ndarray, logits: bool = False) -> dict:
         """A copy of the spec whose continuous columns map generated values onto the training
         quantiles, fitted on rows the trained model generated (``x`` its output, ``codes`` its
         drawn categories, as ``inverse_to_arrow`` takes them): each column's ``calibration`` is
         the generated values' quantiles at its ``probs`` (under the quantile method, of the raw
         output the normal CDF would read; under the others, of the decoded value). Rows whose
         null indicator says missing do not count; columns learned as point masses (no
-        ``quantiles``), and columns with fewer than 100 generated values, are left as they are."""
+        ``quantiles``), and columns with fewer than 100 generated values, are left as they are.
+
+        With ``logits`` (``x``'s categorical spans are the logits ``draw`` reads), each category
+        column and each continuous column's null indicator also gets ``logit_offsets``: log-weights
+        added to its logits so that the expected share of each category over these rows is its
+        training frequency (iterative proportional fitting; ``draw`` applies them)."""
         import copy
 
         spec = copy.deepcopy(self.spec)
         by_name = {c["name"]: c for c in spec["columns"]}
+        if logits:
+            for col, start in self._layout:
+                target = col.get("frequencies") if "categories" in col else \
+                    [1.0 - col["null_share"], col["null_share"]] if col.get("null_share") else None
+                if target is not None and len(target) > 1 and col.get("method") != "lookup":
+                    s = start + self._category_start(col)
+                    by_name[col["name"]]["logit_offsets"] = _match_shares(x[:, s:s + len(target)], target).tolist()
         for col, start in self._layout:
-            if col["kind"] not in _NUMERIC_KINDS or "quantiles" not in col:
+            if col["kind"] not in _NUMERIC_KINDS or "quantiles" not in col or col.get("method") == "lookup":
                 continue
             w = self._value_width(col)
             if col["method"] == "quantile":
@@ -448,6 +472,24 @@ def _decode_categories(col: dict, code: np.ndarray, rng: np.random.Generator):
         return pa.array([None if v is None else decimal.Decimal(v) for v in values.tolist()],
                         type=_arrow_type(col["dtype"]))
     return pa.array(values.tolist(), type=_arrow_type(col.get("dtype", "string")))
+
+
+def _match_shares(logits: np.ndarray, target, steps: int = 50, limit: float = 8.0) -> np.ndarray:
+    """(K,) log-weights b such that the softmax of ``logits`` + b, averaged over the rows, is
+    ``target``: iterative proportional fitting, each step multiplying a category's weight by its
+    target share over its current share (within +-``limit``, so a category the model never gives
+    weight cannot take all of it)."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    target = np.asarray(target, dtype=np.float64)
+    target = target / target.sum()
+    b = np.zeros(z.shape[1])
+    for _ in range(steps):
+        p = np.exp(z + b)
+        share = (p / p.sum(axis=1, keepdims=True)).mean(axis=0)
+        b = np.clip(b + np.log(np.maximum(target, 1e-12) / np.maximum(share, 1e-12)), -limit, limit)
+        b -= b.max()
+    return b
 
 
 def _looked_up(col: dict, values: np.ndarray):

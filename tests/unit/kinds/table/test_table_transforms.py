@@ -179,3 +179,28 @@ def test_calibration_maps_generated_values_onto_the_training_quantiles_keeping_t
     ok = before.notna()
     assert (after.isna() == before.isna()).all() and after[ok].rank().corr(before[ok].rank()) > 0.999
     assert np.array_equal(calibrated.transform(df)[0], t.transform(df)[0])
+
+
+def test_calibration_matches_category_and_null_shares_drawn_from_logits(frame):
+    """Logits that over-draw one category and the missing value: once calibrated, the drawn
+    shares are the training frequencies (and the null share the spec records)."""
+    import torch
+
+    df, values = frame
+    t = TableTransformer(_spec(values))
+    job = next(sp for sp in t.spans if sp.kind == "categorical" and sp.cond)
+    null = [sp for sp in t.spans if sp.kind == "categorical" and not sp.cond][0]  # hours' null indicator
+    t.spec["columns"][1]["null_share"] = 0.025
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 1, (20_000, t.output_dim)).astype(np.float32)
+    x[:, job.start] += 2.0  # the most frequent category, far too often
+    x[:, null.start + 1] += 1.5  # missing, far too often
+    g = torch.Generator().manual_seed(0)
+    codes = t.draw(torch.from_numpy(x), g).numpy()
+    calibrated = TableTransformer(t.calibrated(x, codes, logits=True))
+    after = calibrated.draw(torch.from_numpy(x), g).numpy()
+    i_job, i_null = t.code_index[job.start], t.code_index[null.start]
+    want = np.asarray(t.spec["columns"][2]["frequencies"])
+    assert np.abs(np.bincount(codes[:, i_job], minlength=len(want)) / len(x) - want).max() > 0.1
+    assert np.abs(np.bincount(after[:, i_job], minlength=len(want)) / len(x) - want).max() < 0.015
+    assert (codes[:, i_null] == 1).mean() > 0.2 and abs((after[:, i_null] == 1).mean() - 0.025) < 0.006
