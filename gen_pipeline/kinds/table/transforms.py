@@ -215,7 +215,7 @@ class TableTransformer:
     @staticmethod
     def _decoded_value(col: dict, block: np.ndarray, mode: np.ndarray | None, calibrated: bool) -> np.ndarray:
         """The value before clipping and rounding; with ``calibrated`` and a fitted ``calibration``
-        (``calibration.fit_calibration``), mapped monotonically onto the training quantiles: under
+        (``calibrated``), mapped monotonically onto the training quantiles: under
         the quantile method the generated output's own quantiles take the normal CDF's place
         (no extra work per row), under the others the decoded value goes through the generated
         values' quantiles to the training ones."""
