@@ -81,6 +81,28 @@ def _quantile_forward(x: np.ndarray, q: np.ndarray, p: np.ndarray) -> np.ndarray
     return u
 
 
+def _calibrate(x: np.ndarray, knots, probs, quantiles) -> np.ndarray:
+    """A generated value -> the training quantile at its probability among the generated values:
+    ``knots`` and ``quantiles`` are the generated and the training values' quantiles at the same
+    ``probs``, so between two knots the map is linear and, without ties, one interpolation. A
+    value equal to a run of tied knots (a point mass) maps to the training quantile at the run's
+    middle probability, as ``_quantile_forward`` does; below the first knot, the training minimum."""
+    g, r = np.asarray(knots, dtype=np.float64), np.asarray(quantiles, dtype=np.float64)
+    if np.all(g[1:] > g[:-1]):
+        return np.interp(x, g, r)
+    p = np.asarray(probs, dtype=np.float64)
+    gv, first, count = np.unique(g, return_index=True, return_counts=True)
+    last = first + count - 1
+    at = np.interp((p[first] + p[last]) / 2, p, r)  # a value exactly at a run of knots
+    i = np.searchsorted(gv, x)  # the first distinct knot >= x
+    hi, lo = np.minimum(i, len(gv) - 1), np.maximum(i - 1, 0)
+    width = gv[hi] - gv[lo]
+    t = np.clip(np.where(width > 0, (x - gv[lo]) / np.where(width > 0, width, 1.0), 0.0), 0.0, 1.0)
+    out = r[last[lo]] + t * (r[first[hi]] - r[last[lo]])  # from the left run's last knot to the right run's first
+    out[i == 0] = r[0]
+    return np.where(gv[hi] == x, at[hi], out)
+
+
 class TableTransformer:
     """Encodes typed rows to float32 vectors and decodes vectors back to the original schema."""
 
@@ -222,18 +244,15 @@ class TableTransformer:
         z = block[:, 0].astype(np.float64)
         knots = col.get("calibration") if calibrated else None
         if col["method"] == "quantile":
-            probs = np.asarray(col["probs"])
-            u = np.interp(z, knots, probs) if knots else np.clip(ndtr(z), 0.0, 1.0)
-            return np.interp(u, probs, np.asarray(col["quantiles"]))
+            if knots:  # the generated output's quantiles straight to the training ones, one interpolation
+                return np.interp(z, knots, col["quantiles"])
+            return np.interp(np.clip(ndtr(z), 0.0, 1.0), col["probs"], col["quantiles"])
         if col["method"] == "vgm":
             mode = np.argmax(block[:, 1:], axis=1) if mode is None else mode
             x = np.clip(z, -1.0, 1.0) * 4.0 * np.asarray(col["stds"])[mode] + np.asarray(col["means"])[mode]
         else:
             x = z * col["std"] + col["mean"]
-        if knots:
-            probs = np.asarray(col["probs"])
-            x = np.interp(_quantile_forward(x, np.asarray(knots), probs), probs, np.asarray(col["quantiles"]))
-        return x
+        return _calibrate(x, knots, col["probs"], col["quantiles"]) if knots else x
 
     def _category_start(self, col: dict) -> int:
         """Where a column's calibrated categorical span starts, from the column's start: a

@@ -204,3 +204,18 @@ def test_calibration_matches_category_and_null_shares_drawn_from_logits(frame):
     assert np.abs(np.bincount(codes[:, i_job], minlength=len(want)) / len(x) - want).max() > 0.1
     assert np.abs(np.bincount(after[:, i_job], minlength=len(want)) / len(x) - want).max() < 0.015
     assert (codes[:, i_null] == 1).mean() > 0.2 and abs((after[:, i_null] == 1).mean() - 0.025) < 0.006
+
+
+def test_calibrate_agrees_with_the_quantile_forward_map_ties_included():
+    """``_calibrate``'s one pass equals going through the generated values' probabilities
+    (``_quantile_forward``, ties to their middle) and then the training quantiles."""
+    from gen_pipeline.kinds.table.transforms import _calibrate
+
+    rng = np.random.default_rng(3)
+    probs = np.linspace(0, 1, 51)
+    real = np.quantile(np.where(rng.random(5000) < 0.6, 0.0, rng.lognormal(8, 1, 5000)), probs)
+    for gen in (rng.normal(5, 2, 5000), np.where(rng.random(5000) < 0.3, 2.0, rng.normal(5, 2, 5000))):
+        knots = np.quantile(gen, probs)
+        x = np.concatenate([rng.normal(5, 3, 2000), [2.0, knots[0] - 1, knots[-1] + 1, knots[7]]])
+        want = np.interp(_quantile_forward(x, knots, probs), probs, real)
+        assert np.allclose(_calibrate(x, knots.tolist(), probs.tolist(), real.tolist()), want)
