@@ -127,8 +127,7 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
     if (cont and (method == "vgm" or discrete_values)) or lookups:
         fraction = min(1.0, sample_rows / n_rows)
         picked = [c for c in schema.model_columns if c.kind not in ("identifier", "constant")] if lookups else cont
-        sample = df.select(*[(_numeric_expr(c) if c.kind in _NUMERIC_KINDS else F.col(f"`{c.name}`")).alias(c.name)
-                             for c in picked]).sample(False, fraction, seed=0).toPandas()
+        sample = df.select(*[_value_expr(c).alias(c.name) for c in picked]).sample(False, fraction, seed=0).toPandas()
 
     categorical = [c.name for c in schema.model_columns
                    if c.kind not in _NUMERIC_KINDS and c.kind not in ("identifier", "constant")]
@@ -222,8 +221,7 @@ def lookup_columns(df, schema: TableSchema, columns: list[dict], sample, n_rows:
             continue
         aggs = [F.count(F.lit(1)).alias("__n")]
         for i, e in enumerate(candidates):
-            c = by_name[e["name"]]
-            value = _numeric_expr(c) if c.kind in _NUMERIC_KINDS else F.col(f"`{c.name}`")
+            value = _value_expr(by_name[e["name"]])
             aggs += [F.min(value).alias(f"__lo{i}"), F.max(value).alias(f"__hi{i}"), F.count(value).alias(f"__c{i}")]
         rows = df.groupBy(F.col(f"`{a}`")).agg(*aggs).collect()
         for i, e in enumerate(candidates):
@@ -349,6 +347,13 @@ def merge_summaries(parts: list[dict], probs: list[float]) -> dict:
     mods = [max(m) for m in zip(*[p["mods"] for p in parts])]
     return {"min": lo, "max": hi, "mean": mean, "std": float(np.sqrt(max(m2, 0.0) / n)), "nulls": nulls,
             "q": np.clip(q, lo, hi).tolist(), "mods": mods}
+
+
+def _value_expr(c):
+    """A column as the fitting compares it: numeric kinds as ``_numeric_expr``, others as they are."""
+    from pyspark.sql import functions as F
+
+    return _numeric_expr(c) if c.kind in _NUMERIC_KINDS else F.col(f"`{c.name}`")
 
 
 def category_counts(df, names: list[str], limit: int) -> dict[str, list[tuple]]:

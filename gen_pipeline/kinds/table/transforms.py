@@ -81,6 +81,11 @@ def _quantile_forward(x: np.ndarray, q: np.ndarray, p: np.ndarray) -> np.ndarray
     return u
 
 
+def _unmodelled(col: dict) -> bool:
+    """Identifiers and constants (regenerated) and looked-up columns: no encoded width."""
+    return col["kind"] in ("identifier", "constant") or col.get("method") == "lookup"
+
+
 def _calibrate(x: np.ndarray, knots, probs, quantiles) -> np.ndarray:
     """A generated value -> the training quantile at its probability among the generated values:
     ``knots`` and ``quantiles`` are the generated and the training values' quantiles at the same
@@ -119,11 +124,10 @@ class TableTransformer:
         self.spans: list[Span] = []
         self._layout: list[tuple[dict, int]] = []  # (column spec, start offset)
         self._dictionaries: dict[str, tuple] = {}  # column -> (known values, code -> index), built when used
-        self._lookups: dict[str, dict] = {}  # looked-up column -> {determining value: value}, built when used
         offset = 0
         for col in self.columns:
             self._layout.append((col, offset))
-            if col["kind"] in ("identifier", "constant") or col.get("method") == "lookup":  # not modelled: no width
+            if _unmodelled(col):  # no width
                 continue
             if col["kind"] in _NUMERIC_KINDS:
                 vgm = col["method"] == "vgm"
@@ -141,6 +145,10 @@ class TableTransformer:
                                        freqs=tuple(col["frequencies"])))
                 offset += k
         self.output_dim = offset
+        # looked-up columns: (their place, their determining column's place, determining value -> value)
+        position = {c["name"]: i for i, (c, _) in enumerate(self._layout)}
+        self._lookups = [(i, position[col["from"]], dict(zip(col["keys"], col["values"])))
+                         for i, (col, _) in enumerate(self._layout) if col.get("method") == "lookup"]
         # categorical span start -> the calibration's log-weights on its logits (``calibrated``)
         self._offsets = {start + self._category_start(col): np.asarray(col["logit_offsets"], dtype=np.float32)
                          for col, start in self._layout if "logit_offsets" in col}
@@ -280,11 +288,11 @@ class TableTransformer:
             for col, start in self._layout:
                 target = col.get("frequencies") if "categories" in col else \
                     [1.0 - col["null_share"], col["null_share"]] if col.get("null_share") else None
-                if target is not None and len(target) > 1 and col.get("method") != "lookup":
+                if target is not None and len(target) > 1:
                     s = start + self._category_start(col)
                     by_name[col["name"]]["logit_offsets"] = _match_shares(x[:, s:s + len(target)], target).tolist()
         for col, start in self._layout:
-            if col["kind"] not in _NUMERIC_KINDS or "quantiles" not in col or col.get("method") == "lookup":
+            if col["kind"] not in _NUMERIC_KINDS or "quantiles" not in col:
                 continue
             w = self._value_width(col)
             if col["method"] == "quantile":
@@ -322,7 +330,7 @@ class TableTransformer:
             if name not in df.columns:
                 raise PipelineError(f"input has no column {name!r}; expected columns {self.schema.names}")
             values = df[name]
-            if col["kind"] in ("identifier", "constant") or col.get("method") == "lookup":
+            if _unmodelled(col):
                 continue
             if col["kind"] in _NUMERIC_KINDS:
                 x = _as_number(col, values)
@@ -409,27 +417,17 @@ class TableTransformer:
                 k = len(col["categories"])
                 arrays.append(self._dictionary_array(col, code(start, k)) if dictionary else
                               pa.array(col["categories"], type=pa.string()).take(pa.array(code(start, k))))
-        position = {c["name"]: i for i, (c, _) in enumerate(self._layout)}
-        for i, (col, _) in enumerate(self._layout):
-            if col.get("method") == "lookup":
-                key, key_start = self._layout[position[col["from"]]]
-                cats = key["categories"]
-                if OTHER in cats:  # a capped column: its rarer values were drawn while decoding it
-                    keys = arrays[position[col["from"]]].to_pylist()
-                    values = np.array([self._lookup(col).get(k) for k in keys], dtype=object)
-                else:
-                    table = np.array([self._lookup(col).get(c) for c in cats], dtype=object)
-                    values = table[code(key_start, len(cats))]
-                arrays[i] = _looked_up(col, values)
+        for i, k, table in self._lookups:
+            key, key_start = self._layout[k]
+            cats = key["categories"]
+            if OTHER in cats:  # a capped column: its rarer values were drawn while decoding it
+                values = np.array([table.get(v) for v in arrays[k].to_pylist()], dtype=object)
+            else:
+                values = np.array([table.get(c) for c in cats], dtype=object)[code(key_start, len(cats))]
+            arrays[i] = _looked_up(self._layout[i][0], values)
         if dictionary:
             return pa.Table.from_arrays(arrays, names=[c.name for c in self.schema.model_columns])
         return pa.Table.from_arrays(arrays, schema=self.schema.arrow_schema(model_only=True))
-
-    def _lookup(self, col: dict) -> dict:
-        """A looked-up column's table: determining value -> value (built once)."""
-        if col["name"] not in self._lookups:
-            self._lookups[col["name"]] = dict(zip(col["keys"], col["values"]))
-        return self._lookups[col["name"]]
 
     def _dictionary_array(self, col: dict, code: np.ndarray):
         """Codes as indices into the column's known values; the missing category (None) becomes a
