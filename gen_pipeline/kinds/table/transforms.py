@@ -66,18 +66,13 @@ VGM_MAX_POINTS = 10
 # The transformer: pure numpy/pandas, used in Spark tasks and in the model's pyfunc.
 # ---------------------------------------------------------------------------------------------
 def _quantile_forward(x: np.ndarray, q: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Value -> cumulative probability; ties in the quantile table map to their middle prob."""
-    lo = np.searchsorted(q, x, side="left")
-    hi = np.searchsorted(q, x, side="right")
-    cum = np.concatenate([[0.0], np.cumsum(p)])
-    tied = hi > lo
-    u = np.empty_like(x, dtype=np.float64)
-    u[tied] = (cum[hi[tied]] - cum[lo[tied]]) / (hi[tied] - lo[tied])
-    # Strictly between two knots: linear between the last knot below and the first above.
-    i = np.clip(lo[~tied], 1, len(q) - 1)
-    x0, x1, p0, p1 = q[i - 1], q[i], p[i - 1], p[i]
-    frac = np.where(x1 > x0, (x[~tied] - x0) / np.where(x1 > x0, x1 - x0, 1.0), 0.0)
-    u[~tied] = p0 + np.clip(frac, 0.0, 1.0) * (p1 - p0)
+    """Value -> cumulative probability: linear between the knots ``q`` (probabilities ``p``); a
+    value equal to a run of tied knots (a point mass) maps to the run's middle probability.
+    One interpolation, then one comparison per tied run (usually none or a few)."""
+    u = np.interp(x, q, p)
+    values, first, count = np.unique(q, return_index=True, return_counts=True)
+    for v, f, c in zip(values[count > 1], first[count > 1], count[count > 1]):
+        u[x == v] = p[f:f + c].mean()
     return u
 
 

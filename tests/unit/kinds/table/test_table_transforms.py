@@ -95,6 +95,9 @@ def test_quantile_forward_maps_ties_to_their_middle():
     p = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
     u = _quantile_forward(np.array([0.0, 5.0, 20.0, 30.0, -1.0]), q, p)
     assert u.tolist() == pytest.approx([0.25, 0.625, 1.0, 1.0, 0.0])
+    top = np.array([0.0, 10.0, 20.0, 20.0, 20.0])  # a point mass at the maximum; beyond it: the top
+    u = _quantile_forward(np.array([20.0, 25.0, 15.0, -3.0]), top, p)
+    assert u.tolist() == pytest.approx([0.75, 1.0, 0.375, 0.0])
 
 
 def test_vgm_finds_the_modes_and_encodes_mode_plus_offset():
