@@ -157,8 +157,6 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
             else:  # the training quantiles: the quantile method's table, and every method's calibration target
                 entry["quantiles"] = [float(v) for v in stats[f"{c.name}__q"]]
                 entry["probs"] = probs
-                if method == "vgm":  # (discrete_points above already said it is not few whole numbers)
-                    entry.update(fit_vgm(sample[c.name].to_numpy(), point_share=point_share))
             columns.append(entry)
         else:
             # One row per category, the most frequent first, at most max_categories + MAX_RARE_VALUES.
@@ -178,6 +176,9 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
     if lookups:
         found = lookup_columns(df, schema, columns, sample, n_rows)
         columns = [found.get(c["name"], c) for c in columns]
+    for entry in columns:  # the mixtures last: a looked-up column needs none
+        if entry.get("method") == "vgm" and "means" not in entry:  # (not few whole numbers: discrete_points)
+            entry.update(fit_vgm(sample[entry["name"]].to_numpy(), point_share=point_share))
     return {"version": SPEC_VERSION, "schema": schema.to_dict(), "columns": columns, "fitted_rows": n_rows}
 
 
