@@ -362,3 +362,26 @@ def test_columns_that_are_a_function_of_a_category_are_looked_up_not_modelled(sp
         tr.condition("name", "Newark")
     off = fit_spec(df, schema, "quantile", 50)["columns"]
     assert not [c for c in off if c.get("method") == "lookup"]
+
+
+def test_values_that_another_column_fixes_in_nearly_every_row_become_rules(spark, tmp_path):
+    """``fitting.value_rules`` (with ``transform.lookup_columns``): husbands are men and wives
+    women in all but one row of 1,100, children either: ``sex`` gets a rule from ``rel`` for
+    the two values and stays modelled; a value with too few rows, or agreement below 99.9%,
+    makes none."""
+    from gen_pipeline.kinds.table.fitting import fit_spec
+
+    rng = np.random.default_rng(1)
+    rel = ["Husband"] * 1100 + ["Wife"] * 500 + ["Child"] * 1000 + ["Uncle"] * 100 + ["Boarder"] * 400
+    sex = ["Male"] * 1099 + ["Female"] + ["Female"] * 500 + list(rng.choice(["Male", "Female"], 1000)) \
+        + ["Male"] * 100 + ["Male"] * 396 + ["Female"] * 4  # Uncle: too few rows; Boarder: 99% agree
+    lines = ["rel,sex,age"] + [f"{r},{x},{a}" for r, x, a in zip(rel, sex, rng.integers(18, 80, len(rel)))]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    schema = TableSchema(columns=(Column("rel", "categorical", "string"), Column("sex", "categorical", "string"),
+                                  Column("age", "continuous", "int")), header=True, missing_token="")
+    df, _ = read_table(spark, TableSource.of(str(tmp_path / "t.csv")), schema)
+    spec = {c["name"]: c for c in fit_spec(df, schema, "quantile", 50, lookups=True)["columns"]}
+    rule = spec["sex"]["rules"]
+    assert rule["from"] == "rel" and dict(zip(rule["when"], rule["then"])) == {"Husband": "Male", "Wife": "Female"}
+    assert "rules" not in spec["rel"] and "method" not in spec["sex"]  # still modelled
+    assert not any("rules" in c for c in fit_spec(df, schema, "quantile", 50)["columns"])  # off with the lookups

@@ -176,6 +176,8 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
     if lookups:
         found = lookup_columns(df, schema, columns, sample, n_rows)
         columns = [found.get(c["name"], c) for c in columns]
+        for name, rule in value_rules(df, columns, sample).items():
+            next(c for c in columns if c["name"] == name)["rules"] = rule
     for entry in columns:  # the mixtures last: a looked-up column needs none
         if entry.get("method") == "vgm" and "means" not in entry:  # (not few whole numbers: discrete_points)
             entry.update(fit_vgm(sample[entry["name"]].to_numpy(), point_share=point_share))
@@ -231,6 +233,82 @@ def lookup_columns(df, schema: TableSchema, columns: list[dict], sample, n_rows:
                                     "from": a, "keys": [r[0] for r in rows], "values": [r[f"__lo{i}"] for r in rows]}
                 determining.add(a)
     return found
+
+
+RULE_MIN_ROWS = 300  # sampled rows a value needs before its rule is considered
+RULE_MIN_SHARE = 0.999  # the share of those rows, and then of all rows, that agree
+
+
+def _category_codes(entry: dict, values) -> np.ndarray:
+    """Sampled values -> their index in ``entry["categories"]`` (-1: not in it)."""
+    import pandas as pd
+
+    cats = entry["categories"]
+    known = [c for c in cats if c is not None]
+    position = np.array([cats.index(c) for c in known] + [cats.index(None) if None in cats else -1], dtype=np.int64)
+    return position[pd.Categorical(values, categories=known).codes]
+
+
+def value_rules(df, columns: list[dict], sample) -> dict[str, dict]:
+    """{column: its ``rules``} for each categorical column B whose value is fixed, in nearly every
+    row, by some values of another categorical column A (Adult: ``relationship`` Husband -> ``sex``
+    Male, Wife -> Female), though B is not a function of A (Own-child is either sex). Such rows
+    are then generated with that value: ``{"from": A, "when": [a, ...], "then": [b, ...]}``, so
+    a model that blurs the two columns never writes a female husband.
+
+    A value a of A makes a rule when it has at least RULE_MIN_ROWS rows in ``sample`` and at
+    least RULE_MIN_SHARE of them hold one value b; each candidate is then checked on every row
+    of ``df`` (one aggregate over grouping sets per A) against the same share. A and B are
+    categorical or boolean and not capped (no shared slot of rare values); B has one A; a
+    column that is a rule's B is never another's A, so rules never chain."""
+    from pyspark.sql import functions as F
+
+    if sample is None or not len(sample):
+        return {}
+    cats = [e for e in columns if "categories" in e and OTHER not in e["categories"] and e["name"] in sample.columns
+            and not decimal_of(e["dtype"]) and 2 <= len(e["categories"]) <= LOOKUP_MAX_KEYS]
+    codes = {e["name"]: _category_codes(e, sample[e["name"]]) for e in cats}
+    candidates: dict[str, dict[str, dict]] = {}  # A -> B -> {a index: b index}
+    for a in cats:
+        ka = len(a["categories"])
+        for b in cats:
+            if b is a:
+                continue
+            kb = len(b["categories"])
+            ca, cb = codes[a["name"]], codes[b["name"]]
+            ok = (ca >= 0) & (cb >= 0)
+            table = np.bincount(ca[ok] * kb + cb[ok], minlength=ka * kb).reshape(ka, kb)
+            size, top = table.sum(1), table.max(1)
+            fixed = (size >= RULE_MIN_ROWS) & (top >= RULE_MIN_SHARE * size)
+            if fixed.any() and not (size[size > 0] == top[size > 0]).all():  # (a function of A: a lookup's job)
+                candidates.setdefault(a["name"], {})[b["name"]] = {int(i): int(table[i].argmax())
+                                                                   for i in np.flatnonzero(fixed)}
+    rules: dict[str, dict] = {}
+    sources: set[str] = set()
+    by_name = {e["name"]: e for e in columns}
+    for a_name, found in candidates.items():
+        found = {b: m for b, m in found.items() if b not in rules and b not in sources}
+        if a_name in rules or not found:
+            continue
+        cols = [F.col(f"`{n}`") for n in (a_name, *found)]
+        counts = df.groupingSets([[cols[0], c] for c in cols[1:]], *cols) \
+            .agg(F.count(F.lit(1)).alias("__n"), *[F.grouping(c).alias(f"__g{i}") for i, c in enumerate(cols)]).collect()
+        a_cats = by_name[a_name]["categories"]
+        for j, (b_name, fixed) in enumerate(found.items(), 1):
+            b_cats = by_name[b_name]["categories"]
+            rows = [r for r in counts if r[f"__g{j}"] == 0]
+            when, then = [], []
+            for ai, bi in fixed.items():
+                group = [r for r in rows if r[0] == a_cats[ai]]
+                total = sum(r["__n"] for r in group)
+                agree = sum(r["__n"] for r in group if r[j] == b_cats[bi])
+                if total and agree >= RULE_MIN_SHARE * total:
+                    when.append(a_cats[ai])
+                    then.append(b_cats[bi])
+            if when:
+                rules[b_name] = {"from": a_name, "when": when, "then": then}
+                sources.add(a_name)
+    return rules
 
 
 def _cap_categories(entry: dict, max_categories: int) -> dict:

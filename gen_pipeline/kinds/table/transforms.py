@@ -144,6 +144,17 @@ class TableTransformer:
         position = {c["name"]: i for i, (c, _) in enumerate(self._layout)}
         self._lookups = [(i, position[col["from"]], dict(zip(col["keys"], col["values"])))
                          for i, (col, _) in enumerate(self._layout) if col.get("method") == "lookup"]
+        # value rules (``fitting.value_rules``): B's span start -> (A's span start, A's category
+        # count, A's category index -> B's category index, -1 where A's value fixes nothing)
+        starts = {c["name"]: (c, start) for c, start in self._layout}
+        self._rules = {}
+        for col, start in self._layout:
+            if "rules" in col:
+                a, a_start = starts[col["rules"]["from"]]
+                table = np.full(len(a["categories"]), -1, dtype=np.int64)
+                for w, t in zip(col["rules"]["when"], col["rules"]["then"]):
+                    table[a["categories"].index(w)] = col["categories"].index(t)
+                self._rules[start] = (a_start, len(a["categories"]), table)
         # categorical span start -> the calibration's log-weights on its logits (``calibrated``)
         self._offsets = {start + self._category_start(col): np.asarray(col["logit_offsets"], dtype=np.float32)
                          for col, start in self._layout if "logit_offsets" in col}
@@ -174,12 +185,28 @@ class TableTransformer:
         """One category per categorical span from the model's logits: (N, S) codes."""
         from gen_pipeline.models.base import draw_categories
 
-        return draw_categories(raw, self.spans, generator, self._offsets)
+        return self.ruled(draw_categories(raw, self.spans, generator, self._offsets))
+
+    def ruled(self, codes):
+        """(N, S) drawn codes (torch or numpy) with the value rules applied, in place: where a
+        rule's A holds one of its values, B takes the value it fixes. Applying twice changes
+        nothing (an A is never a B)."""
+        for b_start, (a_start, _, table) in self._rules.items():
+            a, b = self.code_index[a_start], self.code_index[b_start]
+            fixed = table[np.asarray(codes[:, a])]
+            if not isinstance(codes, np.ndarray):
+                import torch
+
+                fixed = torch.as_tensor(fixed, dtype=codes.dtype)
+            codes[:, b] = codes[:, b].where(fixed < 0, fixed) if not isinstance(codes, np.ndarray) \
+                else np.where(fixed < 0, codes[:, b], fixed)
+        return codes
 
     def matches(self, raw, codes, fixed: dict[int, int]):
-        """(N,) bool: the rows whose drawn categories are the ``fixed`` ones."""
+        """(N,) bool: the rows whose drawn categories (value rules applied) are the ``fixed`` ones."""
         import torch
 
+        codes = self.ruled(codes.clone()) if self._rules else codes
         keep = torch.ones(len(codes), dtype=torch.bool)
         for start, index in fixed.items():
             keep &= codes[:, self.code_index[start]] == index
@@ -262,6 +289,19 @@ class TableTransformer:
         category column's own span, or a continuous column's null indicator."""
         return 0 if "categories" in col else self._value_width(col)
 
+    def _free_rows(self, col: dict, start: int, codes: np.ndarray):
+        """A value rule's B: (the rows whose A fixes nothing, B's training shares among such rows),
+        the shares from the training frequencies of A and B; (rows, None) when none are left."""
+        a_start, _, table = self._rules[start]
+        a = next(c for c, st in self._layout if st == a_start)
+        free = table[codes[:, self.code_index[a_start]]] < 0
+        share = np.asarray(col["frequencies"], dtype=np.float64).copy()
+        for i, j in enumerate(table):
+            if j >= 0:
+                share[j] -= a["frequencies"][i]
+        share = np.maximum(share, 0.0)
+        return free, (share / share.sum() if share.sum() > 0 and free.sum() >= 100 else None)
+
     def calibrated(self, x: np.ndarray, codes: np.ndarray, logits: bool = False) -> dict:
         """A copy of the spec whose continuous columns map generated values onto the training
         quantiles, fitted on rows the trained model generated (``x`` its output, ``codes`` its
@@ -285,7 +325,12 @@ class TableTransformer:
                     [1.0 - col["null_share"], col["null_share"]] if col.get("null_share") else None
                 if target is not None and len(target) > 1:
                     s = start + self._category_start(col)
-                    by_name[col["name"]]["logit_offsets"] = _match_shares(x[:, s:s + len(target)], target).tolist()
+                    rows = slice(None)
+                    if start in self._rules:  # the rows its rule fixes are not drawn: match the others
+                        rows, target = self._free_rows(col, start, codes)
+                    if target is not None:
+                        by_name[col["name"]]["logit_offsets"] = \
+                            _match_shares(x[rows, s:s + len(target)], target).tolist()
         for col, start in self._layout:
             if col["kind"] not in _NUMERIC_KINDS or "quantiles" not in col:
                 continue
@@ -374,7 +419,12 @@ class TableTransformer:
         rng = np.random.default_rng(zlib.crc32(np.ascontiguousarray(x[:256]).tobytes()))  # decoding draws: reproducible
 
         def code(start: int, k: int) -> np.ndarray:
-            return codes[:, self.code_index[start]] if codes is not None else np.argmax(x[:, start:start + k], axis=1)
+            c = codes[:, self.code_index[start]] if codes is not None else np.argmax(x[:, start:start + k], axis=1)
+            if start in self._rules:  # a value rule's B: where its A's value fixes it
+                a_start, a_k, table = self._rules[start]
+                fixed = table[code(a_start, a_k)]
+                c = np.where(fixed < 0, c, fixed)
+            return c
 
         arrays = []
         n = len(x)

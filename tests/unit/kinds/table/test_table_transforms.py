@@ -222,3 +222,40 @@ def test_calibrate_agrees_with_the_quantile_forward_map_ties_included():
         x = np.concatenate([rng.normal(5, 3, 2000), [2.0, knots[0] - 1, knots[-1] + 1, knots[7]]])
         want = np.interp(_quantile_forward(x, knots, probs), probs, real)
         assert np.allclose(_calibrate(x, knots.tolist(), probs.tolist(), real.tolist()), want)
+
+
+def test_value_rules_fix_b_where_a_says_so_when_drawing_decoding_matching_and_calibrating():
+    """A ``rules`` entry (``fitting.value_rules``): where ``rel`` is Husband or Wife, ``sex`` is
+    Male or Female whatever the model drew, in drawn codes, in argmax decoding and in the rows a
+    condition keeps; calibration matches ``sex``'s training share over all rows by fitting it on
+    the rows the rule leaves free."""
+    import torch
+
+    from gen_pipeline.kinds.table.schema import Column, TableSchema
+    from gen_pipeline.models.base import draw_categories
+
+    schema = TableSchema(columns=(Column("rel", "categorical", "string"), Column("sex", "categorical", "string")))
+    spec = {"version": 3, "schema": schema.to_dict(), "fitted_rows": 1000, "columns": [
+        {"name": "rel", "kind": "categorical", "dtype": "string", "categories": ["Child", "Husband", "Wife"],
+         "frequencies": [0.5, 0.4, 0.1]},
+        {"name": "sex", "kind": "categorical", "dtype": "string", "categories": ["Male", "Female"],
+         "frequencies": [0.6, 0.4], "rules": {"from": "rel", "when": ["Husband", "Wife"], "then": ["Male", "Female"]}}]}
+    t = TableTransformer(spec)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(0, 1, (20_000, 5)).astype(np.float32))
+    x[:, 4] += 1.0  # a model that says Female too often, husbands included
+    g = torch.Generator().manual_seed(0)
+    raw = draw_categories(x, t.spans, g)
+    assert ((raw[:, 0] == 1) & (raw[:, 1] == 1)).float().mean() > 0.15  # female husbands, as drawn
+    for codes in (t.draw(x, g).numpy(), None):
+        out = t.inverse_to_arrow(x.numpy(), codes).to_pandas()
+        assert (out.loc[out["rel"] == "Husband", "sex"] == "Male").all()
+        assert (out.loc[out["rel"] == "Wife", "sex"] == "Female").all()
+        assert set(out.loc[out["rel"] == "Child", "sex"]) == {"Male", "Female"}  # no rule: as the model drew
+    female = t.matches(x, raw, {3: 1})  # sex (its span starts at 3) = Female
+    assert not (raw[female, 0] == 1).any() and (raw[:, 1] == 1).sum() > female.sum()  # the raw codes are left as drawn
+    codes = t.draw(x, g).numpy()
+    calibrated = TableTransformer(t.calibrated(x.numpy(), codes, logits=True))
+    after = calibrated.draw(x, g).numpy()
+    assert abs((codes[:, 1] == 0).mean() - 0.6) > 0.1 and abs((after[:, 1] == 0).mean() - 0.6) < 0.02
+    assert np.abs(np.bincount(after[:, 0], minlength=3) / len(after) - [0.5, 0.4, 0.1]).max() < 0.02
