@@ -28,7 +28,10 @@ def quiet_environment() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
+    # DDP's note that a gradient's memory layout differs from its bucket's (a copy per step, no
+    # error) is printed by every worker of a table GAN; the other two are libraries' notices.
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning,"
+                          "ignore:Grad strides do not match bucket view strides:UserWarning")
     # Ray Train V2 reports through Ray's logger; keep the driver's terminal readable.
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
