@@ -236,7 +236,8 @@ def lookup_columns(df, schema: TableSchema, columns: list[dict], sample, n_rows:
 
 
 RULE_MIN_ROWS = 300  # sampled rows a value needs before its rule is considered
-RULE_MIN_SHARE = 0.999  # the share of those rows, and then of all rows, that agree
+RULE_SAMPLE_SHARE = 0.995  # the share of those rows that agree, for a candidate
+RULE_MIN_SHARE = 0.999  # the share of all the value's rows that agree, for a rule
 
 
 def _category_codes(entry: dict, values) -> np.ndarray:
@@ -256,9 +257,10 @@ def value_rules(df, columns: list[dict], sample) -> dict[str, dict]:
     are then generated with that value: ``{"from": A, "when": [a, ...], "then": [b, ...]}``, so
     a model that blurs the two columns never writes a female husband.
 
-    A value a of A makes a rule when it has at least RULE_MIN_ROWS rows in ``sample`` and at
-    least RULE_MIN_SHARE of them hold one value b; each candidate is then checked on every row
-    of ``df`` (one aggregate over grouping sets per A) against the same share. A and B are
+    A value a of A is a candidate when it has at least RULE_MIN_ROWS rows in ``sample`` and at
+    least RULE_SAMPLE_SHARE of them hold one value b (looser, so one exception among a few
+    hundred sampled rows does not hide a rule); it makes a rule when at least RULE_MIN_SHARE of
+    its rows in ``df`` hold b (one aggregate over grouping sets per A). A and B are
     categorical or boolean and not capped (no shared slot of rare values); B has one A; a
     column that is a rule's B is never another's A, so rules never chain."""
     from pyspark.sql import functions as F
@@ -279,7 +281,7 @@ def value_rules(df, columns: list[dict], sample) -> dict[str, dict]:
             ok = (ca >= 0) & (cb >= 0)
             table = np.bincount(ca[ok] * kb + cb[ok], minlength=ka * kb).reshape(ka, kb)
             size, top = table.sum(1), table.max(1)
-            fixed = (size >= RULE_MIN_ROWS) & (top >= RULE_MIN_SHARE * size)
+            fixed = (size >= RULE_MIN_ROWS) & (top >= RULE_SAMPLE_SHARE * size)
             if fixed.any() and not (size[size > 0] == top[size > 0]).all():  # (a function of A: a lookup's job)
                 candidates.setdefault(a["name"], {})[b["name"]] = {int(i): int(table[i].argmax())
                                                                    for i in np.flatnonzero(fixed)}
