@@ -367,7 +367,7 @@ def test_columns_that_are_a_function_of_a_category_are_looked_up_not_modelled(sp
 def test_values_that_another_column_fixes_in_nearly_every_row_become_rules(spark, tmp_path):
     """``fitting.value_rules`` (with ``transform.lookup_columns``): husbands are men and wives
     women in all but one row of 1,100, children either: ``sex`` gets a rule from ``rel`` for
-    the two values and stays modelled; a value with too few rows, or agreement below 99.9% over
+    the two values and stays modelled; a value with too few rows, or agreement below 99.8% over
     all rows (a candidate in the sample at 99.5%), makes none."""
     from gen_pipeline.kinds.table.fitting import fit_spec
 
