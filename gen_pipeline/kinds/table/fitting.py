@@ -261,7 +261,7 @@ def value_rules(df, columns: list[dict], sample) -> dict[str, dict]:
     A value a of A is a candidate when it has at least RULE_MIN_ROWS rows in ``sample`` and at
     least RULE_SAMPLE_SHARE of them hold one value b (looser, so one exception among a few
     hundred sampled rows does not hide a rule); it makes a rule when at least RULE_MIN_SHARE of
-    its rows in ``df`` hold b (one aggregate over grouping sets per A). A and B are
+    its rows in ``df`` hold b (one aggregate over grouping sets for every candidate). A and B are
     categorical or boolean and not capped (no shared slot of rare values); B has one A; a
     column that is a rule's B is never another's A, so rules never chain."""
     from pyspark.sql import functions as F
@@ -286,25 +286,36 @@ def value_rules(df, columns: list[dict], sample) -> dict[str, dict]:
             if fixed.any() and not (size[size > 0] == top[size > 0]).all():  # (a function of A: a lookup's job)
                 candidates.setdefault(a["name"], {})[b["name"]] = {int(i): int(table[i].argmax())
                                                                    for i in np.flatnonzero(fixed)}
+    if not candidates:
+        return {}
+    # every candidate pair's counts in one aggregate over grouping sets, a set per (A, B)
+    pairs = [(a, b) for a, found in candidates.items() for b in found]
+    names = list(dict.fromkeys(n for pair in pairs for n in pair))
+    cols = [F.col(f"`{n}`") for n in names]
+    where = {n: i for i, n in enumerate(names)}
+    sets = list(dict.fromkeys(frozenset(pair) for pair in pairs))  # (A, B) and (B, A): one set
+    counts = df.groupingSets([[cols[where[n]] for n in sorted(st, key=where.get)] for st in sets], *cols) \
+        .agg(F.count(F.lit(1)).alias("__n"), *[F.grouping(c).alias(f"__g{i}") for i, c in enumerate(cols)]).collect()
+    by_set: dict[frozenset, list[tuple[dict, int]]] = {st: [] for st in sets}
+    for r in counts:
+        grouped = frozenset(n for n in names if r[f"__g{where[n]}"] == 0)
+        if grouped in by_set:
+            by_set[grouped].append(({n: r[where[n]] for n in grouped}, r["__n"]))
     rules: dict[str, dict] = {}
     sources: set[str] = set()
     by_name = {e["name"]: e for e in columns}
-    for a_name, found in candidates.items():
-        found = {b: m for b, m in found.items() if b not in rules and b not in sources}
-        if a_name in rules or not found:
+    for a_name, found in candidates.items():  # in column order: a B is never a later A, an A never a B
+        if a_name in rules:
             continue
-        cols = [F.col(f"`{n}`") for n in (a_name, *found)]
-        counts = df.groupingSets([[cols[0], c] for c in cols[1:]], *cols) \
-            .agg(F.count(F.lit(1)).alias("__n"), *[F.grouping(c).alias(f"__g{i}") for i, c in enumerate(cols)]).collect()
         a_cats = by_name[a_name]["categories"]
-        for j, (b_name, fixed) in enumerate(found.items(), 1):
-            b_cats = by_name[b_name]["categories"]
-            rows = [r for r in counts if r[f"__g{j}"] == 0]
+        for b_name, fixed in found.items():
+            if b_name in rules or b_name in sources:
+                continue
+            b_cats, pair = by_name[b_name]["categories"], by_set[frozenset((a_name, b_name))]
             when, then = [], []
             for ai, bi in fixed.items():
-                group = [r for r in rows if r[0] == a_cats[ai]]
-                total = sum(r["__n"] for r in group)
-                agree = sum(r["__n"] for r in group if r[j] == b_cats[bi])
+                total = sum(n for v, n in pair if v[a_name] == a_cats[ai])
+                agree = sum(n for v, n in pair if v[a_name] == a_cats[ai] and v[b_name] == b_cats[bi])
                 if total and agree >= RULE_MIN_SHARE * total:
                     when.append(a_cats[ai])
                     then.append(b_cats[bi])
