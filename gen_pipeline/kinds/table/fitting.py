@@ -11,7 +11,7 @@ from gen_pipeline.errors import PipelineError
 from gen_pipeline.kinds.table.schema import TableSchema, base_dtype, decimal_of
 from gen_pipeline.kinds.table.transforms import (MAX_CATEGORIES, MAX_RARE_VALUES, OTHER, SPEC_VERSION, VGM_MAX_MODES,
                                                  VGM_MAX_POINTS, VGM_MIN_WEIGHT, VGM_POINT_SHARE, VGM_SAMPLE_ROWS,
-                                                 _NUMERIC_KINDS, _TIME_STEPS)
+                                                 _NUMERIC_KINDS, _TIME_STEPS, category_codes)
 
 
 def fit_vgm(values: np.ndarray, max_modes: int = VGM_MAX_MODES, seed: int = 0,
@@ -241,16 +241,6 @@ RULE_MIN_SHARE = 0.998  # the share of all the value's rows that agree, for a ru
 # 2,330 over its two files, 3 recorded male: 0.9987)
 
 
-def _category_codes(entry: dict, values) -> np.ndarray:
-    """Sampled values -> their index in ``entry["categories"]`` (-1: not in it)."""
-    import pandas as pd
-
-    cats = entry["categories"]
-    known = [c for c in cats if c is not None]
-    position = np.array([cats.index(c) for c in known] + [cats.index(None) if None in cats else -1], dtype=np.int64)
-    return position[pd.Categorical(values, categories=known).codes]
-
-
 def value_rules(df, columns: list[dict], sample) -> dict[str, dict]:
     """{column: its ``rules``} for each categorical column B whose value is fixed, in nearly every
     row, by some values of another categorical column A (Adult: ``relationship`` Husband -> ``sex``
@@ -270,7 +260,7 @@ def value_rules(df, columns: list[dict], sample) -> dict[str, dict]:
         return {}
     cats = [e for e in columns if "categories" in e and OTHER not in e["categories"] and e["name"] in sample.columns
             and not decimal_of(e["dtype"]) and 2 <= len(e["categories"]) <= LOOKUP_MAX_KEYS]
-    codes = {e["name"]: _category_codes(e, sample[e["name"]]) for e in cats}
+    codes = {e["name"]: category_codes(e["categories"], sample[e["name"]]) for e in cats}
     candidates: dict[str, dict[str, dict]] = {}  # A -> B -> {a index: b index}
     for a in cats:
         ka = len(a["categories"])

@@ -76,6 +76,17 @@ def _quantile_forward(x: np.ndarray, q: np.ndarray, p: np.ndarray) -> np.ndarray
     return u
 
 
+def category_codes(cats: list, values: pd.Series) -> np.ndarray:
+    """Values -> their index in ``cats``: a missing value the index of None where ``cats`` has it;
+    -1 for a value not in ``cats`` (unseen, or missing where None is not a category)."""
+    known = [c for c in cats if c is not None]
+    position = np.array([cats.index(c) for c in known] + [-1], dtype=np.int64)
+    codes = position[pd.Categorical(values, categories=known).codes]
+    if None in cats:
+        codes[values.isna().to_numpy()] = cats.index(None)
+    return codes
+
+
 def _unmodelled(col: dict) -> bool:
     """Identifiers and constants (regenerated) and looked-up columns: no encoded width."""
     return col["kind"] in ("identifier", "constant") or col.get("method") == "lookup"
@@ -188,18 +199,15 @@ class TableTransformer:
         return self.ruled(draw_categories(raw, self.spans, generator, self._offsets))
 
     def ruled(self, codes):
-        """(N, S) drawn codes (torch or numpy) with the value rules applied, in place: where a
-        rule's A holds one of its values, B takes the value it fixes. Applying twice changes
-        nothing (an A is never a B)."""
+        """(N, S) drawn codes (a tensor) with the value rules applied, in place: where a rule's A
+        holds one of its values, B takes the value it fixes. Applying twice changes nothing (an A
+        is never a B); decoding applies them itself (``inverse_to_arrow``)."""
+        import torch
+
         for b_start, (a_start, _, table) in self._rules.items():
             a, b = self.code_index[a_start], self.code_index[b_start]
-            fixed = table[np.asarray(codes[:, a])]
-            if not isinstance(codes, np.ndarray):
-                import torch
-
-                fixed = torch.as_tensor(fixed, dtype=codes.dtype)
-            codes[:, b] = codes[:, b].where(fixed < 0, fixed) if not isinstance(codes, np.ndarray) \
-                else np.where(fixed < 0, codes[:, b], fixed)
+            fixed = torch.as_tensor(table, dtype=codes.dtype)[codes[:, a]]
+            codes[:, b] = codes[:, b].where(fixed < 0, fixed)
         return codes
 
     def matches(self, raw, codes, fixed: dict[int, int]):
@@ -387,12 +395,8 @@ class TableTransformer:
                 cats = col["categories"]
                 if decimal_of(col.get("dtype", "string")):  # the categories are decimals' text on their scale
                     values = values.map(lambda v, d=col["dtype"]: decimal_text(v, d))
-                known = [c for c in cats if c is not None]
-                position = np.array([cats.index(c) for c in known] + [-1], dtype=np.int64)
-                codes = position[pd.Categorical(values, categories=known).codes]  # -1: unseen or null
+                codes = category_codes(cats, values)
                 isnull = values.isna().to_numpy()
-                if None in cats:
-                    codes[isnull] = cats.index(None)
                 if OTHER in cats:  # a capped column: any other training value shares the OTHER slot
                     codes[~isnull & (codes < 0)] = cats.index(OTHER)
                 flag(isnull & (codes < 0), lambda i, c=name: f"column {c}: missing value (the model never saw one)")
