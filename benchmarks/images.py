@@ -146,6 +146,7 @@ def small_data(work: Path, fractions: list[float], configs: list[str], variants:
     from gen_pipeline.kinds.image import IMAGE
     from gen_pipeline.training.driver import steps_per_epoch
     from gen_pipeline.training.loop import fit
+    from gen_pipeline.training.shell import bf16_autocast
 
     rows = []
     for config in configs:
@@ -174,8 +175,9 @@ def small_data(work: Path, fractions: list[float], configs: list[str], variants:
                 model = build_model(cfg.model, tr.spans, tr.output_dim)
                 model.configure_optimizers(cfg.train.lr, cfg.train.weight_decay)
                 t0, c0 = time.perf_counter(), time.process_time()
+                autocast = bf16_autocast(cfg, IMAGE, torch.device("cpu"))
                 fit(model, memory_source(part, 0, 1, batch, cfg.train.seed), epochs=epochs, steps_per_epoch=steps,
-                    batch_rows=batch, device=torch.device("cpu"), log=None, seed=cfg.train.seed)
+                    batch_rows=batch, device=torch.device("cpu"), log=None, autocast=autocast, seed=cfg.train.seed)
                 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
                 model.eval()
                 fake = model.sample(10_000, generator=torch.Generator().manual_seed(1)).numpy()
@@ -183,6 +185,7 @@ def small_data(work: Path, fractions: list[float], configs: list[str], variants:
                 cond = model.sample(10_000, generator=torch.Generator().manual_seed(2), fixed={model.label_start: labels}).numpy()
                 row = {"config": cfg0.name, "train_share": fraction, "train_images": int(len(part)),
                        "variant": name, "overrides": over, "steps": steps * epochs, "batch": batch,
+                       "precision": "bf16 autocast" if autocast else "float32",
                        "fid": round(fid(clf, xt, fake), 2),
                        "conditional_accuracy": round(float((predict(clf, cond)[1] == labels.numpy()).mean()), 4),
                        "train_seconds": round(wall, 1), "train_cpu_seconds": round(cpu, 1),

@@ -11,7 +11,10 @@ Preprocess contract: ``read`` returns the raw records as a DataFrame with
 
 - ``source`` (string, the input file), the kind's ``position`` column (bigint: a line or an
   image index), ``split_hint`` (string: ``train``/``test`` when the source says, else null),
-- the kind's payload columns, and ``_reason`` (null for a usable record).
+- the kind's payload columns, and ``_reason`` (null for a usable record); or, with ``finish``,
+  the records before a pass of the kind's that adds ``_reason`` and passes through the
+  columns the stage adds (a table's validation: it then sends back its records' raw text
+  only for the records it rejects, the split having been hashed from that text already).
 
 The stage splits (by the hint, else by a hash of ``split_columns``), writes the quarantine,
 excludes ``train_where`` rows, asks ``fit`` for the spec, writes each split through
@@ -41,6 +44,7 @@ class RawRecords:
     frame: Any  # a Spark DataFrame (see the module docstring)
     inputs: list[dict]  # one dict per input file: path, bytes, and how it was fingerprinted
     context: dict = field(default_factory=dict)  # kind-specific facts the fit needs (image shape, classes)
+    finish: Callable[[Any], Any] | None = None  # frame with split and key -> the records with ``_reason``
 
 
 @dataclass

@@ -385,3 +385,49 @@ def test_values_that_another_column_fixes_in_nearly_every_row_become_rules(spark
     assert rule["from"] == "rel" and dict(zip(rule["when"], rule["then"])) == {"Husband": "Male", "Wife": "Female"}
     assert "rules" not in spec["rel"] and "method" not in spec["sex"]  # still modelled
     assert not any("rules" in c for c in fit_spec(df, schema, "quantile", 50)["columns"])  # off with the lookups
+
+
+def test_the_summaries_the_validation_pass_makes_fit_the_same_spec_as_a_pass_of_their_own(spark, tmp_path):
+    """The fit's per-partition summaries, made by the validation pass as it reads (an accumulator
+    keyed by partition), give exactly the spec that a pass of their own over the typed rows gives:
+    datetimes, dates, integers, floats with nulls, strings with nulls and booleans, over three
+    files (three partitions), one with a rejected row. A task run again replaces its partition's
+    summary instead of adding to it."""
+    from pyspark import StorageLevel
+
+    from gen_pipeline.kinds.table.fitting import ByPartition, PartitionSummaries, fit_spec
+    from gen_pipeline.kinds.table.sources import read_records
+
+    schema = TableSchema(columns=(
+        Column("id", "identifier", "int"), Column("at", "datetime", "timestamp"), Column("day", "date", "date"),
+        Column("grade", "categorical", "string"), Column("ok", "boolean", "bool"),
+        Column("amount", "continuous", "float"), Column("n", "continuous", "int")), header=True, missing_token="")
+    rng = np.random.default_rng(3)
+    paths = []
+    for f in range(3):
+        lines = ["id,at,day,grade,ok,amount,n"]
+        for i in range(400):
+            k = f * 1000 + i
+            at = dt.datetime(2024, 1, 1) + dt.timedelta(minutes=int(rng.integers(0, 500_000)))
+            amount = "" if i % 7 == 0 else f"{rng.lognormal(3, 1):.2f}"
+            grade = "" if i % 11 == 0 else "ABCDE"[int(rng.integers(0, 5)) if f else i % 2]
+            lines.append(f"{k},{at:%Y-%m-%d %H:%M:%S},{at:%Y-%m-%d},{grade},{'true' if i % 3 else 'false'},"
+                         f"{amount},{int(rng.integers(-50, 50))}")
+        if f == 1:
+            lines.append("9999,not a time,2024-01-01,A,true,1.0,1")  # rejected: not in the fit
+        paths.append(tmp_path / f"part{f}.csv")
+        paths[-1].write_text("\n".join(lines) + "\n")
+    records, validate, _ = read_records(spark, [str(p) for p in paths], schema)
+    acc = spark.sparkContext.accumulator({}, ByPartition())
+    parsed = validate(records, (PartitionSummaries(schema), acc)).persist(StorageLevel.DISK_ONLY)
+    good = parsed.filter(parsed[REASON].isNull())
+    assert good.count() == 1200 and parsed.count() == 1201
+    n = good.rdd.getNumPartitions()
+    assert n >= 2 and sorted(acc.value) == list(range(n)) and sum(p["rows"] for p in acc.value.values()) == 1200
+    made = fit_spec(good, schema, "quantile", 50, partitions=[acc.value[k] for k in sorted(acc.value)])
+    assert made == fit_spec(good, schema, "quantile", 50)
+    grades = next(c for c in made["columns"] if c["name"] == "grade")
+    assert None in grades["categories"] and abs(sum(grades["frequencies"]) - 1.0) < 1e-9
+    parsed.unpersist()
+    assert validate(records, (PartitionSummaries(schema), acc)).count() == 1201  # every task runs again
+    assert sorted(acc.value) == list(range(n)) and sum(p["rows"] for p in acc.value.values()) == 1200

@@ -59,21 +59,32 @@ class TableKind(DataKind):
         """The records of a ``RawTable``'s files (the bundled sets, or files a test writes)."""
         from pyspark.sql import functions as F
 
-        from gen_pipeline.kinds.table.sources import read_table
+        from gen_pipeline.kinds.table.sources import read_records
 
-        parsed, inputs = read_table(spark, table.source or list(table.files), table.schema, cfg.data.max_rows_per_file)
+        records, validate, inputs = read_records(spark, table.source or list(table.files), table.schema,
+                                                 cfg.data.max_rows_per_file)
         hint = F.lit(None).cast("string")
         if cfg.data.split == "files" and table.test_files:
             hint = F.when(F.col("source").isin(*table.test_files), "test").otherwise("train")
-        return RawRecords(table.name, parsed.withColumn("split_hint", hint), inputs, {"schema": table.schema})
+        context, summaries = {"schema": table.schema}, None
+        if not cfg.data.train_where and cfg.data.train_fraction >= 1.0:  # the fit reads every usable record
+            from gen_pipeline.kinds.table.fitting import ByPartition, PartitionSummaries
+
+            context["summaries"] = spark.sparkContext.accumulator({}, ByPartition())
+            summaries = (PartitionSummaries(table.schema), context["summaries"])
+        return RawRecords(table.name, records.withColumn("split_hint", hint), inputs, context,
+                          finish=lambda df: validate(df, summaries))
 
     def fit(self, spark, good, records: RawRecords, cfg) -> dict:
         from gen_pipeline.kinds.table.fitting import fit_spec
 
         t = cfg.transform
         print(f"[preprocess] fitting transforms from Spark aggregates ({t.continuous})", flush=True)
+        made = records.context["summaries"].value if "summaries" in records.context else {}
+        # the validation pass's summaries, when every partition's task made one (else the fit makes its own)
+        parts = [made[k] for k in sorted(made)] if sorted(made) == list(range(good.rdd.getNumPartitions())) else None
         return fit_spec(good, records.context["schema"], t.continuous, t.num_quantiles, t.vgm_sample_rows,
-                        t.vgm_point_share, t.max_categories, t.discrete_values, t.lookup_columns)
+                        t.vgm_point_share, t.max_categories, t.discrete_values, t.lookup_columns, parts)
 
     def encoder(self, spec: dict):
         def encode(batches):  # typed rows -> ``features`` list<float32>; encoding never drops a row

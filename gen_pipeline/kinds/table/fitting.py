@@ -98,16 +98,19 @@ def _numeric_expr(c):
 
 def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: int = 200,
              sample_rows: int = VGM_SAMPLE_ROWS, point_share: float = VGM_POINT_SHARE,
-             max_categories: int = MAX_CATEGORIES, discrete_values: int = 0, lookups: bool = False) -> dict:
+             max_categories: int = MAX_CATEGORIES, discrete_values: int = 0, lookups: bool = False,
+             partitions: list[dict] | None = None) -> dict:
     """Fit every column's encoding from aggregates of a Spark DataFrame of typed rows.
 
     Only summaries reach the driver, plus (for ``vgm``, ``discrete_values`` or ``lookups``) a
     seeded sample of about ``sample_rows`` rows to fit the mixtures on and to find the columns
-    that ``lookups`` regenerates from another (``lookup_columns``).
+    that ``lookups`` regenerates from another (``lookup_columns``). ``partitions``: the
+    ``PartitionSummaries`` of every partition of ``df`` made already (by the validation pass),
+    which spares the pass that would make them.
     """
     from pyspark.sql import functions as F
 
-    cont = [c for c in schema.model_columns if c.kind in _NUMERIC_KINDS]
+    cont, _ = summarised_columns(schema)
     for c in schema.columns:
         if c.kind == "text":
             import sys
@@ -121,7 +124,8 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
     n_rows = int(stats["__n"])
     if n_rows == 0:
         raise PipelineError("no usable rows to fit the transforms on (every row was quarantined?)")
-    stats.update(continuous_stats(df, cont, probs))
+    continuous, counted = column_summaries(df, schema, probs, max_categories + MAX_RARE_VALUES, partitions)
+    stats.update(continuous)
 
     sample = None  # the VGM's mixtures, the columns of few whole numbers and the lookups are fitted on it
     if (cont and (method == "vgm" or discrete_values)) or lookups:
@@ -129,9 +133,6 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
         picked = [c for c in schema.model_columns if c.kind not in ("identifier", "constant")] if lookups else cont
         sample = df.select(*[_value_expr(c).alias(c.name) for c in picked]).sample(False, fraction, seed=0).toPandas()
 
-    categorical = [c.name for c in schema.model_columns
-                   if c.kind not in _NUMERIC_KINDS and c.kind not in ("identifier", "constant")]
-    counted = category_counts(df, categorical, max_categories + MAX_RARE_VALUES)
     columns = []
     for c in schema.model_columns:
         if c.kind in ("identifier", "constant"):
@@ -331,56 +332,175 @@ def _cap_categories(entry: dict, max_categories: int) -> dict:
 QUANTILE_POINTS = 10_000  # summary points per column: quantiles within 1/10,000 of the rows in rank
 
 
-def continuous_stats(df, cont, probs: list[float], n_points: int = QUANTILE_POINTS) -> dict:
-    """Min, max, mean, population std, null count, quantiles at ``probs`` (the first the min,
-    the last the max) and, for datetimes, the largest remainder by each ``_TIME_STEPS`` unit, of
-    each column of ``cont``, keyed ``{name}__min`` etc.; ``{name}__min`` is None for a column
-    with no value.
+PARTITION_MAX_VALUES = 100_000  # a partition's distinct values of a column sent to the driver, at most
 
-    One pass: each partition's Python worker sorts its values of each column (numpy) and sends
-    back its moments and ``n_points / 2`` order statistics with the number of values each stands
-    for (``partition_summary``); the driver merges them (``merge_summaries``). A quantile's rank
-    is off by at most (values / ``n_points``) plus half a value per partition: the bound of
-    Spark's ``percentile_approx(accuracy=n_points)``, whose per-row buffers made it most of the
-    fit's time (benchmarks/RESULTS.md). What reaches the driver grows with the partitions
-    (16 bytes per point), not with the rows.
-    """
-    if not cont:
-        return {}
-    steps = [list(_TIME_STEPS) if c.kind == "datetime" else [] for c in cont]
 
-    def summarise(batches):
+def summarised_columns(schema: TableSchema) -> tuple[list, list[str]]:
+    """The columns ``fit_spec`` summarises: (continuous, datetime and date columns; the names of
+    the categorical ones)."""
+    cont = [c for c in schema.model_columns if c.kind in _NUMERIC_KINDS]
+    categorical = [c.name for c in schema.model_columns
+                   if c.kind not in _NUMERIC_KINDS and c.kind not in ("identifier", "constant")]
+    return cont, categorical
+
+
+def _as_numbers(column, kind: str) -> np.ndarray:
+    """A typed Arrow column as float64 (null: NaN): datetimes as wall-clock microseconds since 1970
+    (the session's zone is UTC, so an instant's value is its wall clock there), dates as days."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if kind == "datetime":
+        column = pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64())
+    elif kind == "date":
+        column = pc.cast(column, pa.int32())
+    return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+
+
+class PartitionSummaries:
+    """Per-partition summaries of the columns ``fit_spec`` fits, made where a partition's typed
+    rows already are (a standalone pass over the rows, or the validation pass as it reads them)
+    and merged on the driver.
+
+    Continuous columns: each partition's values sorted (numpy), its moments and ``n_points / 2``
+    order statistics with the number of values each stands for (``partition_summary``), merged
+    by ``merge_summaries``. A quantile's rank is off by at most (values / ``n_points``) plus half
+    a value per partition: the bound of Spark's ``percentile_approx(accuracy=n_points)``, whose
+    per-row buffers made it most of the fit's time (benchmarks/RESULTS.md). Categorical columns:
+    each partition's exact count of every value (Arrow's ``value_counts``), summed on the
+    driver; a partition with more than ``PARTITION_MAX_VALUES`` distinct values of a column
+    sends none, and that column is counted by a Spark aggregate instead (``category_counts``).
+    What reaches the driver grows with the partitions, not with the rows."""
+
+    def __init__(self, schema: TableSchema, n_points: int = QUANTILE_POINTS):
+        self.cont, self.categorical = summarised_columns(schema)
+        self.n_points = n_points
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.cont] + self.categorical
+
+    def summarise(self, tables) -> dict:
+        """A partition's typed rows (Arrow tables or batches with the columns of ``names``) -> its summary."""
+        part = self.start()
+        for t in tables:
+            part.add(t)
+        return part.finish()
+
+    def start(self) -> "_Partition":
+        """A partition's summary, made one batch at a time (``add``, then ``finish``)."""
+        return _Partition(self)
+
+    def merge(self, parts: list[dict], probs: list[float], limit: int) -> tuple[dict, dict, list[str]]:
+        """Partition summaries -> (continuous statistics keyed ``{name}__min`` etc., as
+        ``merge_summaries`` gives them plus ``{name}__mod{step}`` for datetimes; each categorical
+        column's (value, count) pairs, at most ``limit``, the most frequent first; the columns
+        some partition sent no counts for)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        stats: dict = {}
+        for k, c in enumerate(self.cont):
+            merged = merge_summaries([p["cont"][k] for p in parts], probs)
+            stats.update({f"{c.name}__{key}": v for key, v in merged.items() if key != "mods"})
+            for step, m in zip(_TIME_STEPS if c.kind == "datetime" else (), merged["mods"]):
+                stats[f"{c.name}__mod{step}"] = m
+        counted: dict[str, list[tuple]] = {}
+        overflow = []
+        for j, n in enumerate(self.categorical):
+            if any(p["cats"][j] is None and p["rows"] for p in parts):
+                overflow.append(n)
+                continue
+            got = [p["cats"][j] for p in parts if p["cats"][j] is not None]
+            if not got:
+                counted[n] = []
+                continue
+            summed = _summed(pa.concat_tables(got))
+            order = pc.sort_indices(pa.table({"c": summed.column("counts"), "t": pc.cast(summed.column("values"),
+                                                                                          pa.string())}),
+                                    sort_keys=[("c", "descending"), ("t", "ascending")], null_placement="at_start")
+            top = summed.take(order[:limit])
+            counted[n] = list(zip(top.column("values").to_pylist(), top.column("counts").to_pylist()))
+        return stats, counted, overflow
+
+
+class _Partition:
+    """One partition's summary in the making: the continuous values of the batches added so far
+    (float64, NaN for null) and their categories' counts."""
+
+    def __init__(self, plan: PartitionSummaries):
+        self.plan, self.rows = plan, 0
+        self.numbers: list[list[np.ndarray]] = [[] for _ in plan.cont]
+        self.counts: list[list] = [[] for _ in plan.categorical]
+
+    def add(self, table) -> None:
+        import pyarrow.compute as pc
+
+        self.rows += table.num_rows
+        for k, c in enumerate(self.plan.cont):
+            self.numbers[k].append(_as_numbers(table.column(c.name), c.kind))
+        for j, n in enumerate(self.plan.categorical):
+            self.counts[j].append(pc.value_counts(table.column(n)))
+
+    def finish(self) -> dict:
         import pyarrow as pa
 
-        parts: list[list[np.ndarray]] = [[] for _ in cont]
-        for rb in batches:
-            for k in range(len(cont)):
-                parts[k].append(rb.column(k).to_numpy(zero_copy_only=False))
-        if not parts[0]:
-            return
-        rows = []
-        for k, chunks in enumerate(parts):
-            rows.append({"k": k, **partition_summary(np.concatenate(chunks).astype(np.float64), max(1, n_points // 2),
-                                                     steps[k])})
-        yield pa.RecordBatch.from_pylist(rows, schema=pa.schema([
-            ("k", pa.int32()), ("count", pa.int64()), ("nulls", pa.int64()), ("min", pa.float64()),
-            ("max", pa.float64()), ("mean", pa.float64()), ("m2", pa.float64()), ("mods", pa.list_(pa.float64())),
-            ("points", pa.list_(pa.float64())), ("weights", pa.list_(pa.int64()))]))
+        cont = [partition_summary(np.concatenate(v) if v else np.zeros(0), max(1, self.plan.n_points // 2),
+                                  list(_TIME_STEPS) if c.kind == "datetime" else [])
+                for c, v in zip(self.plan.cont, self.numbers)]
+        cats = []  # per column: the partition's values and counts, or None when it has too many
+        for parts in self.counts:
+            parts = [pa.RecordBatch.from_struct_array(p) for p in parts if len(p)]
+            table = _summed(pa.Table.from_batches(parts)) if parts else None
+            cats.append(table if table is None or table.num_rows <= PARTITION_MAX_VALUES else None)
+        return {"rows": self.rows, "cont": cont, "cats": cats}
 
-    ddl = ("k int, count bigint, nulls bigint, min double, max double, mean double, m2 double, mods array<double>, "
-           "points array<double>, weights array<bigint>")
-    summaries = df.select(*[_numeric_expr(c).alias(f"__v{k}") for k, c in enumerate(cont)]) \
-        .mapInArrow(summarise, ddl).toArrow()
-    summaries = [{name: (summaries.column(name)[i].values.to_numpy(zero_copy_only=False)
-                         if name in ("points", "weights") else summaries.column(name)[i].as_py())
-                  for name in summaries.column_names} for i in range(summaries.num_rows)]
-    out = {}
-    for k, c in enumerate(cont):
-        merged = merge_summaries([r for r in summaries if r["k"] == k], probs)
-        out.update({f"{c.name}__{key}": v for key, v in merged.items() if key != "mods"})
-        for step, m in zip(_TIME_STEPS if c.kind == "datetime" else (), merged["mods"]):
-            out[f"{c.name}__mod{step}"] = m
-    return out
+
+class ByPartition:
+    """A Spark accumulator's parameter (``SparkContext.accumulator({}, ByPartition())``) whose value
+    maps a partition's id to what its task added: a task that runs again (a retry, a lost block
+    recomputed) replaces its partition's entry instead of adding to it."""
+
+    def zero(self, value: dict) -> dict:
+        return {}
+
+    def addInPlace(self, a: dict, b: dict) -> dict:  # noqa: N802 - pyspark's name
+        a.update(b)
+        return a
+
+
+def _summed(table):
+    """A table of ``values`` and ``counts`` with each value once, its counts summed."""
+    import pyarrow as pa
+
+    g = table.group_by("values").aggregate([("counts", "sum")])
+    return pa.table({"values": g.column("values"), "counts": g.column("counts_sum")})
+
+
+def column_summaries(df, schema: TableSchema, probs: list[float], limit: int,
+                     partitions: list[dict] | None = None) -> tuple[dict, dict[str, list[tuple]]]:
+    """(The continuous columns' statistics, the categorical columns' counts) of ``df``
+    (``PartitionSummaries``): from ``partitions``, the summaries the validation pass made of
+    every partition's usable rows as it read them, else from one pass over ``df``."""
+    import pickle
+
+    plan = PartitionSummaries(schema)
+    if not plan.names:
+        return {}, {}
+    if partitions is None:
+        def summarise(batches):
+            import pyarrow as pa
+            from pyspark import TaskContext
+
+            blob = pickle.dumps(plan.summarise(batches))
+            yield pa.RecordBatch.from_pydict({"part": [TaskContext.get().partitionId()], "blob": [blob]},
+                                             schema=pa.schema([("part", pa.int32()), ("blob", pa.binary())]))
+
+        rows = df.select(*[f"`{n}`" for n in plan.names]).mapInArrow(summarise, "part int, blob binary").collect()
+        partitions = [pickle.loads(r["blob"]) for r in sorted(rows, key=lambda r: r["part"])]
+    stats, counted, overflow = plan.merge(partitions, probs, limit)
+    counted.update(category_counts(df, overflow, limit))
+    return stats, counted
 
 
 def partition_summary(x: np.ndarray, points: int, steps=()) -> dict:

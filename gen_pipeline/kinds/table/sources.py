@@ -5,8 +5,9 @@ A ``TableSource`` names where the table is: a local path, a ``file://`` URI or a
 filesystem URI (``s3a://``, ``hdfs://``, ``gs://``, ``abfss://``: the cluster must provide the
 connector jars and credentials, since pyspark ships none; the tests use local paths), a folder
 (every file under it but ``_*`` and ``.*``), a glob, a list of them, or ``table:db.name``.
-``read_table`` returns what preprocess works on: ``source`` (file name), ``line``, ``text``, the
-schema's typed columns and ``_reason`` (None for a usable row), plus ``inputs`` from the
+``read_table`` returns what preprocess works on: ``source`` (file name), ``line``, ``text`` (the
+raw record, kept for rejected ones), the schema's typed columns and ``_reason`` (None for a
+usable row), plus ``inputs`` from the
 filesystem listing (path, size, modification time; the bytes are never read on the driver; for a
 catalog table, the files ``spark.table(name).inputFiles()`` names, ``table_listing``).
 
@@ -43,7 +44,7 @@ from pathlib import Path
 from gen_pipeline.errors import PipelineError
 from gen_pipeline.kinds.table.schema import TableSchema, base_dtype
 from gen_pipeline.kinds.table.validation import (_BINARY, _CAST, _CORRUPT, SPARK_CAST, _parse_datetime, _spark_type,
-                                                  _validate_fn, validated_ddl)
+                                                  validate)
 
 FORMATS = ("csv", "parquet", "orc", "json")
 _EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".data": "csv", ".test": "csv", ".parquet": "parquet",
@@ -360,8 +361,18 @@ def _named_file(e: Exception, uris: list[str]) -> str:
 
 def read_table(spark, source, schema: TableSchema, max_rows_per_file: int | None = None):
     """Every record of ``source`` (a ``TableSource``, or paths) typed by ``schema``, plus ``_reason``
-    (None = usable), and the input files from the listing. The contract of preprocess'
-    ``read_raw_lines``: returns (DataFrame of source, line, text, the columns, _reason; inputs)."""
+    (None = usable), and the input files from the listing: returns (DataFrame of source, line,
+    text (rejected records only), the columns, _reason; inputs)."""
+    records, check, inputs = read_records(spark, source, schema, max_rows_per_file)
+    return check(records), inputs
+
+
+def read_records(spark, source, schema: TableSchema, max_rows_per_file: int | None = None):
+    """``read_table`` in two steps: (records as the reader split them, every field a string, with
+    Spark's casts beside them; the validation pass, a function of such records (and optionally
+    the fit's summaries to make on the way, ``validation.validate``) that passes through any
+    column added to them; inputs). Preprocess assigns the split from the raw text in between, so
+    the text need not come back from the validation for usable records."""
     from pyspark.sql import functions as F
 
     src = source if isinstance(source, TableSource) else TableSource.of(source)
@@ -391,6 +402,5 @@ def read_table(spark, source, schema: TableSchema, max_rows_per_file: int | None
     casts = [F.expr(f"try_cast(`{c.name}` AS {_spark_type(c)})").alias(_CAST + c.name)
              if not c.format else _parse_datetime(c).alias(_CAST + c.name)
              for c in schema.columns if base_dtype(c.dtype) in SPARK_CAST]
-    records = records.select("*", *casts)
-    out = records.mapInArrow(_validate_fn(schema, "json" if fmt_used == "json" else "csv"), validated_ddl(schema))
-    return out, inputs
+    fmt_used = "json" if fmt_used == "json" else "csv"
+    return records.select("*", *casts), lambda df, summaries=None: validate(df, schema, fmt_used, summaries), inputs

@@ -37,15 +37,47 @@ def validated_ddl(schema: TableSchema) -> str:
     return f"source string, line bigint, text string, {schema.spark_ddl()}, `{REASON}` string"
 
 
+def validate(records, schema: TableSchema, fmt: str, summaries=None):
+    """The validation pass over ``records`` (a reader's string fields, ``sources.read_records``):
+    the typed columns and ``_reason``, with ``text`` kept only for the records it rejects (the
+    raw text of every usable record would otherwise come back from the Python worker only to be
+    dropped). Columns the records carry beyond the reader's (a split assigned from the text
+    before this pass) are passed through unchanged.
+
+    ``summaries``: (``fitting.PartitionSummaries``, an accumulator of ``fitting.ByPartition``):
+    each task also summarises its partition's usable records for the fit as they pass and adds
+    the summary under its partition's id, so the fit needs no pass of its own over the rows."""
+    own = {"source", "line", "text", _CORRUPT, _BINARY, *schema.names}
+    extra = [f for f in records.schema.fields if f.name not in own and not f.name.startswith(_CAST)]
+    ddl = validated_ddl(schema) + "".join(f", `{f.name}` {f.dataType.simpleString()}" for f in extra)
+    return records.mapInArrow(_validate_fn(schema, fmt, [f.name for f in extra], summaries), ddl)
+
+
 # ---------------------------------------------------------------------------------------------
 # The validation pass: string fields -> typed columns + reasons (Arrow kernels).
 # ---------------------------------------------------------------------------------------------
-def _validate_fn(schema: TableSchema, fmt: str):
+def _validate_fn(schema: TableSchema, fmt: str, passed: list[str], summaries=None):
+    plan, acc = summaries or (None, None)
+
     def run(batches):
         import pyarrow as pa
+        import pyarrow.compute as pc
+        from pyspark import TaskContext
 
+        part = plan.start() if plan else None
         for rb in batches:
-            yield from validate_fields(pa.Table.from_batches([rb]), schema, fmt).to_batches()
+            table = pa.Table.from_batches([rb])
+            out = validate_fields(table, schema, fmt)
+            rejected = pc.is_valid(out.column(REASON))
+            if part:
+                part.add(out.filter(pc.invert(rejected)).select(plan.names))
+            out = out.set_column(out.schema.get_field_index("text"), "text",
+                                 pc.if_else(rejected, out.column("text"), pa.scalar(None, pa.string())))
+            for name in passed:
+                out = out.append_column(name, table.column(name))
+            yield from out.to_batches()
+        if part:
+            acc.add({TaskContext.get().partitionId(): part.finish()})
     return run
 
 
