@@ -99,6 +99,9 @@ class Runtime:
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.sql.execution.arrow.maxRecordsPerBatch", "65536")
             .config("spark.sql.session.timeZone", "UTC")
+            # preprocess's on-disk cache of typed rows: compressing its column batches cost more
+            # CPU than the disk it saved (benchmarks/RESULTS.md, preprocess at scale)
+            .config("spark.sql.inMemoryColumnarStorage.compressed", "false")
             # Spark's progress bar on a terminal; in a log file it is a run of overwritten lines
             .config("spark.ui.showConsoleProgress", str(sys.stderr.isatty()).lower())
             .config("spark.ui.enabled", os.environ.get("SPARK_UI_ENABLED", "false"))

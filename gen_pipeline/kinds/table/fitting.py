@@ -561,9 +561,9 @@ def _value_expr(c):
 
 def category_counts(df, names: list[str], limit: int) -> dict[str, list[tuple]]:
     """Each column's (value, count) pairs, at most ``limit`` per column: the most frequent, ties
-    broken by the value as a string (null first). One pass over ``df`` for every column (one
-    aggregate over grouping sets, a set per column) instead of a group-by each; the values keep
-    their types."""
+    broken by the value as a string (null first), the values in their types. One Spark aggregate
+    over grouping sets (a set per column) for the columns ``PartitionSummaries`` leaves to Spark:
+    those with more distinct values in some partition than it sends to the driver."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
