@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from gen_pipeline.errors import PipelineError
 
 SPLITS = ("train", "validation", "test")
@@ -115,16 +117,9 @@ class PreprocessOutput:
 
     def read_encoded(self, split: str, limit: int | None = None, columns=("features", "label")):
         """(features float32 (N, D), labels int (N,) or None) of one encoded split."""
-        import numpy as np
-
         table = self._read(self.encoded(split), columns, limit, optional=("label",))
-        col = table.column("features").combine_chunks()
-        n = len(col)
         labels = table.column("label").to_numpy() if "label" in table.column_names else None
-        if not n:
-            return np.zeros((0, 0), np.float32), labels
-        x = col.values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(n, -1)
-        return x, labels
+        return np.array(vector_matrix(table.column("features"))), labels  # a writable copy
 
     @staticmethod
     def _read(path: Path, columns, limit: int | None, optional=()):
@@ -141,3 +136,54 @@ class PreprocessOutput:
         except (pa.ArrowInvalid, OSError) as e:
             raise PipelineError(f"{path}: unreadable Parquet ({str(e).splitlines()[0][:160]}); "
                                 "rerun `gen-pipeline preprocess` to rebuild it") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# The encoded splits' ``features``: each row's D float32 values (little-endian) as one binary
+# value of 4 D bytes. Parquet writes a binary value as one run of bytes; a list<float> column
+# costs a repetition and a definition level per float, which made the encoded write 2.3 times
+# as slow (benchmarks/RESULTS.md, preprocess at scale). Read back as an (N, D) view of the bytes.
+# A list<float> column (written before, or by Spark for an empty split) reads the same way.
+# ---------------------------------------------------------------------------------------------
+def vector_binary(column):
+    """A list<float32> Arrow array whose lists all have one length D -> a binary array, each value
+    the row's D float32s (4 D bytes, little-endian): the ``features`` column as it is stored."""
+    import pyarrow as pa
+
+    import pyarrow.compute as pc
+
+    n = len(column)
+    lengths = pc.min_max(column.value_lengths()).as_py()
+    if n and lengths["min"] != lengths["max"]:
+        raise PipelineError(f"encoded vectors of unequal length ({lengths['min']} to {lengths['max']} values)")
+    flat = np.ascontiguousarray(column.flatten().to_numpy(zero_copy_only=False), dtype="<f4")
+    width = 4 * (flat.size // n) if n else 0
+    offsets = pa.py_buffer(np.arange(0, n * width + 1, width or 1, dtype=np.int32)[:n + 1])
+    return pa.Array.from_buffers(pa.binary(), n, [None, offsets, pa.py_buffer(flat)])
+
+
+def vector_matrix(column) -> np.ndarray:
+    """A ``features`` column (binary as ``vector_binary`` writes it, or list<float32>; an Arrow
+    array or chunked array) -> an (N, D) float32 array: a read-only view of the Arrow buffer
+    when the column is one chunk, else a copy."""
+    import pyarrow as pa
+
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts = [_chunk_matrix(c) for c in chunks if len(c)]
+    if not parts:
+        return np.zeros((0, 0), np.float32)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _chunk_matrix(chunk) -> np.ndarray:
+    import pyarrow as pa
+
+    n = len(chunk)
+    if pa.types.is_binary(chunk.type):
+        offsets = np.frombuffer(chunk.buffers()[1], np.int32, n + 1, chunk.offset * 4)
+        start, end = int(offsets[0]), int(offsets[-1])
+        if (end - start) % (4 * n) or np.any(np.diff(offsets) != (end - start) // n):
+            raise PipelineError("encoded vectors of unequal length: rerun `gen-pipeline preprocess`")
+        return np.frombuffer(chunk.buffers()[2], "<f4", (end - start) // 4, start).reshape(n, -1)
+    flat = chunk.flatten().to_numpy(zero_copy_only=False)
+    return (flat if flat.dtype == np.float32 else flat.astype(np.float32)).reshape(n, -1)

@@ -166,6 +166,7 @@ def write_vectors(batches, folder: str, partition: int, row_group_bytes: int = 8
     writer, rows, per_group = None, 0, 1
     try:
         for rb in batches:
+            rb = _vectors_as_binary(rb)
             if writer is None:
                 writer = pq.ParquetWriter(tmp, rb.schema, compression="zstd", use_dictionary=False, store_schema=False,
                                           write_statistics=False)  # min/max of a vector column: 10% of the write
@@ -178,6 +179,20 @@ def write_vectors(batches, folder: str, partition: int, row_group_bytes: int = 8
     if writer is not None:
         os.replace(tmp, final)
     return rows
+
+
+def _vectors_as_binary(rb):
+    """A batch with its list<float32> columns (the encoded ``features``) as ``layout.vector_binary``
+    stores them."""
+    import pyarrow as pa
+
+    from gen_pipeline.layout import vector_binary
+
+    lists = [k for k, f in enumerate(rb.schema) if pa.types.is_list(f.type) and pa.types.is_float32(f.type.value_type)]
+    if not lists:
+        return rb
+    return pa.RecordBatch.from_arrays([vector_binary(c) if k in lists else c for k, c in enumerate(rb.columns)],
+                                      names=rb.schema.names)
 
 
 def reconcile(rows_in: int, rows_written: int, rows_quarantined: int, rows_excluded: int) -> None:

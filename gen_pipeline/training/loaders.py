@@ -242,18 +242,16 @@ def _epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
 
 
 def _features_numpy(table):
-    """The ``features`` column (list<float32>, every list of length D) as an (N, D) float32
-    array, a read-only view of the Arrow buffer where it can be."""
-    import numpy as np
+    """The ``features`` column (``layout.vector_matrix``) as an (N, D) float32 array, a read-only
+    view of the Arrow buffer where it can be."""
+    from gen_pipeline.layout import vector_matrix
 
-    col = table.column(FEATURES).combine_chunks()
-    flat = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), -1)
-    return flat if flat.dtype == np.float32 else flat.astype(np.float32)
+    return vector_matrix(table.column(FEATURES))
 
 
 def arrow_features(table) -> torch.Tensor:
-    """The ``features`` column (list<float32>, every list of length D) as an (N, D) tensor,
-    sharing the Arrow buffer where it can (read-only: index it, do not write to it)."""
+    """The ``features`` column as an (N, D) tensor, sharing the Arrow buffer where it can
+    (read-only: index it, do not write to it)."""
     return _as_tensor(_features_numpy(table))
 
 

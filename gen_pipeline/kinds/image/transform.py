@@ -3,7 +3,7 @@
 Raw and generated images are uint8 bytes in the order numpy and PIL keep them: row-major, and
 for RGB the channels last (H, W, 3: R, G, B interleaved); grey images are H*W bytes.
 
-Encoded layout (one ``features`` list<float32> per image, so both loaders hand torch a
+Encoded layout (one ``features`` float32 vector per image, so both loaders hand torch a
 ``(B, C*H*W + K)`` tensor without changes): the C*H*W pixels scaled to [0, 1] (``pixel / 255``)
 as C channel planes (C = 1 grey, 3 RGB), each row-major, as convolutions take them; then the
 class label one-hot over K classes (all zeros when the image has none). The spec

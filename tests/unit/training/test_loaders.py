@@ -9,9 +9,13 @@ import torch
 from gen_pipeline.training.loaders import Prefetched, memory_source, petastorm_source, read_features, shuffled_batches
 
 
-def _encoded(folder, rows=1200, dim=7, files=4):
-    """An encoded split as preprocess lays it out: ``features`` list<float32>, several files
-    with two row groups each; every row is distinct (its first value is its row number)."""
+def _encoded(folder, rows=1200, dim=7, files=4, as_lists=False):
+    """An encoded split as preprocess lays it out: ``features`` (each row's float32 vector as one
+    binary value, ``layout.vector_binary``; ``as_lists``: a list<float32> column, as Spark writes an
+    empty split), several files with two row groups each; every row is distinct (its first value
+    is its row number)."""
+    from gen_pipeline.layout import vector_binary
+
     folder.mkdir()
     x = np.random.default_rng(0).normal(size=(rows, dim)).astype(np.float32)
     x[:, 0] = np.arange(rows)
@@ -19,6 +23,7 @@ def _encoded(folder, rows=1200, dim=7, files=4):
     for i in range(files):
         part = x[i * per:(i + 1) * per]
         col = pa.FixedSizeListArray.from_arrays(pa.array(part.ravel()), dim).cast(pa.list_(pa.float32()))
+        col = col if as_lists else vector_binary(col)
         pq.write_table(pa.table({"features": col}), folder / f"part-{i:05d}.parquet", row_group_size=per // 2)
     return folder
 
@@ -94,3 +99,21 @@ def test_prefetched_reads_the_next_epoch_ahead_and_close_stops_it():
     time.sleep(0.2)
     ahead = [t for t in set(threading.enumerate()) - before if t.name.startswith("prefetch-epoch-")]
     assert not ahead  # close stopped the reader that had started on epoch 2
+
+
+def test_encoded_vectors_read_back_exactly_from_binary_and_from_lists(tmp_path):
+    """The stored ``features`` (one binary value of 4 D bytes a row) and a list<float32> column of
+    the same rows read back to the same (N, D) float32 matrix; a row of another length is an error."""
+    from gen_pipeline.errors import PipelineError
+    from gen_pipeline.layout import vector_binary, vector_matrix
+
+    a, b = read_features(_encoded(tmp_path / "bin")), read_features(_encoded(tmp_path / "lists", as_lists=True))
+    assert a.shape == (1200, 7) and a.dtype == torch.float32 and torch.equal(a, b)
+    assert sorted(a[:, 0].tolist()) == list(range(1200))
+    assert vector_matrix(pq.read_table(tmp_path / "bin").column("features")).shape == (1200, 7)
+    ragged = pa.array([[1.0, 2.0], [3.0, 4.0, 5.0, 6.0]], pa.list_(pa.float32()))
+    with pytest.raises(PipelineError, match="unequal length"):
+        vector_binary(ragged)
+    uneven = pa.array([b"\0" * 8, b"\0" * 4], pa.binary())
+    with pytest.raises(PipelineError, match="unequal length"):
+        vector_matrix(uneven)
