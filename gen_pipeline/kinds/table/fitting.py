@@ -131,7 +131,7 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
     if (cont and (method == "vgm" or discrete_values)) or lookups:
         fraction = min(1.0, sample_rows / n_rows)
         picked = [c for c in schema.model_columns if c.kind not in ("identifier", "constant")] if lookups else cont
-        sample = df.select(*[_value_expr(c).alias(c.name) for c in picked]).sample(False, fraction, seed=0).toPandas()
+        sample = df.sample(False, fraction, seed=0).select(*[_value_expr(c).alias(c.name) for c in picked]).toPandas()
 
     columns = []
     for c in schema.model_columns:

@@ -70,7 +70,8 @@ def _validate_fn(schema: TableSchema, fmt: str, passed: list[str], summaries=Non
             out = validate_fields(table, schema, fmt)
             rejected = pc.is_valid(out.column(REASON))
             if part:
-                part.add(out.filter(pc.invert(rejected)).select(plan.names))
+                kept = out.select(plan.names)
+                part.add(kept.filter(pc.invert(rejected)) if pc.any(rejected).as_py() else kept)
             out = out.set_column(out.schema.get_field_index("text"), "text",
                                  pc.if_else(rejected, out.column("text"), pa.scalar(None, pa.string())))
             for name in passed:
