@@ -391,11 +391,12 @@ def test_the_summaries_the_validation_pass_makes_fit_the_same_spec_as_a_pass_of_
     """The fit's per-partition summaries, made by the validation pass as it reads (an accumulator
     keyed by partition), give exactly the spec that a pass of their own over the typed rows gives:
     datetimes, dates, integers, floats with nulls, strings with nulls and booleans, over three
-    files (three partitions), one with a rejected row. A task run again replaces its partition's
-    summary instead of adding to it."""
+    files (three partitions), one with a rejected row; and a uniform sample of the usable rows,
+    pooled over the partitions. A task run again replaces its partition's summary and sampled
+    rows instead of adding to them."""
     from pyspark import StorageLevel
 
-    from gen_pipeline.kinds.table.fitting import ByPartition, PartitionSummaries, fit_spec
+    from gen_pipeline.kinds.table.fitting import SAMPLE, PartitionSummaries, Summaries, fit_spec, sampled_columns
     from gen_pipeline.kinds.table.sources import read_records
 
     schema = TableSchema(columns=(
@@ -418,16 +419,26 @@ def test_the_summaries_the_validation_pass_makes_fit_the_same_spec_as_a_pass_of_
         paths.append(tmp_path / f"part{f}.csv")
         paths[-1].write_text("\n".join(lines) + "\n")
     records, validate, _ = read_records(spark, [str(p) for p in paths], schema)
-    acc = spark.sparkContext.accumulator({}, ByPartition())
-    parsed = validate(records, (PartitionSummaries(schema), acc)).persist(StorageLevel.DISK_ONLY)
+    sampled = sampled_columns(schema, "quantile", 0, lookups=True)
+    acc = spark.sparkContext.accumulator({}, Summaries(500))
+    plan = PartitionSummaries(schema, sampled=sampled, sample_rows=500)
+    parsed = validate(records, (plan, acc)).persist(StorageLevel.DISK_ONLY)
     good = parsed.filter(parsed[REASON].isNull())
     assert good.count() == 1200 and parsed.count() == 1201
     n = good.rdd.getNumPartitions()
-    assert n >= 2 and sorted(acc.value) == list(range(n)) and sum(p["rows"] for p in acc.value.values()) == 1200
-    made = fit_spec(good, schema, "quantile", 50, partitions=[acc.value[k] for k in sorted(acc.value)])
+    parts = {k: v for k, v in acc.value.items() if k != SAMPLE}
+    assert n >= 2 and sorted(parts) == list(range(n)) and sum(p["rows"] for p in parts.values()) == 1200
+    made = fit_spec(good, schema, "quantile", 50, partitions=dict(acc.value))
     assert made == fit_spec(good, schema, "quantile", 50)
     grades = next(c for c in made["columns"] if c["name"] == "grade")
     assert None in grades["categories"] and abs(sum(grades["frequencies"]) - 1.0) < 1e-9
+    pool = acc.value[SAMPLE]  # 500 rows of the 1,200, drawn from every partition, none twice
+    ids = set(zip(pool.column("__pid").to_pylist(), pool.column("__i").to_pylist()))
+    assert pool.num_rows == len(ids) == 500 and len(set(pool.column("__pid").to_pylist())) == n
+    assert set(pool.column_names) == {c.name for c in sampled} | {"__u", "__i", "__pid"}
     parsed.unpersist()
-    assert validate(records, (PartitionSummaries(schema), acc)).count() == 1201  # every task runs again
-    assert sorted(acc.value) == list(range(n)) and sum(p["rows"] for p in acc.value.values()) == 1200
+    assert validate(records, (plan, acc)).count() == 1201  # every task runs again
+    parts = {k: v for k, v in acc.value.items() if k != SAMPLE}
+    assert sorted(parts) == list(range(n)) and sum(p["rows"] for p in parts.values()) == 1200
+    again = acc.value[SAMPLE]  # the same rows, not their copies added
+    assert again.num_rows == 500 and set(zip(again.column("__pid").to_pylist(), again.column("__i").to_pylist())) == ids

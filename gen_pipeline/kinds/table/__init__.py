@@ -68,10 +68,13 @@ class TableKind(DataKind):
             hint = F.when(F.col("source").isin(*table.test_files), "test").otherwise("train")
         context, summaries = {"schema": table.schema}, None
         if not cfg.data.train_where and cfg.data.train_fraction >= 1.0:  # the fit reads every usable record
-            from gen_pipeline.kinds.table.fitting import ByPartition, PartitionSummaries
+            from gen_pipeline.kinds.table.fitting import PartitionSummaries, Summaries, sampled_columns
 
-            context["summaries"] = spark.sparkContext.accumulator({}, ByPartition())
-            summaries = (PartitionSummaries(table.schema), context["summaries"])
+            t = cfg.transform
+            sampled = sampled_columns(table.schema, t.continuous, t.discrete_values, t.lookup_columns)
+            context["summaries"] = spark.sparkContext.accumulator({}, Summaries(t.vgm_sample_rows))
+            summaries = (PartitionSummaries(table.schema, sampled=sampled, sample_rows=t.vgm_sample_rows),
+                         context["summaries"])
         return RawRecords(table.name, records.withColumn("split_hint", hint), inputs, context,
                           finish=lambda df: validate(df, summaries))
 
@@ -80,11 +83,14 @@ class TableKind(DataKind):
 
         t = cfg.transform
         print(f"[preprocess] fitting transforms from Spark aggregates ({t.continuous})", flush=True)
+        from gen_pipeline.kinds.table.fitting import SAMPLE
+
         made = records.context["summaries"].value if "summaries" in records.context else {}
         # the validation pass's summaries, when every partition's task made one (else the fit makes its own)
-        parts = [made[k] for k in sorted(made)] if sorted(made) == list(range(good.rdd.getNumPartitions())) else None
+        whole = sorted(k for k in made if k != SAMPLE) == list(range(good.rdd.getNumPartitions()))
         return fit_spec(good, records.context["schema"], t.continuous, t.num_quantiles, t.vgm_sample_rows,
-                        t.vgm_point_share, t.max_categories, t.discrete_values, t.lookup_columns, parts)
+                        t.vgm_point_share, t.max_categories, t.discrete_values, t.lookup_columns,
+                        made if whole else None)
 
     def encoder(self, spec: dict):
         def encode(batches):  # typed rows -> ``features`` list<float32>; encoding never drops a row

@@ -99,14 +99,14 @@ def _numeric_expr(c):
 def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: int = 200,
              sample_rows: int = VGM_SAMPLE_ROWS, point_share: float = VGM_POINT_SHARE,
              max_categories: int = MAX_CATEGORIES, discrete_values: int = 0, lookups: bool = False,
-             partitions: list[dict] | None = None) -> dict:
+             partitions: dict | None = None) -> dict:
     """Fit every column's encoding from aggregates of a Spark DataFrame of typed rows.
 
     Only summaries reach the driver, plus (for ``vgm``, ``discrete_values`` or ``lookups``) a
     seeded sample of about ``sample_rows`` rows to fit the mixtures on and to find the columns
-    that ``lookups`` regenerates from another (``lookup_columns``). ``partitions``: the
-    ``PartitionSummaries`` of every partition of ``df`` made already (by the validation pass),
-    which spares the pass that would make them.
+    that ``lookups`` regenerates from another (``lookup_columns``). ``partitions``: the value of a
+    ``Summaries`` accumulator that every partition of ``df`` added its ``PartitionSummaries`` to
+    already (the validation pass), which spares the passes that would make them and the sample.
     """
     from pyspark.sql import functions as F
 
@@ -128,9 +128,11 @@ def fit_spec(df, schema: TableSchema, method: str = "quantile", num_quantiles: i
     stats.update(continuous)
 
     sample = None  # the VGM's mixtures, the columns of few whole numbers and the lookups are fitted on it
-    if (cont and (method == "vgm" or discrete_values)) or lookups:
+    picked = sampled_columns(schema, method, discrete_values, lookups)
+    if picked and partitions is not None and partitions.get(SAMPLE) is not None:
+        sample = sample_frame(partitions[SAMPLE], sample_rows)
+    elif picked:
         fraction = min(1.0, sample_rows / n_rows)
-        picked = [c for c in schema.model_columns if c.kind not in ("identifier", "constant")] if lookups else cont
         sample = df.sample(False, fraction, seed=0).select(*[_value_expr(c).alias(c.name) for c in picked]).toPandas()
 
     columns = []
@@ -372,9 +374,11 @@ class PartitionSummaries:
     sends none, and that column is counted by a Spark aggregate instead (``category_counts``).
     What reaches the driver grows with the partitions, not with the rows."""
 
-    def __init__(self, schema: TableSchema, n_points: int = QUANTILE_POINTS):
+    def __init__(self, schema: TableSchema, n_points: int = QUANTILE_POINTS, sampled: list | None = None,
+                 sample_rows: int = 0):
         self.cont, self.categorical = summarised_columns(schema)
         self.n_points = n_points
+        self.sampled, self.sample_rows = sampled or [], sample_rows  # (``sampled_columns``): a sample of them too
 
     @property
     def names(self) -> list[str]:
@@ -387,9 +391,9 @@ class PartitionSummaries:
             part.add(t)
         return part.finish()
 
-    def start(self) -> "_Partition":
-        """A partition's summary, made one batch at a time (``add``, then ``finish``)."""
-        return _Partition(self)
+    def start(self, partition: int = 0) -> "_Partition":
+        """Partition ``partition``'s summary, made one batch at a time (``add``, then ``finish``)."""
+        return _Partition(self, partition)
 
     def merge(self, parts: list[dict], probs: list[float], limit: int) -> tuple[dict, dict, list[str]]:
         """Partition summaries -> (continuous statistics keyed ``{name}__min`` etc., as
@@ -428,17 +432,26 @@ class _Partition:
     """One partition's summary in the making: the continuous values of the batches added so far
     (float64, NaN for null) and their categories' counts."""
 
-    def __init__(self, plan: PartitionSummaries):
-        self.plan, self.rows = plan, 0
+    def __init__(self, plan: PartitionSummaries, partition: int):
+        self.plan, self.rows, self.partition = plan, 0, partition
         self.numbers: list[list[np.ndarray]] = [[] for _ in plan.cont]
         self.counts: list[list] = [[] for _ in plan.categorical]
+        self.rng = np.random.default_rng([SAMPLE_SEED, partition])
+        self.sample: list = []  # tables of sampled columns with each row's priority ``__u`` and index ``__i``
 
     def add(self, table) -> None:
+        import pyarrow as pa
         import pyarrow.compute as pc
 
+        numbers = {c.name: _as_numbers(table.column(c.name), c.kind) for c in self.plan.cont}
+        if self.plan.sampled:  # a uniform priority per row; the sample is the rows of the smallest
+            got = {c.name: pa.array(numbers[c.name]) if c.name in numbers else table.column(c.name)
+                   for c in self.plan.sampled}
+            got.update(__u=self.rng.random(table.num_rows), __i=np.arange(self.rows, self.rows + table.num_rows))
+            self.sample = [_smallest(pa.concat_tables([*self.sample, pa.table(got)]), self.plan.sample_rows)]
         self.rows += table.num_rows
         for k, c in enumerate(self.plan.cont):
-            self.numbers[k].append(_as_numbers(table.column(c.name), c.kind))
+            self.numbers[k].append(numbers[c.name])
         for j, n in enumerate(self.plan.categorical):
             self.counts[j].append(pc.value_counts(table.column(n)))
 
@@ -453,19 +466,75 @@ class _Partition:
             parts = [pa.RecordBatch.from_struct_array(p) for p in parts if len(p)]
             table = _summed(pa.Table.from_batches(parts)) if parts else None
             cats.append(table if table is None or table.num_rows <= PARTITION_MAX_VALUES else None)
-        return {"rows": self.rows, "cont": cont, "cats": cats}
+        out = {"rows": self.rows, "cont": cont, "cats": cats}
+        if self.sample:
+            import pyarrow as pa
+
+            t = self.sample[0]
+            out["sample"] = t.append_column("__pid", pa.array(np.full(t.num_rows, self.partition, dtype=np.int32)))
+        return out
 
 
-class ByPartition:
-    """A Spark accumulator's parameter (``SparkContext.accumulator({}, ByPartition())``) whose value
-    maps a partition's id to what its task added: a task that runs again (a retry, a lost block
-    recomputed) replaces its partition's entry instead of adding to it."""
+SAMPLE = "sample"  # the key of the sample in a ``Summaries`` accumulator's value
+SAMPLE_SEED = 20_241_130
+
+
+def sampled_columns(schema: TableSchema, method: str, discrete_values: int, lookups: bool) -> list:
+    """The columns ``fit_spec`` needs a sample of (none: no sample): the continuous ones for the
+    VGM's mixtures and the columns of few whole numbers, every modelled one for the lookups."""
+    cont, _ = summarised_columns(schema)
+    if lookups:
+        return [c for c in schema.model_columns if c.kind not in ("identifier", "constant")]
+    return cont if cont and (method == "vgm" or discrete_values) else []
+
+
+def _smallest(table, k: int):
+    """The ``k`` rows of ``table`` with the smallest ``__u``."""
+    if table.num_rows <= k:
+        return table
+    u = table.column("__u").to_numpy()
+    return table.take(np.sort(np.argpartition(u, k - 1)[:k]))
+
+
+def sample_frame(pool, k: int):
+    """The pooled sample (``Summaries``) as the pandas frame ``fit_spec`` fits on: the ``k`` rows of
+    the smallest priorities over every partition (a uniform sample without replacement), in
+    partition and row order."""
+    t = _smallest(pool, k)
+    order = np.lexsort((t.column("__i").to_numpy(), t.column("__pid").to_numpy()))
+    return t.take(order).drop(["__u", "__i", "__pid"]).to_pandas()
+
+
+class Summaries:
+    """A Spark accumulator's parameter (``SparkContext.accumulator({}, Summaries(k))``) whose value
+    maps a partition's id to the ``PartitionSummaries`` its task added, and keeps under
+    ``SAMPLE`` the ``k`` sampled rows of the smallest priorities over all of them, so what the
+    driver holds does not grow with the partitions. A task that runs again (a retry, a lost block
+    recomputed) replaces its partition's entry and its sampled rows instead of adding to them."""
+
+    def __init__(self, sample_rows: int = 0):
+        self.k = sample_rows
 
     def zero(self, value: dict) -> dict:
         return {}
 
     def addInPlace(self, a: dict, b: dict) -> dict:  # noqa: N802 - pyspark's name
-        a.update(b)
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        pools = [b.get(SAMPLE)] + [s.get(SAMPLE) for k, s in b.items() if k != SAMPLE]
+        for k, s in b.items():
+            if k != SAMPLE:
+                a[k] = {key: v for key, v in s.items() if key != SAMPLE}
+        pools = [p for p in pools if p is not None]
+        if pools:
+            pool = a.get(SAMPLE)
+            if pool is not None:  # rows of a partition that ran again are replaced, not added to
+                again = pa.array([k for k in b if k != SAMPLE] + [int(x) for p in pools for x in
+                                                                  pc.unique(p.column("__pid")).to_pylist()],
+                                 pa.int32())
+                pool = pool.filter(pc.invert(pc.is_in(pool.column("__pid"), again)))
+            a[SAMPLE] = _smallest(pa.concat_tables([t for t in [pool, *pools] if t is not None]), self.k)
         return a
 
 
@@ -478,16 +547,19 @@ def _summed(table):
 
 
 def column_summaries(df, schema: TableSchema, probs: list[float], limit: int,
-                     partitions: list[dict] | None = None) -> tuple[dict, dict[str, list[tuple]]]:
+                     partitions: dict | None = None) -> tuple[dict, dict[str, list[tuple]]]:
     """(The continuous columns' statistics, the categorical columns' counts) of ``df``
-    (``PartitionSummaries``): from ``partitions``, the summaries the validation pass made of
-    every partition's usable rows as it read them, else from one pass over ``df``."""
+    (``PartitionSummaries``): from ``partitions`` (a ``Summaries`` accumulator's value), the
+    summaries the validation pass made of every partition's usable rows as it read them, else
+    from one pass over ``df``."""
     import pickle
 
     plan = PartitionSummaries(schema)
     if not plan.names:
         return {}, {}
-    if partitions is None:
+    if partitions is not None:
+        partitions = [v for k, v in sorted((k, v) for k, v in partitions.items() if k != SAMPLE)]
+    else:
         def summarise(batches):
             import pyarrow as pa
             from pyspark import TaskContext

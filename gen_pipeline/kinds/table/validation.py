@@ -44,9 +44,10 @@ def validate(records, schema: TableSchema, fmt: str, summaries=None):
     dropped). Columns the records carry beyond the reader's (a split assigned from the text
     before this pass) are passed through unchanged.
 
-    ``summaries``: (``fitting.PartitionSummaries``, an accumulator of ``fitting.ByPartition``):
-    each task also summarises its partition's usable records for the fit as they pass and adds
-    the summary under its partition's id, so the fit needs no pass of its own over the rows."""
+    ``summaries``: (``fitting.PartitionSummaries``, an accumulator of ``fitting.Summaries``): each
+    task also summarises its partition's usable records for the fit as they pass (and samples
+    them) and adds the summary under its partition's id, so the fit needs no pass of its own
+    over the rows."""
     own = {"source", "line", "text", _CORRUPT, _BINARY, *schema.names}
     extra = [f for f in records.schema.fields if f.name not in own and not f.name.startswith(_CAST)]
     ddl = validated_ddl(schema) + "".join(f", `{f.name}` {f.dataType.simpleString()}" for f in extra)
@@ -64,7 +65,7 @@ def _validate_fn(schema: TableSchema, fmt: str, passed: list[str], summaries=Non
         import pyarrow.compute as pc
         from pyspark import TaskContext
 
-        part = plan.start() if plan else None
+        part = plan.start(TaskContext.get().partitionId()) if plan else None
         for rb in batches:
             table = pa.Table.from_batches([rb])
             out = validate_fields(table, schema, fmt)
@@ -78,7 +79,7 @@ def _validate_fn(schema: TableSchema, fmt: str, passed: list[str], summaries=Non
                 out = out.append_column(name, table.column(name))
             yield from out.to_batches()
         if part:
-            acc.add({TaskContext.get().partitionId(): part.finish()})
+            acc.add({part.partition: part.finish()})
     return run
 
 
