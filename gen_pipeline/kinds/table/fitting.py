@@ -445,10 +445,16 @@ class _Partition:
 
         numbers = {c.name: _as_numbers(table.column(c.name), c.kind) for c in self.plan.cont}
         if self.plan.sampled:  # a uniform priority per row; the sample is the rows of the smallest
-            got = {c.name: pa.array(numbers[c.name]) if c.name in numbers else table.column(c.name)
-                   for c in self.plan.sampled}
-            got.update(__u=self.rng.random(table.num_rows), __i=np.arange(self.rows, self.rows + table.num_rows))
-            self.sample = [_smallest(pa.concat_tables([*self.sample, pa.table(got)]), self.plan.sample_rows)]
+            u = self.rng.random(table.num_rows)
+            pool = self.sample[0] if self.sample else None
+            full = pool is not None and pool.num_rows >= self.plan.sample_rows
+            rows = np.flatnonzero(u < pc.max(pool.column("__u")).as_py()) if full else np.arange(table.num_rows)
+            if len(rows):  # only rows that can still enter the sample are copied
+                got = {c.name: pa.array(numbers[c.name][rows]) if c.name in numbers else table.column(c.name).take(rows)
+                       for c in self.plan.sampled}
+                got.update(__u=u[rows], __i=self.rows + rows)
+                self.sample = [_smallest(pa.concat_tables([t for t in (pool, pa.table(got)) if t is not None]),
+                                         self.plan.sample_rows)]
         self.rows += table.num_rows
         for k, c in enumerate(self.plan.cont):
             self.numbers[k].append(numbers[c.name])
