@@ -149,7 +149,6 @@ def vector_binary(column):
     """A list<float32> Arrow array whose lists all have one length D -> a binary array, each value
     the row's D float32s (4 D bytes, little-endian): the ``features`` column as it is stored."""
     import pyarrow as pa
-
     import pyarrow.compute as pc
 
     n = len(column)

@@ -169,7 +169,7 @@ def write_vectors(batches, folder: str, partition: int, row_group_bytes: int = 8
             rb = _vectors_as_binary(rb)
             if writer is None:
                 writer = pq.ParquetWriter(tmp, rb.schema, compression="zstd", use_dictionary=False, store_schema=False,
-                                          write_statistics=False)  # min/max of a vector column: 10% of the write
+                                          write_statistics=False)  # min/max of a vector column: up to 10% of the write
                 per_group = max(1, row_group_bytes * max(1, rb.num_rows) // max(1, rb.nbytes))
             writer.write_batch(rb, row_group_size=per_group)
             rows += rb.num_rows

@@ -79,12 +79,10 @@ class TableKind(DataKind):
                           finish=lambda df: validate(df, summaries))
 
     def fit(self, spark, good, records: RawRecords, cfg) -> dict:
-        from gen_pipeline.kinds.table.fitting import fit_spec
+        from gen_pipeline.kinds.table.fitting import SAMPLE, fit_spec
 
         t = cfg.transform
         print(f"[preprocess] fitting transforms from Spark aggregates ({t.continuous})", flush=True)
-        from gen_pipeline.kinds.table.fitting import SAMPLE
-
         made = records.context["summaries"].value if "summaries" in records.context else {}
         # the validation pass's summaries, when every partition's task made one (else the fit makes its own)
         whole = sorted(k for k in made if k != SAMPLE) == list(range(good.rdd.getNumPartitions()))

@@ -430,7 +430,8 @@ class PartitionSummaries:
 
 class _Partition:
     """One partition's summary in the making: the continuous values of the batches added so far
-    (float64, NaN for null) and their categories' counts."""
+    (float64, NaN for null), their categories' counts, and the rows of the smallest priorities
+    (a seeded uniform draw per row) among them, at most ``sample_rows``."""
 
     def __init__(self, plan: PartitionSummaries, partition: int):
         self.plan, self.rows, self.partition = plan, 0, partition
@@ -474,8 +475,6 @@ class _Partition:
             cats.append(table if table is None or table.num_rows <= PARTITION_MAX_VALUES else None)
         out = {"rows": self.rows, "cont": cont, "cats": cats}
         if self.sample:
-            import pyarrow as pa
-
             t = self.sample[0]
             out["sample"] = t.append_column("__pid", pa.array(np.full(t.num_rows, self.partition, dtype=np.int32)))
         return out
