@@ -107,8 +107,9 @@ class PreprocessOutput:
         return json.loads(self.manifest_path.read_text())
 
     def read_clean(self, split: str, limit: int | None = None):
-        """One split's typed rows as pandas (nullable integers); ``limit`` rows from its head
-        (the files are ordered by a hash of each row, so the head is a uniform sample)."""
+        """One split's typed rows as pandas (nullable integers); ``limit`` rows: from the head of
+        every file, in proportion to its rows (each file's rows are in the order of a hash, so
+        its head is a uniform sample of them, and the heads together one of the split)."""
         import pandas as pd
         import pyarrow as pa
 
@@ -132,7 +133,7 @@ class PreprocessOutput:
             dataset = ds.dataset(path, format="parquet")
             if columns is not None:
                 columns = [c for c in columns if c not in optional or c in dataset.schema.names]
-            return dataset.head(limit, columns=columns) if limit is not None else dataset.to_table(columns=columns)
+            return _heads(dataset, limit, columns) if limit is not None else dataset.to_table(columns=columns)
         except (pa.ArrowInvalid, OSError) as e:
             raise PipelineError(f"{path}: unreadable Parquet ({str(e).splitlines()[0][:160]}); "
                                 "rerun `gen-pipeline preprocess` to rebuild it") from None
@@ -145,6 +146,24 @@ class PreprocessOutput:
 # as slow (benchmarks/RESULTS.md, preprocess at scale). Read back as an (N, D) view of the bytes.
 # A list<float> column (written before, or by Spark for an empty split) reads the same way.
 # ---------------------------------------------------------------------------------------------
+def _heads(dataset, limit: int, columns):
+    """``limit`` rows of a Parquet dataset: from the head of each file, its share in proportion
+    to its rows (largest remainders), in file order."""
+    import pyarrow as pa
+
+    fragments = list(dataset.get_fragments())
+    rows = [f.count_rows() for f in fragments]
+    total = sum(rows)
+    if limit >= total:
+        return dataset.to_table(columns=columns)
+    shares = [limit * n // total for n in rows]
+    by_remainder = sorted(range(len(rows)), key=lambda i: -(limit * rows[i] % total))
+    for i in by_remainder[:limit - sum(shares)]:
+        shares[i] += 1
+    heads = [f.head(k, columns=columns) for f, k in zip(fragments, shares) if k]
+    return pa.concat_tables(heads) if heads else dataset.head(0, columns=columns)
+
+
 def vector_binary(column):
     """A list<float32> Arrow array whose lists all have one length D -> a binary array, each value
     the row's D float32s (4 D bytes, little-endian): the ``features`` column as it is stored."""

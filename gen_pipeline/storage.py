@@ -35,3 +35,44 @@ def commit(staging: Path, final: Path) -> Path:
 
 def write_json(path: Path, obj: dict) -> None:
     Path(path).write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))
+
+
+class PartWriter:
+    """One Spark task's Parquet file, ``folder/part-<partition>.parquet``, written by pyarrow from
+    the task's Python worker under a hidden name and renamed into place by ``close``: a retried
+    task replaces the file whole, and Spark's readers skip the hidden name of one that failed.
+    No file is written when no batch came. ``options``: ``pyarrow.parquet.ParquetWriter``'s."""
+
+    def __init__(self, folder, partition: int, **options):
+        self.final = Path(folder) / f"part-{partition:05d}.parquet"
+        self.tmp = self.final.with_name(f".{self.final.name}.{uuid.uuid4().hex[:8]}.tmp")
+        self.options = {"store_schema": False, **options}
+        self.writer = None
+        self.rows = 0
+
+    def write(self, batch, row_group_size: int | None = None) -> None:
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.tmp, batch.schema, **self.options)
+        self.writer.write_batch(batch, row_group_size=row_group_size)
+        self.rows += batch.num_rows
+
+    def close(self, keep: bool = True) -> int:
+        """Close the file and (``keep``) rename it into place; returns the rows written."""
+        import os
+
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+            if keep:
+                os.replace(self.tmp, self.final)
+            else:
+                self.tmp.unlink(missing_ok=True)
+        return self.rows
+
+
+def remove_hidden_parts(folder) -> None:
+    """Delete the hidden files failed or losing task attempts of ``PartWriter`` left in ``folder``."""
+    for tmp in Path(folder).glob(".part-*.tmp"):
+        tmp.unlink(missing_ok=True)

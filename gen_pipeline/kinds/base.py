@@ -13,8 +13,11 @@ Preprocess contract: ``read`` returns the raw records as a DataFrame with
   image index), ``split_hint`` (string: ``train``/``test`` when the source says, else null),
 - the kind's payload columns, and ``_reason`` (null for a usable record); or, with ``finish``,
   the records before a pass of the kind's that adds ``_reason`` and passes through the
-  columns the stage adds (a table's validation: it then sends back its records' raw text
-  only for the records it rejects, the split having been hashed from that text already).
+  columns the stage adds (a table's validation: it keeps its records' raw text only for the
+  records it rejects, the split having been hashed from that text already). ``finish(frame,
+  folder)`` runs the pass at once, its tasks writing the judged records as Parquet under
+  ``folder``, and returns them read back from there: the stage's later passes read those files
+  instead of a Spark cache of the records (which the stage builds for a kind without ``finish``).
 
 The stage splits (by the hint, else by a hash of ``split_columns``), writes the quarantine,
 excludes ``train_where`` rows, asks ``fit`` for the spec, writes each split through
@@ -44,7 +47,7 @@ class RawRecords:
     frame: Any  # a Spark DataFrame (see the module docstring)
     inputs: list[dict]  # one dict per input file: path, bytes, and how it was fingerprinted
     context: dict = field(default_factory=dict)  # kind-specific facts the fit needs (image shape, classes)
-    finish: Callable[[Any], Any] | None = None  # frame with split and key -> the records with ``_reason``
+    finish: Callable[[Any, Path], Any] | None = None  # (frame with split and key, folder) -> records with ``_reason``
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -20,9 +21,12 @@ from gen_pipeline.config import PipelineConfig
 from gen_pipeline.errors import PipelineError
 from gen_pipeline.kinds import kind_of
 from gen_pipeline.layout import MANIFEST_FILE, SPEC_FILE, SPLITS, PreprocessOutput
-from gen_pipeline.storage import commit, staging_dir, write_json
+from gen_pipeline.storage import PartWriter, commit, remove_hidden_parts, staging_dir, write_json
 
 REASON = "_reason"
+# Under the staging folder while preprocess runs: the records a kind's own pass (``RawRecords.finish``)
+# wrote, read by the later passes; removed before the output is committed.
+RECORDS_FOLDER = "_records"
 # The encoded splits are read again every epoch (petastorm, Ray Data streamed): plain-encoded
 # floats under zstd take 38% less disk than Spark's default (dictionary pages under snappy)
 # and slightly less CPU to read (benchmarks/RESULTS.md). 8 MB row groups.
@@ -52,63 +56,62 @@ def fingerprint(inputs: list[dict], cfg: PipelineConfig) -> str:
 
 
 def write_splits(spark, good, num_files: int, clean: list[str] | None, columns: list[str], encode, ddl: str,
-                 out: PreprocessOutput) -> dict[str, int]:
+                 out: PreprocessOutput, record_files: list[str] | None = None,
+                 totals: dict[str, int] | None = None) -> dict[str, int]:
     """Write every split's typed rows (``clean``, when the kind has them) and encoded rows in one
-    job; returns the rows written per split. The rows are shuffled into ``num_files`` partitions
-    by ``_key`` and sorted by (split, ``_key``), so each file holds its split's rows in the order of
-    a hash (a file's head is a uniform sample). Each partition's Python worker writes its files
-    with pyarrow as it encodes (``clean/<split>/part-NNNNN.parquet``, snappy;
+    job; returns the rows written per split. Each file holds its split's rows in the order of a
+    hash (``_key``), so a file's head is a uniform sample of the rows it holds. Python workers
+    write the files with pyarrow as they encode (``clean/<split>/part-NNNNN.parquet``, snappy;
     ``encoded/<split>/...`` as ``ENCODED_PARQUET_OPTIONS``): Spark's writer turns each vector into
-    a JVM array written element by element, and one job instead of two writes per split reads
-    the cache once (benchmarks/RESULTS.md). A split with no rows is written by Spark, an empty
-    file with the columns."""
+    a JVM array written element by element, and one job instead of two writes per split reads the
+    records once (benchmarks/RESULTS.md). Two ways to the same files:
+
+    - ``record_files``: the Parquet files of ``good``'s records a kind's own pass wrote (one per
+      partition of the input, ``RawRecords.finish``), with ``totals``, the rows ``good`` holds
+      per split. One Spark task per file reads it with pyarrow, keeps the usable rows
+      (``_reason`` null, and ``_in_fraction`` where there is one), sorts them by (split,
+      ``_key``) and writes them (``_write_record_file``): no row crosses into the JVM, and no
+      shuffle. A task holds one partition of the input in memory (at most
+      ``spark.sql.files.maxPartitionBytes`` of it, as Spark read it).
+    - otherwise (a ``good`` that filters by a Spark expression, a kind without its own pass):
+      Spark shuffles the rows into ``num_files`` partitions by ``_key``, sorts each by (split,
+      ``_key``) and hands them to the workers as Arrow batches.
+
+    A split with no rows is written by Spark, an empty file with the columns."""
     from pyspark.sql import functions as F
 
-    order = F.when(F.col("split") == SPLITS[0], 0)
-    for k, split in enumerate(SPLITS[1:], 1):
-        order = order.when(F.col("split") == split, k)
     needed = list(dict.fromkeys([*(clean or []), *columns]))
-    rows = good.select(*needed, order.alias("__split"), "_key").repartition(num_files, "_key") \
-        .sortWithinPartitions("__split", "_key")
     folders = {s: (str(out.clean(s)) if clean else None, str(out.encoded(s))) for s in SPLITS}
     for paths in folders.values():
         for folder in filter(None, paths):
             Path(folder).mkdir(parents=True, exist_ok=True)
 
-    def run(batches):
-        import itertools
+    if record_files:
+        def run_files(tasks):
+            for task, path in tasks:
+                yield from _write_record_file(path, task, num_files, totals, needed, folders, clean, columns, encode)
 
-        import numpy as np
-        import pyarrow as pa
-        from pyspark import TaskContext
+        done = spark.sparkContext.parallelize(list(enumerate(record_files)), len(record_files)) \
+            .mapPartitions(run_files).collect()
+    else:
+        order = F.when(F.col("split") == SPLITS[0], 0)
+        for k, split in enumerate(SPLITS[1:], 1):
+            order = order.when(F.col("split") == split, k)
+        rows = good.select(*needed, order.alias("__split"), "_key").repartition(num_files, "_key") \
+            .sortWithinPartitions("__split", "_key")
 
-        part = TaskContext.get().partitionId()
+        def run(batches):
+            import pyarrow as pa
+            from pyspark import TaskContext
 
-        def runs():  # (split index, slice): the batches' runs of one split
-            for rb in batches:
-                codes = rb.column("__split").to_numpy(zero_copy_only=False)
-                cuts = [0, *(np.flatnonzero(np.diff(codes)) + 1).tolist(), len(codes)]
-                for a, b in zip(cuts[:-1], cuts[1:]):
-                    yield int(codes[a]), rb.slice(a, b - a)
+            counts = _write_sorted(batches, TaskContext.get().partitionId(), folders, clean, columns, encode)
+            yield pa.RecordBatch.from_arrays([pa.array([k for k, _ in counts], pa.int32()),
+                                              pa.array([n for _, n in counts], pa.int64())], names=["split", "rows"])
 
-        counts = []
-        for k, group in itertools.groupby(runs(), key=lambda r: r[0]):
-            clean_folder, encoded_folder = folders[SPLITS[k]]
-            slices = (sl for _, sl in group)
-            writer = _CleanWriter(clean_folder, part) if clean_folder else None
-            if writer:
-                slices = _teed(slices, clean, writer)
-            n = write_vectors(encode(sl.select(columns) for sl in slices), encoded_folder, part)
-            if writer:
-                writer.close()
-            counts.append((k, n))
-        yield pa.RecordBatch.from_arrays([pa.array([k for k, _ in counts], pa.int32()),
-                                          pa.array([n for _, n in counts], pa.int64())], names=["split", "rows"])
-
-    done = rows.mapInArrow(run, "split int, rows bigint").groupBy("split").agg(F.sum("rows").alias("rows")).collect()
+        done = [(r["split"], r["rows"]) for r in rows.mapInArrow(run, "split int, rows bigint").collect()]
     written = {s: 0 for s in SPLITS}
-    for r in done:
-        written[SPLITS[r["split"]]] = int(r["rows"])
+    for k, n in done:
+        written[SPLITS[k]] += int(n)
     for split, (clean_folder, encoded_folder) in folders.items():
         if written[split] == 0:  # nothing in this split: empty files with the columns, as Spark writes them
             if clean_folder:
@@ -117,68 +120,96 @@ def write_splits(spark, good, num_files: int, clean: list[str] | None, columns: 
                 .parquet(encoded_folder)
             continue
         for folder in filter(None, (clean_folder, encoded_folder)):
-            for tmp in Path(folder).glob(".part-*.tmp"):  # a failed or losing attempt's file
-                tmp.unlink()
+            remove_hidden_parts(folder)
             (Path(folder) / "_SUCCESS").touch()
     return written
 
 
-class _CleanWriter:
-    """Typed rows of one split from one partition into ``folder/part-<partition>.parquet``
-    (snappy, Spark's own codec here), under a hidden name until closed."""
+def _write_record_file(path: str, task: int, num_files: int, totals: dict[str, int], needed: list[str],
+                       folders: dict, clean, columns, encode) -> list[tuple[int, int]]:
+    """One record file's usable rows, sorted by (split, ``_key``); each split's rows written as
+    ``ceil(num_files * rows here / totals[split])`` files of consecutive rows (parts ``task *
+    num_files + j``), so every split has at least ``num_files`` files over all record files
+    (when it has that many rows); returns (split index, rows) per file written."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
-    def __init__(self, folder: str, partition: int):
-        import uuid
+    names = pq.read_schema(path).names
+    fraction = ["_in_fraction"] if "_in_fraction" in names else []
+    table = pq.read_table(path, columns=[*needed, "split", "_key", REASON, *fraction])
+    usable = pc.is_null(table.column(REASON))
+    if fraction:
+        usable = pc.and_(usable, table.column("_in_fraction"))
+    table = table.filter(usable)
+    code = pc.index_in(table.column("split"), pa.array(SPLITS))
+    table = table.select(needed).append_column("__split", code).append_column("_key", table.column("_key"))
+    table = table.take(pc.sort_indices(table, [("__split", "ascending"), ("_key", "ascending")]))
+    starts = np.searchsorted(table.column("__split").to_numpy(), np.arange(len(SPLITS) + 1))
+    counts = []
+    for k, (a, b) in enumerate(zip(starts[:-1], starts[1:])):
+        n = int(b - a)
+        pieces = min(n, -(-num_files * n // max(1, totals[SPLITS[k]])))
+        for j in range(pieces):
+            lo, hi = a + n * j // pieces, a + n * (j + 1) // pieces
+            counts += _write_sorted(table.slice(lo, hi - lo).to_batches(max_chunksize=65536), task * num_files + j,
+                                    folders, clean, columns, encode)
+    return counts
 
-        self.final = Path(folder) / f"part-{partition:05d}.parquet"
-        self.tmp = self.final.with_name(f".{self.final.name}.{uuid.uuid4().hex[:8]}.tmp")
-        self.writer = None
 
-    def write(self, rb) -> None:
-        import pyarrow.parquet as pq
+def _write_sorted(batches, part: int, folders: dict, clean, columns, encode) -> list[tuple[int, int]]:
+    """Arrow batches sorted by ``__split`` (the index in SPLITS) -> each split's clean and encoded
+    ``part-<part>.parquet``; returns (split index, rows written) per split met."""
+    import itertools
 
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.tmp, rb.schema, compression="snappy", store_schema=False)
-        self.writer.write_batch(rb)
+    import numpy as np
 
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            os.replace(self.tmp, self.final)
+    def runs():  # (split index, slice): the batches' runs of one split
+        for rb in batches:
+            codes = rb.column("__split").to_numpy(zero_copy_only=False)
+            cuts = [0, *(np.flatnonzero(np.diff(codes)) + 1).tolist(), len(codes)]
+            for a, b in zip(cuts[:-1], cuts[1:]):
+                yield int(codes[a]), rb.slice(a, b - a)
+
+    counts = []
+    for k, group in itertools.groupby(runs(), key=lambda r: r[0]):
+        clean_folder, encoded_folder = folders[SPLITS[k]]
+        slices = (sl for _, sl in group)
+        writer = PartWriter(clean_folder, part, compression="snappy") if clean_folder else None
+        if writer:
+            slices = _teed(slices, clean, writer)
+        n = write_vectors(encode(sl.select(columns) for sl in slices), encoded_folder, part)
+        if writer:
+            writer.close()
+        counts.append((k, n))
+    return counts
 
 
-def _teed(slices, clean: list[str], writer: _CleanWriter):
-    """``slices`` passed on unchanged, their ``clean`` columns written on the way."""
+def _teed(slices, clean: list[str], writer):
+    """``slices`` passed on unchanged, their ``clean`` columns written on the way (``writer``: a
+    ``storage.PartWriter``)."""
     for sl in slices:
         writer.write(sl.select(clean))
         yield sl
 
 
 def write_vectors(batches, folder: str, partition: int, row_group_bytes: int = 8 * 1024 * 1024) -> int:
-    """Stream Arrow record batches into ``folder/part-<partition>.parquet`` (written under a hidden
-    name, then renamed: a retried task replaces it whole); returns the rows written."""
-    import uuid
-
-    import pyarrow.parquet as pq
-
-    final = Path(folder) / f"part-{partition:05d}.parquet"
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
-    writer, rows, per_group = None, 0, 1
+    """Stream Arrow record batches into ``folder/part-<partition>.parquet`` (``storage.PartWriter``:
+    a retried task replaces it whole); returns the rows written."""
+    writer, per_group, ok = PartWriter(folder, partition, compression="zstd", use_dictionary=False,
+                                       write_statistics=False), 1, False
+    # (min/max statistics of a vector column: up to 10% of the write)
     try:
         for rb in batches:
             rb = _vectors_as_binary(rb)
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, rb.schema, compression="zstd", use_dictionary=False, store_schema=False,
-                                          write_statistics=False)  # min/max of a vector column: up to 10% of the write
+            if not writer.rows:
                 per_group = max(1, row_group_bytes * max(1, rb.num_rows) // max(1, rb.nbytes))
-            writer.write_batch(rb, row_group_size=per_group)
-            rows += rb.num_rows
+            writer.write(rb, row_group_size=per_group)
+        ok = True
     finally:
-        if writer is not None:
-            writer.close()
-    if writer is not None:
-        os.replace(tmp, final)
-    return rows
+        writer.close(keep=ok)
+    return writer.rows
 
 
 def _vectors_as_binary(rb):
@@ -204,9 +235,10 @@ def reconcile(rows_in: int, rows_written: int, rows_quarantined: int, rows_exclu
 
 
 def with_split(df, cfg: PipelineConfig, split_columns: tuple[str, ...], order_columns: tuple[str, ...]):
-    """Adds ``split`` and an ordering ``_key``. A record whose source says ``test`` is test; one
-    whose source says ``train`` is train or (by hash) validation; the rest split by a hash of
-    ``split_columns``, so identical records land in the same split."""
+    """Adds ``split`` and an ordering ``_key`` (and, with ``data.train_fraction`` < 1,
+    ``_in_fraction``: whether the record is in the train split's share). A record whose source
+    says ``test`` is test; one whose source says ``train`` is train or (by hash) validation; the
+    rest split by a hash of ``split_columns``, so identical records land in the same split."""
     from pyspark.sql import functions as F
 
     u = F.pmod(F.xxhash64(F.lit(cfg.data.split_salt), *[F.col(c) for c in split_columns]),
@@ -217,7 +249,14 @@ def with_split(df, cfg: PipelineConfig, split_columns: tuple[str, ...], order_co
     split = F.when(F.col("split_hint") == "test", "test") \
         .when(F.col("split_hint") == "train", in_train_file).otherwise(by_hash)
     key = F.xxhash64(F.lit("order:" + cfg.data.split_salt), *[F.col(c) for c in order_columns])
-    return df.withColumn("split", split).withColumn("_key", key)
+    df = df.withColumn("split", split).withColumn("_key", key)
+    if cfg.data.train_fraction < 1.0:
+        # A seeded share of the train split, by its own hash of ``order_columns``: independent of
+        # the split's hash, and a smaller share keeps a subset of the records a larger one keeps.
+        v = F.pmod(F.xxhash64(F.lit("fraction:" + cfg.data.split_salt), *[F.col(c) for c in order_columns]),
+                   F.lit(1_000_000)) / 1e6
+        df = df.withColumn("_in_fraction", (F.col("split") != "train") | (v < F.lit(cfg.data.train_fraction)))
+    return df
 
 
 def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_dir: Path, records=None,
@@ -233,18 +272,17 @@ def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_di
     records = records or kind.read(spark, cfg, datasets_dir, Path(work_dir or Path(out_dir).parent.parent.parent))
     position = kind.position
     parsed = with_split(records.frame, cfg, kind.split_columns, ("source", position))
-    if records.finish:  # the kind's pass that judges each record (a table's validation), after the split
-        parsed = records.finish(parsed)
-    # What only the split hash and the quarantine read (a table row's raw text): cached for the
-    # quarantined records alone, so the cache holds the typed columns, not a copy of the input.
-    for c in set(kind.quarantine_columns) & set(kind.split_columns) - {"source", position}:
-        parsed = parsed.withColumn(c, F.when(F.col(REASON).isNotNull(), F.col(c)))
-    # On disk, not in the JVM heap: at 10M rows the cache outgrows the driver's storage memory, and
-    # its spill from memory ran the 2 GB driver out of heap (benchmarks/RESULTS.md).
-    parsed = parsed.persist(StorageLevel.DISK_ONLY)
-
     stage = staging_dir(out_dir)
     out = PreprocessOutput(stage)
+    records_folder = stage / RECORDS_FOLDER
+    if records.finish:
+        # The kind's pass that judges each record (a table's validation), after the split: run
+        # now, its tasks write the records under the staging folder, and the passes below read them.
+        parsed = records.finish(parsed, records_folder)
+    else:
+        # On disk, not in the JVM heap: at 10M rows the cache outgrows the driver's storage memory,
+        # and its spill from memory ran the 2 GB driver out of heap (benchmarks/RESULTS.md).
+        parsed = parsed.persist(StorageLevel.DISK_ONLY)
     stats = parsed.groupBy("source", "split", F.col(REASON).isNull().alias("ok")).count().collect()
     rows_in = sum(r["count"] for r in stats)
     if rows_in == 0:
@@ -270,13 +308,8 @@ def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_di
         good = good.filter(keep)
     dropped = 0
     if cfg.data.train_fraction < 1.0:
-        # A seeded share of the train split, by its own hash of (source, position): independent of
-        # the split's hash, and a smaller share keeps a subset of the records a larger one keeps.
-        v = F.pmod(F.xxhash64(F.lit("fraction:" + cfg.data.split_salt), F.col("source"), F.col(position)),
-                   F.lit(1_000_000)) / 1e6
-        keep = (F.col("split") != "train") | (v < F.lit(cfg.data.train_fraction))
-        dropped = good.filter(~keep).count()
-        good = good.filter(keep)
+        dropped = good.filter(~F.col("_in_fraction")).count()
+        good = good.filter(F.col("_in_fraction"))
     spec = kind.fit(spark, good, records, cfg)
     split_rows = {s: 0 for s in SPLITS}
     for r in stats:
@@ -285,12 +318,16 @@ def run_preprocess(spark, cfg: PipelineConfig, datasets_dir: Path | None, out_di
     split_rows["train"] -= excluded + dropped
     columns, encode, ddl = kind.encoder(spec)
     clean = kind.clean_columns(spec)
-    written = write_splits(spark, good, cfg.data.num_files, clean, columns, encode, ddl, out)
+    # the files the kind's pass wrote, unless a Spark expression (train_where) decides which rows go
+    files = sorted(str(p) for p in records_folder.glob("part-*.parquet")) \
+        if records.finish and not cfg.data.train_where else None
+    written = write_splits(spark, good, cfg.data.num_files, clean, columns, encode, ddl, out, files, split_rows)
     for split in SPLITS:
         if written[split] != split_rows[split]:
             raise PipelineError(f"split {split}: {written[split]} rows written, {split_rows[split]} expected")
     extras = kind.manifest_extras(spark, out, spec, records)
     parsed.unpersist()
+    shutil.rmtree(records_folder, ignore_errors=True)
 
     rows_quarantined = sum(r["count"] for r in stats if not r["ok"])
     rows_written = sum(split_rows.values())

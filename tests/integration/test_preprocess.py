@@ -87,7 +87,28 @@ def test_vocabulary_and_missing_values_come_from_the_data(output):
 def test_rerun_is_deterministic_and_replaces_the_output(spark, table, tiny_config, output):
     out, manifest = output
     cfg = tiny_config.model_copy(update={"data": tiny_config.data.model_copy(update={"max_rows_per_file": None})})
+    before = PreprocessOutput(out).read_clean("train")
     again = run_preprocess(spark, cfg, None, out, records=TABLE.read_files(spark, cfg, table))
     assert again["splits"] == manifest["splits"] and again["fingerprint"] == manifest["fingerprint"]
-    assert PreprocessOutput(out).read_clean("test").equals(PreprocessOutput(out).read_clean("test"))
+    assert PreprocessOutput(out).read_clean("train").equals(before)  # the same rows in the same order
     assert not list(out.parent.glob(".preprocess.*"))  # no staging or old copies left behind
+    assert not (out / "_records").exists()  # the validated records were scratch
+
+
+def test_the_spark_shuffle_path_writes_what_the_record_files_path_writes(spark, table, tiny_config, output,
+                                                                         tmp_path):
+    """A ``train_where`` (a Spark expression) sends the rows through Spark's shuffle and sort
+    instead of from the validation pass's files: the same rows of each split, encoded the same,
+    in at least ``num_files`` files either way."""
+    out, _ = output
+    data = tiny_config.data.model_copy(update={"max_rows_per_file": None, "train_where": "1 = 1"})
+    cfg = tiny_config.model_copy(update={"data": data})
+    run_preprocess(spark, cfg, None, tmp_path / "pre", records=TABLE.read_files(spark, cfg, table))
+    a, b = PreprocessOutput(out), PreprocessOutput(tmp_path / "pre")
+    for split in ("train", "validation", "test"):
+        rows = [x.read_clean(split) for x in (a, b)]
+        assert len(rows[0]) > 0 and len(list(a.clean(split).glob("part-*.parquet"))) >= cfg.data.num_files
+        order = [r.sort_values(list(r.columns)).reset_index(drop=True) for r in rows]
+        assert order[0].equals(order[1])
+        vectors = [vector_matrix(pq.read_table(x.encoded(split)).column("features")) for x in (a, b)]
+        assert sorted(map(bytes, vectors[0])) == sorted(map(bytes, vectors[1]))

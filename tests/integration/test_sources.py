@@ -394,7 +394,6 @@ def test_the_summaries_the_validation_pass_makes_fit_the_same_spec_as_a_pass_of_
     files (three partitions), one with a rejected row; and a uniform sample of the usable rows,
     pooled over the partitions. A task run again replaces its partition's summary and sampled
     rows instead of adding to them."""
-    from pyspark import StorageLevel
 
     from gen_pipeline.kinds.table.fitting import SAMPLE, PartitionSummaries, Summaries, fit_spec, sampled_columns
     from gen_pipeline.kinds.table.sources import read_records
@@ -422,10 +421,10 @@ def test_the_summaries_the_validation_pass_makes_fit_the_same_spec_as_a_pass_of_
     sampled = sampled_columns(schema, "quantile", 0, lookups=True)
     acc = spark.sparkContext.accumulator({}, Summaries(500))
     plan = PartitionSummaries(schema, sampled=sampled, sample_rows=500)
-    parsed = validate(records, (plan, acc)).persist(StorageLevel.DISK_ONLY)
+    parsed, n = validate(records, (plan, acc), into=tmp_path / "validated")  # as preprocess runs it
     good = parsed.filter(parsed[REASON].isNull())
     assert good.count() == 1200 and parsed.count() == 1201
-    n = good.rdd.getNumPartitions()
+    assert sorted(p.name for p in (tmp_path / "validated").iterdir()) == [f"part-{k:05d}.parquet" for k in range(n)]
     parts = {k: v for k, v in acc.value.items() if k != SAMPLE}
     assert n >= 2 and sorted(parts) == list(range(n)) and sum(p["rows"] for p in parts.values()) == 1200
     made = fit_spec(good, schema, "quantile", 50, partitions=dict(acc.value))
@@ -436,7 +435,6 @@ def test_the_summaries_the_validation_pass_makes_fit_the_same_spec_as_a_pass_of_
     ids = set(zip(pool.column("__pid").to_pylist(), pool.column("__i").to_pylist()))
     assert pool.num_rows == len(ids) == 500 and len(set(pool.column("__pid").to_pylist())) == n
     assert set(pool.column_names) == {c.name for c in sampled} | {"__u", "__i", "__pid"}
-    parsed.unpersist()
     assert validate(records, (plan, acc)).count() == 1201  # every task runs again
     parts = {k: v for k, v in acc.value.items() if k != SAMPLE}
     assert sorted(parts) == list(range(n)) and sum(p["rows"] for p in parts.values()) == 1200

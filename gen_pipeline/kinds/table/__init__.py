@@ -75,8 +75,11 @@ class TableKind(DataKind):
             context["summaries"] = spark.sparkContext.accumulator({}, Summaries(t.vgm_sample_rows))
             summaries = (PartitionSummaries(table.schema, sampled=sampled, sample_rows=t.vgm_sample_rows),
                          context["summaries"])
-        return RawRecords(table.name, records.withColumn("split_hint", hint), inputs, context,
-                          finish=lambda df: validate(df, summaries))
+
+        def finish(df, folder):  # the validation pass, run now into ``folder``
+            validated, context["partitions"] = validate(df, summaries, into=folder)
+            return validated
+        return RawRecords(table.name, records.withColumn("split_hint", hint), inputs, context, finish=finish)
 
     def fit(self, spark, good, records: RawRecords, cfg) -> dict:
         from gen_pipeline.kinds.table.fitting import SAMPLE, fit_spec
@@ -85,7 +88,7 @@ class TableKind(DataKind):
         print(f"[preprocess] fitting transforms from Spark aggregates ({t.continuous})", flush=True)
         made = records.context["summaries"].value if "summaries" in records.context else {}
         # the validation pass's summaries, when every partition's task made one (else the fit makes its own)
-        whole = sorted(k for k in made if k != SAMPLE) == list(range(good.rdd.getNumPartitions()))
+        whole = sorted(k for k in made if k != SAMPLE) == list(range(records.context.get("partitions", -1)))
         return fit_spec(good, records.context["schema"], t.continuous, t.num_quantiles, t.vgm_sample_rows,
                         t.vgm_point_share, t.max_categories, t.discrete_values, t.lookup_columns,
                         made if whole else None)

@@ -44,7 +44,7 @@ from pathlib import Path
 from gen_pipeline.errors import PipelineError
 from gen_pipeline.kinds.table.schema import TableSchema, base_dtype
 from gen_pipeline.kinds.table.validation import (_BINARY, _CAST, _CORRUPT, SPARK_CAST, _parse_datetime, _spark_type,
-                                                  validate)
+                                                  validate, validate_into)
 
 FORMATS = ("csv", "parquet", "orc", "json")
 _EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".data": "csv", ".test": "csv", ".parquet": "parquet",
@@ -370,8 +370,8 @@ def read_table(spark, source, schema: TableSchema, max_rows_per_file: int | None
 def read_records(spark, source, schema: TableSchema, max_rows_per_file: int | None = None):
     """``read_table`` in two steps: (records as the reader split them, every field a string, with
     Spark's casts beside them; the validation pass, a function of such records (and optionally
-    the fit's summaries to make on the way, ``validation.validate``) that passes through any
-    column added to them; inputs). Preprocess assigns the split from the raw text in between, so
+    the fit's summaries to make on the way, and ``into``, a folder: then run now and written
+    there, ``validation.validate_into``) that passes through any column added to them; inputs). Preprocess assigns the split from the raw text in between, so
     the text need not come back from the validation for usable records."""
     from pyspark.sql import functions as F
 
@@ -403,4 +403,9 @@ def read_records(spark, source, schema: TableSchema, max_rows_per_file: int | No
              if not c.format else _parse_datetime(c).alias(_CAST + c.name)
              for c in schema.columns if base_dtype(c.dtype) in SPARK_CAST]
     fmt_used = "json" if fmt_used == "json" else "csv"
-    return records.select("*", *casts), lambda df, summaries=None: validate(df, schema, fmt_used, summaries), inputs
+
+    def check(df, summaries=None, into=None):
+        if into is None:
+            return validate(df, schema, fmt_used, summaries)
+        return validate_into(df, schema, fmt_used, str(into), summaries)
+    return records.select("*", *casts), check, inputs

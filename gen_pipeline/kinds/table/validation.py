@@ -48,10 +48,57 @@ def validate(records, schema: TableSchema, fmt: str, summaries=None):
     task also summarises its partition's usable records for the fit as they pass (and samples
     them) and adds the summary under its partition's id, so the fit needs no pass of its own
     over the rows."""
+    ddl, passed = _output(records, schema)
+    return records.mapInArrow(_validate_fn(schema, fmt, passed, summaries), ddl)
+
+
+def validate_into(records, schema: TableSchema, fmt: str, folder: str, summaries=None):
+    """``validate``, run now, with each task writing its partition's validated records to
+    ``folder/part-NNNNN.parquet`` itself (pyarrow, from the Arrow table it already holds) instead
+    of sending them back to the JVM; returns (the records read back from ``folder`` by Spark's
+    Parquet source, the number of partitions the pass ran). Later passes read those files, so no
+    cache of the records is built, and the typed columns cross from Python to the JVM once, in
+    Spark's vectorized Parquet reader, instead of as Arrow batches and again into a cache
+    (benchmarks/RESULTS.md, preprocess at scale). ``folder`` must be a path every executor
+    writes to and the driver reads (the work dir, as for preprocess's outputs)."""
+    from pathlib import Path
+
+    ddl, passed = _output(records, schema)
+    validated = _validate_fn(schema, fmt, passed, summaries)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+
+    def run(batches):
+        import pyarrow as pa
+        from pyspark import TaskContext
+
+        from gen_pipeline.storage import PartWriter
+
+        part = TaskContext.get().partitionId()
+        # dictionary pages for the categories and the split, no compression: read back within minutes
+        writer, ok = PartWriter(folder, part, compression="none"), False
+        try:
+            for rb in validated(batches):
+                writer.write(rb)
+            ok = True
+        finally:
+            writer.close(keep=ok)
+        yield pa.RecordBatch.from_arrays([pa.array([part], pa.int32()), pa.array([writer.rows], pa.int64())],
+                                         names=["partition", "rows"])
+
+    done = records.mapInArrow(run, "partition int, rows bigint").collect()
+    from gen_pipeline.storage import remove_hidden_parts
+
+    remove_hidden_parts(folder)
+    return records.sparkSession.read.schema(ddl).parquet(str(folder)), len(done)
+
+
+def _output(records, schema: TableSchema) -> tuple[str, list[str]]:
+    """The validated records' DDL and the columns passed through unchanged (any the reader's
+    records carry beyond their own: the split assigned before the pass)."""
     own = {"source", "line", "text", _CORRUPT, _BINARY, *schema.names}
     extra = [f for f in records.schema.fields if f.name not in own and not f.name.startswith(_CAST)]
-    ddl = validated_ddl(schema) + "".join(f", `{f.name}` {f.dataType.simpleString()}" for f in extra)
-    return records.mapInArrow(_validate_fn(schema, fmt, [f.name for f in extra], summaries), ddl)
+    return validated_ddl(schema) + "".join(f", `{f.name}` {f.dataType.simpleString()}" for f in extra), \
+        [f.name for f in extra]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -117,3 +117,24 @@ def test_encoded_vectors_read_back_exactly_from_binary_and_from_lists(tmp_path):
     uneven = pa.array([b"\0" * 8, b"\0" * 4], pa.binary())
     with pytest.raises(PipelineError, match="unequal length"):
         vector_matrix(uneven)
+
+
+def test_a_limited_read_takes_each_files_head_in_proportion_to_its_rows(tmp_path):
+    """``read_clean(split, limit)``: each file's rows are in hash order, so its head is a uniform
+    sample of them; a limit takes every file's head in proportion to its rows, never the first
+    file's alone."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gen_pipeline.layout import PreprocessOutput
+
+    out = PreprocessOutput(tmp_path)
+    folder = out.clean("train")
+    folder.mkdir(parents=True)
+    start = 0
+    for k, n in enumerate((10, 30, 60)):
+        pq.write_table(pa.table({"v": pa.array(range(start, start + n), pa.int64())}), folder / f"part-{k:05d}.parquet")
+        start += n
+    got = out.read_clean("train", limit=10)["v"].tolist()
+    assert got == [0, 10, 11, 12, 40, 41, 42, 43, 44, 45]
+    assert len(out.read_clean("train", limit=7)) == 7 and len(out.read_clean("train", limit=500)) == 100
