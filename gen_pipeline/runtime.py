@@ -99,7 +99,7 @@ class Runtime:
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.sql.execution.arrow.maxRecordsPerBatch", "65536")
             .config("spark.sql.session.timeZone", "UTC")
-            # preprocess's on-disk cache of typed rows: compressing its column batches cost more
+            # preprocess's on-disk cache of a kind's records (images, signals): compressing its column batches cost more
             # CPU than the disk it saved (benchmarks/RESULTS.md, preprocess at scale)
             .config("spark.sql.inMemoryColumnarStorage.compressed", "false")
             # Spark's progress bar on a terminal; in a log file it is a run of overwritten lines

@@ -112,3 +112,30 @@ def test_the_spark_shuffle_path_writes_what_the_record_files_path_writes(spark, 
         assert order[0].equals(order[1])
         vectors = [vector_matrix(pq.read_table(x.encoded(split)).column("features")) for x in (a, b)]
         assert sorted(map(bytes, vectors[0])) == sorted(map(bytes, vectors[1]))
+
+
+def test_train_fraction_keeps_a_share_of_train_and_the_fit_sees_that_share_only(spark, table, tiny_config, output,
+                                                                                tmp_path):
+    """``train_fraction``: a seeded share of the train split is written, the rest counted as left
+    out, and the encoding is fitted on the rows kept, whether the validation pass summarises
+    them on the way (the record files' path) or a pass of their own does (with ``train_where``)."""
+    out, full = output
+
+    def run(name: str, **data):
+        cfg = tiny_config.model_copy(update={"data": tiny_config.data.model_copy(
+            update={"max_rows_per_file": None, "train_fraction": 0.5, **data})})
+        return run_preprocess(spark, cfg, None, tmp_path / name, records=TABLE.read_files(spark, cfg, table))
+
+    half, where = run("half"), run("where", train_where="1 = 1")
+    assert half["rows_left_out_by_train_fraction"] == full["splits"]["train"] - half["splits"]["train"] > 100
+    assert half["rows_in"] == half["rows_written"] + half["rows_quarantined"] + half["rows_left_out_by_train_fraction"]
+    assert {s: half["splits"][s] for s in ("validation", "test")} == {s: full["splits"][s] for s in ("validation", "test")}
+    rows = {k: PreprocessOutput(p).read_clean("train") for k, p in
+            (("full", out), ("half", tmp_path / "half"), ("where", tmp_path / "where"))}
+    key = list(rows["full"].columns)
+    kept = rows["half"].merge(rows["full"].drop_duplicates(), on=key, how="left", indicator=True)
+    assert (kept["_merge"] == "both").all()  # a subset of the full train split
+    assert rows["half"].sort_values(key).reset_index(drop=True).equals(rows["where"].sort_values(key).reset_index(drop=True))
+    specs = {k: json.loads((p / "transform_spec.json").read_text())
+             for k, p in (("full", out), ("half", tmp_path / "half"), ("where", tmp_path / "where"))}
+    assert specs["half"]["columns"] == specs["where"]["columns"] != specs["full"]["columns"]

@@ -67,7 +67,7 @@ class TableKind(DataKind):
         if cfg.data.split == "files" and table.test_files:
             hint = F.when(F.col("source").isin(*table.test_files), "test").otherwise("train")
         context, summaries = {"schema": table.schema}, None
-        if not cfg.data.train_where and cfg.data.train_fraction >= 1.0:  # the fit reads every usable record
+        if not cfg.data.train_where:  # the fit reads every usable record (in train_fraction's share)
             from gen_pipeline.kinds.table.fitting import PartitionSummaries, Summaries, sampled_columns
 
             t = cfg.transform

@@ -46,8 +46,8 @@ def validate(records, schema: TableSchema, fmt: str, summaries=None):
 
     ``summaries``: (``fitting.PartitionSummaries``, an accumulator of ``fitting.Summaries``): each
     task also summarises its partition's usable records for the fit as they pass (and samples
-    them) and adds the summary under its partition's id, so the fit needs no pass of its own
-    over the rows."""
+    them; only those with ``_in_fraction`` true when the records carry that column) and adds the
+    summary under its partition's id, so the fit needs no pass of its own over the rows."""
     ddl, passed = _output(records, schema)
     return records.mapInArrow(_validate_fn(schema, fmt, passed, summaries), ddl)
 
@@ -117,9 +117,11 @@ def _validate_fn(schema: TableSchema, fmt: str, passed: list[str], summaries=Non
             table = pa.Table.from_batches([rb])
             out = validate_fields(table, schema, fmt)
             rejected = pc.is_valid(out.column(REASON))
-            if part:
+            if part:  # the fit's rows: the usable ones, in the train split's share (``_in_fraction``)
                 kept = out.select(plan.names)
-                part.add(kept.filter(pc.invert(rejected)) if pc.any(rejected).as_py() else kept)
+                left_out = pc.or_(rejected, pc.invert(table.column("_in_fraction"))) \
+                    if "_in_fraction" in passed else rejected
+                part.add(kept.filter(pc.invert(left_out)) if pc.any(left_out).as_py() else kept)
             out = out.set_column(out.schema.get_field_index("text"), "text",
                                  pc.if_else(rejected, out.column("text"), pa.scalar(None, pa.string())))
             for name in passed:
