@@ -139,13 +139,6 @@ class PreprocessOutput:
                                 "rerun `gen-pipeline preprocess` to rebuild it") from None
 
 
-# ---------------------------------------------------------------------------------------------
-# The encoded splits' ``features``: each row's D float32 values (little-endian) as one binary
-# value of 4 D bytes. Parquet writes a binary value as one run of bytes; a list<float> column
-# costs a repetition and a definition level per float, which made the encoded write 2.3 times
-# as slow (benchmarks/RESULTS.md, preprocess at scale). Read back as an (N, D) view of the bytes.
-# A list<float> column (written before, or by Spark for an empty split) reads the same way.
-# ---------------------------------------------------------------------------------------------
 def _heads(dataset, limit: int, columns):
     """``limit`` rows of a Parquet dataset: from the head of each file, its share in proportion
     to its rows (largest remainders), in file order."""
@@ -164,6 +157,13 @@ def _heads(dataset, limit: int, columns):
     return pa.concat_tables(heads) if heads else dataset.head(0, columns=columns)
 
 
+# ---------------------------------------------------------------------------------------------
+# The encoded splits' ``features``: each row's D float32 values (little-endian) as one binary
+# value of 4 D bytes. Parquet writes a binary value as one run of bytes; a list<float> column
+# costs a repetition and a definition level per float, which made the encoded write 2.3 times
+# as slow (benchmarks/RESULTS.md, preprocess at scale). Read back as an (N, D) view of the bytes.
+# A list<float> column (written before, or by Spark for an empty split) reads the same way.
+# ---------------------------------------------------------------------------------------------
 def vector_binary(column):
     """A list<float32> Arrow array whose lists all have one length D -> a binary array, each value
     the row's D float32s (4 D bytes, little-endian): the ``features`` column as it is stored."""

@@ -371,8 +371,9 @@ def read_records(spark, source, schema: TableSchema, max_rows_per_file: int | No
     """``read_table`` in two steps: (records as the reader split them, every field a string, with
     Spark's casts beside them; the validation pass, a function of such records (and optionally
     the fit's summaries to make on the way, and ``into``, a folder: then run now and written
-    there, ``validation.validate_into``) that passes through any column added to them; inputs). Preprocess assigns the split from the raw text in between, so
-    the text need not come back from the validation for usable records."""
+    there, ``validation.validate_into``) that passes through any column added to them; inputs).
+    Preprocess assigns the split from the raw text in between, so the text need not come back
+    from the validation for usable records."""
     from pyspark.sql import functions as F
 
     src = source if isinstance(source, TableSource) else TableSource.of(source)

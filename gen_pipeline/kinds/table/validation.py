@@ -63,6 +63,8 @@ def validate_into(records, schema: TableSchema, fmt: str, folder: str, summaries
     writes to and the driver reads (the work dir, as for preprocess's outputs)."""
     from pathlib import Path
 
+    from gen_pipeline.storage import remove_hidden_parts
+
     ddl, passed = _output(records, schema)
     validated = _validate_fn(schema, fmt, passed, summaries)
     Path(folder).mkdir(parents=True, exist_ok=True)
@@ -86,8 +88,6 @@ def validate_into(records, schema: TableSchema, fmt: str, folder: str, summaries
                                          names=["partition", "rows"])
 
     done = records.mapInArrow(run, "partition int, rows bigint").collect()
-    from gen_pipeline.storage import remove_hidden_parts
-
     remove_hidden_parts(folder)
     return records.sparkSession.read.schema(ddl).parquet(str(folder)), len(done)
 
