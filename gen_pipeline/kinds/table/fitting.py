@@ -563,7 +563,7 @@ def column_summaries(df, schema: TableSchema, probs: list[float], limit: int,
     if not plan.names:
         return {}, {}
     if partitions is not None:
-        partitions = [v for k, v in sorted((k, v) for k, v in partitions.items() if k != SAMPLE)]
+        partitions = [partitions[k] for k in sorted(k for k in partitions if k != SAMPLE)]
     else:
         def summarise(batches):
             import pyarrow as pa
