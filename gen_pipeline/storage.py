@@ -41,7 +41,8 @@ class PartWriter:
     """One Spark task's Parquet file, ``folder/part-<partition>.parquet``, written by pyarrow from
     the task's Python worker under a hidden name and renamed into place by ``close``: a retried
     task replaces the file whole, and Spark's readers skip the hidden name of one that failed.
-    No file is written when no batch came. ``options``: ``pyarrow.parquet.ParquetWriter``'s."""
+    No file is written when no batch came. ``options``: ``pyarrow.parquet.ParquetWriter``'s.
+    As a context manager: closed on leaving, kept only when no exception left the block."""
 
     def __init__(self, folder, partition: int, **options):
         self.final = Path(folder) / f"part-{partition:05d}.parquet"
@@ -57,6 +58,12 @@ class PartWriter:
             self.writer = pq.ParquetWriter(self.tmp, batch.schema, **self.options)
         self.writer.write_batch(batch, row_group_size=row_group_size)
         self.rows += batch.num_rows
+
+    def __enter__(self) -> "PartWriter":
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        self.close(keep=kind is None)
 
     def close(self, keep: bool = True) -> int:
         """Close the file and (``keep``) rename it into place; returns the rows written."""

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from gen_pipeline.config import PipelineConfig
@@ -87,9 +88,12 @@ def write_splits(spark, good, num_files: int, clean: list[str] | None, columns: 
             Path(folder).mkdir(parents=True, exist_ok=True)
 
     if record_files:
+        record_columns = good.columns
+
         def run_files(tasks):
             for task, path in tasks:
-                yield from _write_record_file(path, task, num_files, totals, needed, folders, clean, columns, encode)
+                yield from _write_record_file(path, task, num_files, totals, record_columns, needed, folders, clean,
+                                              columns, encode)
 
         done = spark.sparkContext.parallelize(list(enumerate(record_files)), len(record_files)) \
             .mapPartitions(run_files).collect()
@@ -125,19 +129,19 @@ def write_splits(spark, good, num_files: int, clean: list[str] | None, columns: 
     return written
 
 
-def _write_record_file(path: str, task: int, num_files: int, totals: dict[str, int], needed: list[str],
-                       folders: dict, clean, columns, encode) -> list[tuple[int, int]]:
+def _write_record_file(path: str, task: int, num_files: int, totals: dict[str, int], record_columns: list[str],
+                       needed: list[str], folders: dict, clean, columns, encode) -> list[tuple[int, int]]:
     """One record file's usable rows, sorted by (split, ``_key``); each split's rows written as
     ``ceil(num_files * rows here / totals[split])`` files of consecutive rows (parts ``task *
     num_files + j``), so every split has at least ``num_files`` files over all record files
-    (when it has that many rows); returns (split index, rows) per file written."""
+    (when it has that many rows); returns (split index, rows) per file written. ``record_columns``:
+    the record files' columns (whether they carry ``_in_fraction``)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    names = pq.read_schema(path).names
-    fraction = ["_in_fraction"] if "_in_fraction" in names else []
+    fraction = ["_in_fraction"] if "_in_fraction" in record_columns else []
     table = pq.read_table(path, columns=[*needed, "split", "_key", REASON, *fraction])
     usable = pc.is_null(table.column(REASON))
     if fraction:
@@ -176,12 +180,10 @@ def _write_sorted(batches, part: int, folders: dict, clean, columns, encode) -> 
     for k, group in itertools.groupby(runs(), key=lambda r: r[0]):
         clean_folder, encoded_folder = folders[SPLITS[k]]
         slices = (sl for _, sl in group)
-        writer = PartWriter(clean_folder, part, compression="snappy") if clean_folder else None
-        if writer:
-            slices = _teed(slices, clean, writer)
-        n = write_vectors(encode(sl.select(columns) for sl in slices), encoded_folder, part)
-        if writer:
-            writer.close()
+        with PartWriter(clean_folder, part, compression="snappy") if clean_folder else nullcontext() as writer:
+            if writer:
+                slices = _teed(slices, clean, writer)
+            n = write_vectors(encode(sl.select(columns) for sl in slices), encoded_folder, part)
         counts.append((k, n))
     return counts
 
@@ -197,18 +199,14 @@ def _teed(slices, clean: list[str], writer):
 def write_vectors(batches, folder: str, partition: int, row_group_bytes: int = 8 * 1024 * 1024) -> int:
     """Stream Arrow record batches into ``folder/part-<partition>.parquet`` (``storage.PartWriter``:
     a retried task replaces it whole); returns the rows written."""
-    writer, per_group, ok = PartWriter(folder, partition, compression="zstd", use_dictionary=False,
-                                       write_statistics=False), 1, False
+    per_group = 1
     # (min/max statistics of a vector column: up to 10% of the write)
-    try:
+    with PartWriter(folder, partition, compression="zstd", use_dictionary=False, write_statistics=False) as writer:
         for rb in batches:
             rb = _vectors_as_binary(rb)
             if not writer.rows:
                 per_group = max(1, row_group_bytes * max(1, rb.num_rows) // max(1, rb.nbytes))
             writer.write(rb, row_group_size=per_group)
-        ok = True
-    finally:
-        writer.close(keep=ok)
     return writer.rows
 
 

@@ -77,13 +77,9 @@ def validate_into(records, schema: TableSchema, fmt: str, folder: str, summaries
 
         part = TaskContext.get().partitionId()
         # dictionary pages for the categories and the split, no compression: read back within minutes
-        writer, ok = PartWriter(folder, part, compression="none"), False
-        try:
+        with PartWriter(folder, part, compression="none") as writer:
             for rb in validated(batches):
                 writer.write(rb)
-            ok = True
-        finally:
-            writer.close(keep=ok)
         yield pa.RecordBatch.from_arrays([pa.array([part], pa.int32()), pa.array([writer.rows], pa.int64())],
                                          names=["partition", "rows"])
 
